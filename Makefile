@@ -1,0 +1,55 @@
+# Everything runs from a project-local virtual environment, so a fresh machine needs only python3.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+# Keep llm's own state (keys, aliases, logs) out of the user's home unless they point elsewhere.
+export LLM_USER_PATH ?= $(CURDIR)/.llm-user
+
+.PHONY: install serve check lint typecheck layers proto proto-check test unit integration bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+## Start the server on 127.0.0.1:50051 serving the offline models (echo, markov).
+serve: install
+	$(BIN)/python -m infrastructure.cli serve
+
+## The whole suite: lint, types, layering contract, generated-code freshness, all tests.
+check: install lint typecheck layers proto-check test
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+layers: install
+	$(BIN)/lint-imports
+
+proto: install
+	$(BIN)/python proto/generate.py
+
+proto-check: install
+	$(BIN)/python proto/generate.py --check
+
+test: install
+	$(BIN)/pytest
+
+unit: install
+	$(BIN)/pytest tests/unit
+
+integration: install
+	$(BIN)/pytest tests/integration
+
+bench: install
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

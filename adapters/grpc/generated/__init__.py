@@ -1,0 +1,1 @@
+"""Generated from proto/llm_proxy.proto by proto/generate.py."""
