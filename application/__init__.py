@@ -1,0 +1,1 @@
+"""Use cases and the ports they drive. Depends on domain/ only."""

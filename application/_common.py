@@ -1,0 +1,77 @@
+"""Steps shared by the prompt use cases: admission, model choice, timeouts, accounting."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from application.ports import Clock, IdGenerator, ModelCatalog, PolicySource
+from domain.catalog import ModelDescription
+from domain.errors import PermissionDenied, ProxyError
+from domain.policy import ServerPolicy
+from domain.principal import CallContext
+from domain.request import ModelInvocation, PromptRequest
+from domain.usage import ExecutionMetrics, Usage
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    request_id: str
+    model: ModelDescription
+    invocation: ModelInvocation
+    policy: ServerPolicy
+    timeout_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class PromptPipeline:
+    catalog: ModelCatalog
+    policy: PolicySource
+    clock: Clock
+    ids: IdGenerator
+
+    def request_id_for(self, request: PromptRequest) -> str:
+        return request.request_id or self.ids.new_request_id()
+
+    def admit(self, request: PromptRequest, request_id: str, context: CallContext) -> Admitted:
+        policy = self.policy.current()
+        request.validate(policy.limits.max_input_length)
+        model = self.catalog.current().resolve(request.model)
+        if not context.principal.may_use(model):
+            raise PermissionDenied(
+                f"{context.principal.subject!r} may not use model {model.model_id!r}; "
+                "ask for a token that includes it"
+            )
+        schema = request.parsed_schema()
+        timeout_s = policy.limits.request_timeout_seconds
+        if context.time_remaining is not None:
+            timeout_s = min(timeout_s, max(context.time_remaining, 0.0))
+        return Admitted(
+            request_id=request_id,
+            model=model,
+            invocation=ModelInvocation(
+                model_id=model.model_id,
+                user_fragments=request.user_fragments,
+                system_fragments=request.system_fragments,
+                schema=schema,
+            ),
+            policy=policy,
+            timeout_s=timeout_s,
+        )
+
+    def metrics(self, admitted: Admitted, started: float, usage: Usage) -> ExecutionMetrics:
+        price = admitted.policy.price_for(admitted.model.model_id)
+        return ExecutionMetrics(
+            duration_ms=round((self.clock.monotonic() - started) * 1000),
+            timestamp=int(self.clock.now()),
+            usage=usage,
+            cost_usd=price.cost(usage) if price is not None else None,
+        )
+
+
+def outcome_of(error: BaseException) -> str:
+    if isinstance(error, ProxyError):
+        return error.code
+    if isinstance(error, asyncio.CancelledError):
+        return "CANCELLED"
+    return "INTERNAL_ERROR"

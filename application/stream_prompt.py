@@ -1,0 +1,102 @@
+"""Use case: answer a prompt chunk by chunk as the model produces it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass
+
+from application._common import Admitted, PromptPipeline, outcome_of
+from application.ports import ModelGateway, RequestObserver
+from domain.answer import Failure, StreamEvent, StreamFinished, TextChunk, UsageReport
+from domain.errors import ProxyError, UpstreamTimeout
+from domain.outcome import Method, RequestRecord
+from domain.principal import CallContext
+from domain.request import PromptRequest
+from domain.usage import Usage
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedStream:
+    request_id: str
+    events: AsyncIterator[StreamEvent]
+
+
+class StreamPrompt:
+    def __init__(
+        self, pipeline: PromptPipeline, gateway: ModelGateway, observer: RequestObserver
+    ) -> None:
+        self._pipeline = pipeline
+        self._gateway = gateway
+        self._observer = observer
+
+    def __call__(self, request: PromptRequest, context: CallContext) -> OpenedStream:
+        request_id = self._pipeline.request_id_for(request)
+        return OpenedStream(request_id, self._events(request, request_id, context))
+
+    async def _events(
+        self, request: PromptRequest, request_id: str, context: CallContext
+    ) -> AsyncIterator[StreamEvent]:
+        clock = self._pipeline.clock
+        started = clock.monotonic()
+        model_id: str | None = None
+        usage = Usage()
+        cost: float | None = None
+        first_chunk_s: float | None = None
+        chunks = 0
+        outcome = "ok"
+        try:
+            admitted = self._pipeline.admit(request, request_id, context)
+            model_id = admitted.model.model_id
+            async for event in self._model_events(admitted, started):
+                if isinstance(event, UsageReport):
+                    usage = event.usage
+                    continue
+                if first_chunk_s is None:
+                    first_chunk_s = clock.monotonic() - started
+                chunks += 1
+                yield event
+            metrics = self._pipeline.metrics(admitted, started, usage)
+            cost = metrics.cost_usd
+            yield StreamFinished(model_id, metrics)
+        except ProxyError as error:
+            outcome = error.code
+            yield Failure(request_id, error)
+        except BaseException as error:
+            outcome = outcome_of(error)
+            raise
+        finally:
+            self._observer.request_finished(
+                RequestRecord(
+                    method=Method.STREAM,
+                    request_id=request_id,
+                    subject=context.principal.subject,
+                    model_id=model_id,
+                    outcome=outcome,
+                    duration_s=clock.monotonic() - started,
+                    usage=usage,
+                    cost_usd=cost,
+                    first_chunk_s=first_chunk_s,
+                    chunks=chunks,
+                )
+            )
+
+    async def _model_events(
+        self, admitted: Admitted, started: float
+    ) -> AsyncIterator[TextChunk | UsageReport]:
+        # The timeout bounds the whole stream, but is armed only around each wait for the
+        # model so that it never fires while the consumer is busy sending a chunk.
+        deadline = started + admitted.timeout_s
+        clock = self._pipeline.clock
+        async with aclosing(self._gateway.stream(admitted.invocation)) as upstream:
+            iterator = aiter(upstream)
+            while True:
+                try:
+                    async with asyncio.timeout(max(deadline - clock.monotonic(), 0.0)):
+                        event = await anext(iterator)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    raise UpstreamTimeout(admitted.timeout_s) from None
+                yield event

@@ -1,0 +1,65 @@
+"""Served models, aliases and the rules that turn a requested name into one model."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from domain.errors import UnknownModel
+
+
+@dataclass(frozen=True, slots=True)
+class ModelDescription:
+    model_id: str
+    provider: str
+    supports_streaming: bool
+    display_name: str = ""
+    aliases: tuple[str, ...] = ()
+    max_context_length: int | None = None
+    supports_schema: bool = False
+
+
+def _freeze(mapping: Mapping[str, str]) -> Mapping[str, str]:
+    return MappingProxyType(dict(mapping))
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    """An immutable snapshot of what is served; swapping the snapshot is how config reloads."""
+
+    models: tuple[ModelDescription, ...]
+    default_model: str
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    _by_id: Mapping[str, ModelDescription] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        by_id = {model.model_id: model for model in self.models}
+        object.__setattr__(self, "_by_id", _freeze_models(by_id))
+        object.__setattr__(self, "aliases", _freeze(self.aliases))
+        dangling = sorted(alias for alias, target in self.aliases.items() if target not in by_id)
+        if dangling:
+            raise ValueError(f"aliases point at models that are not served: {dangling}")
+        if self.models and self.default_model not in by_id:
+            raise ValueError(f"default model {self.default_model!r} is not served")
+
+    def resolve(self, requested: str | None) -> ModelDescription:
+        name = (requested or "").strip() or self.default_model
+        model = self._by_id.get(name)
+        if model is None:
+            target = self.aliases.get(name)
+            model = self._by_id.get(target) if target is not None else None
+        if model is None:
+            raise UnknownModel(name, self.names())
+        return model
+
+    def names(self) -> tuple[str, ...]:
+        """Every name a client may use: model ids, then aliases."""
+        return tuple(sorted(self._by_id)) + tuple(sorted(self.aliases))
+
+    def get(self, model_id: str) -> ModelDescription | None:
+        return self._by_id.get(model_id)
+
+
+def _freeze_models(by_id: dict[str, ModelDescription]) -> Mapping[str, ModelDescription]:
+    return MappingProxyType(by_id)

@@ -1,0 +1,86 @@
+"""Typed domain errors. Each carries the machine-readable code clients see in-band."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+
+class ProxyError(Exception):
+    """Base of every error the proxy reports to a client on purpose."""
+
+    code: ClassVar[str] = "INTERNAL_ERROR"
+
+    def __init__(self, message: str, *, details: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class InvalidRequest(ProxyError):
+    code = "INVALID_REQUEST"
+
+
+class EmptyRequest(InvalidRequest):
+    code = "EMPTY_REQUEST"
+
+
+class InputTooLong(InvalidRequest):
+    code = "INPUT_TOO_LONG"
+
+    def __init__(self, length: int, limit: int) -> None:
+        super().__init__(
+            f"input is {length} characters over all fragments; this server accepts at most "
+            f"{limit}. Shorten the prompt or split it across requests.",
+            details=f"length={length} limit={limit}",
+        )
+        self.length = length
+        self.limit = limit
+
+
+class SchemaInvalid(InvalidRequest):
+    code = "INVALID_SCHEMA"
+
+
+class UnknownModel(ProxyError):
+    code = "MODEL_NOT_FOUND"
+
+    def __init__(self, requested: str, available: Sequence[str]) -> None:
+        listing = ", ".join(available) if available else "(none)"
+        super().__init__(
+            f"model {requested!r} is not served here. Available models and aliases: {listing}",
+            details=listing,
+        )
+        self.requested = requested
+        self.available = tuple(available)
+
+
+class ModelUnavailable(ProxyError):
+    """The model exists but cannot be used as configured (for example a missing API key)."""
+
+    code = "MODEL_UNAVAILABLE"
+
+
+class PermissionDenied(ProxyError):
+    """The caller is authenticated but may not use what it asked for."""
+
+    code = "PERMISSION_DENIED"
+
+
+class UpstreamFailure(ProxyError):
+    code = "UPSTREAM_ERROR"
+
+
+class UpstreamTimeout(ProxyError):
+    code = "TIMEOUT"
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(
+            f"the model did not finish within {seconds:g}s. Retry, ask for a shorter answer, "
+            "or raise limits.request_timeout_seconds on the server."
+        )
+        self.seconds = seconds
+
+
+class RequestCancelled(ProxyError):
+    code = "CANCELLED"

@@ -1,0 +1,30 @@
+"""The record of one finished request, for logs and metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from domain.usage import Usage
+
+
+class Method(StrEnum):
+    EXECUTE = "Execute"
+    STREAM = "StreamExecute"
+    SERVER_INFO = "GetServerInfo"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    method: Method
+    request_id: str
+    subject: str
+    # The resolved model id, or None when resolution itself failed.
+    model_id: str | None
+    # "ok" or the error code that ended the request.
+    outcome: str
+    duration_s: float
+    usage: Usage = Usage()
+    cost_usd: float | None = None
+    first_chunk_s: float | None = None
+    chunks: int = 0

@@ -1,0 +1,31 @@
+"""Operator-set limits and identity, read once per request so a reload applies atomically."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from domain.usage import ModelPrice
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_input_length: int | None = 1_000_000
+    request_timeout_seconds: float = 300.0
+    max_concurrent_requests: int | None = None
+    max_requests_per_minute: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ServerPolicy:
+    server_name: str
+    server_version: str
+    limits: Limits = Limits()
+    prices: Mapping[str, ModelPrice] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "prices", MappingProxyType(dict(self.prices)))
+
+    def price_for(self, model_id: str) -> ModelPrice | None:
+        return self.prices.get(model_id)

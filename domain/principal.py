@@ -1,0 +1,34 @@
+"""Who is calling, and what they may use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+from domain.catalog import ModelDescription
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    subject: str
+    # Model ids, aliases or glob patterns; None means every served model.
+    allowed_models: tuple[str, ...] | None = None
+    token_id: str | None = None
+
+    def may_use(self, model: ModelDescription) -> bool:
+        if self.allowed_models is None:
+            return True
+        names = (model.model_id, *model.aliases)
+        return any(fnmatchcase(name, pattern) for pattern in self.allowed_models for name in names)
+
+
+ANONYMOUS = Principal(subject="anonymous")
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """Per-call facts the transport knows and use cases need, free of transport types."""
+
+    principal: Principal = ANONYMOUS
+    # Seconds the client still allows, from its deadline; None when it set no deadline.
+    time_remaining: float | None = None

@@ -1,0 +1,42 @@
+"""Token usage, prices and the metrics reported with every answer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+    @property
+    def total_tokens(self) -> int | None:
+        if self.input_tokens is None and self.output_tokens is None:
+            return None
+        return (self.input_tokens or 0) + (self.output_tokens or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPrice:
+    """US dollars per million tokens."""
+
+    input_per_million: float
+    output_per_million: float
+
+    def cost(self, usage: Usage) -> float | None:
+        if usage.input_tokens is None and usage.output_tokens is None:
+            return None
+        return (
+            (usage.input_tokens or 0) * self.input_per_million
+            + (usage.output_tokens or 0) * self.output_per_million
+        ) / 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionMetrics:
+    duration_ms: int
+    timestamp: int
+    usage: Usage = Usage()
+    cost_usd: float | None = None
+    retry_count: int = 0
