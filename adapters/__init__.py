@@ -1,0 +1,1 @@
+"""Adapters: each implements ports or drives use cases; none imports another."""

@@ -1,0 +1,1 @@
+"""Authentication: verifying bearer tokens into principals."""

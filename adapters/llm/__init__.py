@@ -1,0 +1,1 @@
+"""Model access through Simon Willison's llm library and its plugins."""

@@ -1,0 +1,1 @@
+"""Configuration, composition root, logging and the command line."""

@@ -1,0 +1,1 @@
+"""Integration tests: the real server on loopback, real gRPC, real llm models."""

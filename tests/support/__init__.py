@@ -1,0 +1,1 @@
+"""Support code shared by tests: fakes, scripted models, stand-in servers."""

@@ -1,0 +1,1 @@
+"""Unit tests: use cases and adapters against in-memory fakes."""
