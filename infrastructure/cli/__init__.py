@@ -9,3 +9,11 @@ import click
 @click.version_option(package_name="llm-proxy")
 def main() -> None:
     """llm-proxy: one authenticated gRPC endpoint for every model `llm` can reach."""
+
+
+# Command families register themselves here, one line each.
+from infrastructure.cli.config_commands import config_group  # noqa: E402
+from infrastructure.cli.serve import serve  # noqa: E402
+
+main.add_command(serve)
+main.add_command(config_group)

@@ -1,0 +1,80 @@
+"""Translation between protobuf messages and domain values; the only place that knows both."""
+
+from __future__ import annotations
+
+from adapters.grpc.generated import llm_proxy_pb2 as pb
+from application.describe_server import ServerDescription
+from domain.catalog import ModelDescription
+from domain.errors import ProxyError
+from domain.request import PromptRequest
+from domain.usage import ExecutionMetrics
+
+
+def to_prompt_request(message: pb.ExecuteRequest) -> PromptRequest:
+    return PromptRequest(
+        user_fragments=tuple(message.user_fragments),
+        system_fragments=tuple(message.system_fragments),
+        model=message.model_name if message.HasField("model_name") else None,
+        response_schema=(
+            message.response_model_schema if message.HasField("response_model_schema") else None
+        ),
+        request_id=message.request_id,
+    )
+
+
+def to_metrics(metrics: ExecutionMetrics) -> pb.ExecutionMetrics:
+    usage = metrics.usage
+    message = pb.ExecutionMetrics(
+        duration_ms=metrics.duration_ms,
+        retry_count=metrics.retry_count,
+        timestamp=metrics.timestamp,
+    )
+    if usage.input_tokens is not None:
+        message.input_tokens = usage.input_tokens
+    if usage.output_tokens is not None:
+        message.output_tokens = usage.output_tokens
+    total = usage.total_tokens
+    if total is not None:
+        message.total_tokens = total
+    if metrics.cost_usd is not None:
+        message.cost_usd = metrics.cost_usd
+    return message
+
+
+def to_error(error: ProxyError) -> pb.ExecuteError:
+    message = pb.ExecuteError(error_code=error.code, error_message=error.message)
+    if error.details is not None:
+        message.error_details = error.details
+    return message
+
+
+def to_model_info(model: ModelDescription) -> pb.ModelInfo:
+    info = pb.ModelInfo(
+        model_id=model.model_id,
+        display_name=model.display_name or model.model_id,
+        provider=model.provider,
+        supports_streaming=model.supports_streaming,
+        aliases=list(model.aliases),
+    )
+    if model.max_context_length is not None:
+        info.max_context_length = model.max_context_length
+    return info
+
+
+def to_server_info(description: ServerDescription) -> pb.GetServerInfoResponse:
+    limits = description.limits
+    server_limits = pb.ServerLimits(request_timeout_seconds=round(limits.request_timeout_seconds))
+    if limits.max_input_length is not None:
+        server_limits.max_input_length = limits.max_input_length
+    if limits.max_concurrent_requests is not None:
+        server_limits.max_concurrent_requests = limits.max_concurrent_requests
+    if limits.max_requests_per_minute is not None:
+        server_limits.max_requests_per_minute = limits.max_requests_per_minute
+    return pb.GetServerInfoResponse(
+        available_models=[to_model_info(model) for model in description.models],
+        default_model=description.default_model,
+        limits=server_limits,
+        server_version=description.server_version,
+        model_aliases=dict(description.aliases),
+        server_name=description.server_name,
+    )

@@ -1,0 +1,42 @@
+"""Building the grpc.aio server: channel options and service registration."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+
+from adapters.grpc.generated import llm_proxy_pb2_grpc as pb_grpc
+from adapters.grpc.servicer import ProxyServicer
+
+
+def server_options(*, min_ping_interval_s: float, max_message_bytes: int) -> list[tuple[str, int]]:
+    ping_ms = int(min_ping_interval_s * 1000)
+    return [
+        # Idle clients ping every 30 s (vibectl does); never answer that with GOAWAY.
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", ping_ms),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", ping_ms),
+        ("grpc.http2.max_ping_strikes", 0),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        # Off so a second server on a taken port fails loudly instead of splitting traffic.
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+def build_server(
+    servicer: ProxyServicer,
+    *,
+    min_ping_interval_s: float,
+    max_message_bytes: int,
+    interceptors: Sequence[grpc.aio.ServerInterceptor[object, object]] = (),
+) -> grpc.aio.Server:
+    server = grpc.aio.server(
+        interceptors=list(interceptors),
+        options=server_options(
+            min_ping_interval_s=min_ping_interval_s, max_message_bytes=max_message_bytes
+        ),
+    )
+    pb_grpc.add_VibectlLLMProxyServicer_to_server(servicer, server)
+    return server

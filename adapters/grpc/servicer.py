@@ -1,0 +1,117 @@
+"""The VibectlLLMProxy service: decodes calls, drives the use cases, encodes their results."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+
+from adapters.grpc import mapping
+from adapters.grpc.generated import llm_proxy_pb2 as pb
+from adapters.grpc.generated import llm_proxy_pb2_grpc as pb_grpc
+from application.describe_server import DescribeServer
+from application.execute_prompt import ExecutePrompt
+from application.stream_prompt import StreamPrompt
+from domain.answer import Answer, Failure, StreamFinished, TextChunk
+from domain.errors import PermissionDenied
+from domain.principal import ANONYMOUS, CallContext, Principal
+
+log = logging.getLogger("llm_proxy.grpc")
+
+# Longer ids are not identifiers but payloads; refusing them keeps logs and memory bounded.
+MAX_REQUEST_ID_LENGTH = 256
+
+PrincipalProvider = Callable[[], Principal]
+
+
+def _anonymous() -> Principal:
+    return ANONYMOUS
+
+
+class ProxyServicer(pb_grpc.VibectlLLMProxyServicer):
+    def __init__(
+        self,
+        execute: ExecutePrompt,
+        stream: StreamPrompt,
+        describe: DescribeServer,
+        principal: PrincipalProvider = _anonymous,
+    ) -> None:
+        self._execute = execute
+        self._stream = stream
+        self._describe = describe
+        self._principal = principal
+
+    def _context(self, context: grpc.aio.ServicerContext[object, object]) -> CallContext:
+        return CallContext(principal=self._principal(), time_remaining=context.time_remaining())
+
+    async def _check_request(
+        self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> None:
+        if len(request.request_id) > MAX_REQUEST_ID_LENGTH:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"request_id is {len(request.request_id)} characters; at most "
+                f"{MAX_REQUEST_ID_LENGTH} are accepted",
+            )
+
+    async def Execute(
+        self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> pb.ExecuteResponse:
+        await self._check_request(request, context)
+        try:
+            result = await self._execute(mapping.to_prompt_request(request), self._context(context))
+        except Exception:
+            log.exception("Execute failed unexpectedly")
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
+        if isinstance(result, Answer):
+            return pb.ExecuteResponse(
+                request_id=result.request_id,
+                success=pb.ExecuteSuccess(
+                    response_text=result.text,
+                    metrics=mapping.to_metrics(result.metrics),
+                    actual_model_used=result.model_id,
+                ),
+            )
+        await self._abort_if_status(result, context)
+        return pb.ExecuteResponse(
+            request_id=result.request_id, error=mapping.to_error(result.error)
+        )
+
+    async def StreamExecute(
+        self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> AsyncIterator[pb.StreamChunk]:
+        await self._check_request(request, context)
+        opened = self._stream(mapping.to_prompt_request(request), self._context(context))
+        request_id = opened.request_id
+        try:
+            async for event in opened.events:
+                if isinstance(event, TextChunk):
+                    yield pb.StreamChunk(request_id=request_id, text_chunk=event.text)
+                elif isinstance(event, StreamFinished):
+                    yield pb.StreamChunk(
+                        request_id=request_id, final_metrics=mapping.to_metrics(event.metrics)
+                    )
+                    yield pb.StreamChunk(
+                        request_id=request_id,
+                        complete=pb.StreamComplete(actual_model_used=event.model_id),
+                    )
+                else:
+                    await self._abort_if_status(event, context)
+                    yield pb.StreamChunk(request_id=request_id, error=mapping.to_error(event.error))
+        except Exception:
+            log.exception("StreamExecute failed unexpectedly")
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
+
+    async def GetServerInfo(
+        self, request: pb.GetServerInfoRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> pb.GetServerInfoResponse:
+        return mapping.to_server_info(self._describe(self._context(context)))
+
+    @staticmethod
+    async def _abort_if_status(
+        failure: Failure, context: grpc.aio.ServicerContext[object, object]
+    ) -> None:
+        # Authorization is a transport-level status by contract; other problems stay in-band.
+        if isinstance(failure.error, PermissionDenied):
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, failure.error.message)

@@ -1,0 +1,210 @@
+"""Assemble the effective configuration: defaults < YAML file < environment < CLI flags.
+
+Every source is turned into one plain nested mapping, deep-merged in precedence order, and
+validated once by the marshmallow schema, so an error can always name the exact key.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from marshmallow import Schema, ValidationError, fields
+
+from infrastructure.config.schema import SettingsSchema
+from infrastructure.config.settings import Settings
+
+ENV_PREFIX = "LLM_PROXY_"
+CONFIG_FILE_ENV = "LLM_PROXY_CONFIG"
+_NESTING = "__"
+_FILE_SUFFIX = "_file"
+_MASK = "***"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; each problem names a key, its value and what is wanted."""
+
+    def __init__(self, problems: Iterable[str], source: str = "configuration") -> None:
+        self.problems = tuple(problems)
+        self.source = source
+        super().__init__(f"invalid {source}:\n" + "\n".join(f"  - {p}" for p in self.problems))
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        current = merged.get(key)
+        if isinstance(current, Mapping) and isinstance(value, Mapping):
+            merged[key] = deep_merge(current, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"cannot read config file {path}: {exc.strerror}"]) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{path} is not valid YAML: {exc}"]) from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"{path} must hold a mapping of sections, not a {type(data).__name__}"])
+    return data
+
+
+def _env_value(raw: str) -> Any:
+    # Lists and mappings use YAML flow syntax; scalars stay strings for the schema to coerce,
+    # so that "yes" in a string field is not silently turned into a boolean.
+    stripped = raw.strip()
+    if stripped.startswith(("[", "{")):
+        try:
+            return yaml.safe_load(stripped)
+        except yaml.YAMLError:
+            return raw
+    if stripped.lower() in ("null", "none", "~"):
+        return None
+    return raw
+
+
+def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    """`LLM_PROXY_SERVER__PORT=50052` → {"server": {"port": "50052"}}; keys without `__` are
+    not configuration (LLM_PROXY_URL and LLM_PROXY_TOKEN belong to clients)."""
+    result: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or _NESTING not in name:
+            continue
+        path = [part.lower() for part in name[len(ENV_PREFIX) :].split(_NESTING)]
+        if not all(path):
+            continue
+        node = result
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                break
+            node = child
+        else:
+            node[path[-1]] = _env_value(raw)
+    return result
+
+
+def _secret_fields(schema: Schema) -> dict[str, Any]:
+    """Mirror of the schema: True for secret leaves, nested dicts for sections."""
+    tree: dict[str, Any] = {}
+    for name, field in schema.fields.items():
+        if isinstance(field, fields.Nested) and isinstance(field.schema, Schema):
+            tree[name] = _secret_fields(field.schema)
+        elif field.metadata.get("secret"):
+            tree[name] = True
+    return tree
+
+
+def _resolve_secret_files(raw: dict[str, Any], secrets: Mapping[str, Any], path: str) -> None:
+    for key, sub in secrets.items():
+        value = raw.get(key)
+        if isinstance(sub, Mapping):
+            if isinstance(value, dict):
+                _resolve_secret_files(value, sub, f"{path}{key}.")
+            continue
+        file_key = key + _FILE_SUFFIX
+        if file_key not in raw:
+            continue
+        file_name = raw.pop(file_key)
+        if file_name is None:
+            continue
+        try:
+            raw[key] = Path(str(file_name)).expanduser().read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                [f"{path}{file_key}: cannot read secret file {file_name!r}: {exc.strerror}"]
+            ) from exc
+
+
+def _lookup(raw: Mapping[str, Any], path: list[str]) -> Any:
+    node: Any = raw
+    for part in path:
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _flatten(messages: Any, raw: Mapping[str, Any], path: list[str]) -> list[str]:
+    if isinstance(messages, Mapping):
+        problems: list[str] = []
+        for key, sub in messages.items():
+            problems.extend(_flatten(sub, raw, [*path, str(key)]))
+        return problems
+    texts = [str(m) for m in messages] if isinstance(messages, list) else [str(messages)]
+    # marshmallow reports dict entries as {key: {"key"|"value": [...]}}; drop that level.
+    shown = [part for part in path if part not in ("key", "value")]
+    dotted = ".".join(shown)
+    if any(text == "Unknown field." for text in texts):
+        return [f"{dotted}: unknown key; check the spelling against `config show`"]
+    value = _lookup(raw, shown)
+    got = f" (got {value!r})" if value is not None and not isinstance(value, Mapping) else ""
+    return [f"{dotted}: {' '.join(texts)}{got}"]
+
+
+def validate(raw: Mapping[str, Any]) -> Settings:
+    schema = SettingsSchema()
+    data = {key: dict(value) if isinstance(value, Mapping) else value for key, value in raw.items()}
+    _resolve_secret_files(data, _secret_fields(schema), "")
+    for section in schema.fields:
+        data.setdefault(section, {})
+    try:
+        settings = schema.load(data)
+    except ValidationError as exc:
+        raise ConfigError(_flatten(exc.messages, data, [])) from exc
+    assert isinstance(settings, Settings)
+    return settings
+
+
+def load_settings(
+    config_file: Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """The effective settings. `overrides` are CLI flags, already nested by section."""
+    env = os.environ if environ is None else environ
+    merged = merged_sources(config_file, env, overrides or {})
+    return validate(merged)
+
+
+def merged_sources(
+    config_file: Path | None, environ: Mapping[str, str], overrides: Mapping[str, Any]
+) -> dict[str, Any]:
+    if config_file is None and environ.get(CONFIG_FILE_ENV):
+        config_file = Path(environ[CONFIG_FILE_ENV])
+    merged: dict[str, Any] = {}
+    if config_file is not None:
+        merged = deep_merge(merged, read_yaml(config_file))
+    merged = deep_merge(merged, from_environment(environ))
+    return deep_merge(merged, overrides)
+
+
+def to_plain(settings: Settings) -> dict[str, Any]:
+    """The effective configuration as plain data, secrets masked, for `config show`."""
+    schema = SettingsSchema()
+    dumped = schema.dump(settings)
+    _mask(dumped, _secret_fields(schema))
+    assert isinstance(dumped, dict)
+    return dumped
+
+
+def _mask(dumped: dict[str, Any], secrets: Mapping[str, Any]) -> None:
+    for key, sub in secrets.items():
+        value = dumped.get(key)
+        if isinstance(sub, Mapping):
+            if isinstance(value, dict):
+                _mask(value, sub)
+        elif value:
+            dumped[key] = _MASK

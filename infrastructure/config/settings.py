@@ -1,0 +1,69 @@
+"""Typed, frozen settings: what the rest of the program reads after validation."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+
+def _frozen(mapping: Mapping[str, str]) -> Mapping[str, str]:
+    return MappingProxyType(dict(mapping))
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 50051
+    name: str = "llm-proxy"
+    grace_period_seconds: float = 10.0
+    # Clients (vibectl's among them) ping every 30 s even when idle; allow that and faster.
+    min_ping_interval_seconds: float = 10.0
+    max_message_bytes: int = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class PriceSettings:
+    input_per_million: float
+    output_per_million: float
+
+
+@dataclass(frozen=True, slots=True)
+class ModelsSettings:
+    # Model ids or glob patterns; None serves every model llm knows and has keys for.
+    serve: tuple[str, ...] | None = None
+    default: str | None = None
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    prices: Mapping[str, PriceSettings] = field(default_factory=dict)
+    # Extra llm plugin modules (dotted names) to register besides the installed ones.
+    plugin_modules: tuple[str, ...] = ()
+    # Threads for models that only have a blocking implementation.
+    max_threads: int = 64
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "aliases", _frozen(self.aliases))
+        object.__setattr__(self, "prices", MappingProxyType(dict(self.prices)))
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsSettings:
+    max_input_length: int | None = 1_000_000
+    request_timeout_seconds: float = 300.0
+    max_concurrent_requests: int | None = None
+    max_requests_per_minute: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingSettings:
+    level: str = "INFO"
+    format: str = "text"
+    # Prompt and answer text stay out of logs unless an operator asks for them.
+    log_prompts: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    server: ServerSettings = ServerSettings()
+    models: ModelsSettings = ModelsSettings()
+    limits: LimitsSettings = LimitsSettings()
+    logging: LoggingSettings = LoggingSettings()

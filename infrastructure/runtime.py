@@ -1,0 +1,62 @@
+"""The real clock, request ids and server policy behind their application ports."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from importlib import metadata
+
+from domain.policy import Limits, ServerPolicy
+from domain.usage import ModelPrice
+from infrastructure.config.settings import Settings
+
+
+class SystemClock:
+    def now(self) -> float:
+        return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+class UuidRequestIds:
+    def new_request_id(self) -> str:
+        return uuid.uuid4().hex
+
+
+def server_version() -> str:
+    try:
+        return metadata.version("llm-proxy")
+    except metadata.PackageNotFoundError:
+        return "0.0.0+unknown"
+
+
+def policy_from(settings: Settings, version: str) -> ServerPolicy:
+    limits = settings.limits
+    return ServerPolicy(
+        server_name=settings.server.name,
+        server_version=version,
+        limits=Limits(
+            max_input_length=limits.max_input_length,
+            request_timeout_seconds=limits.request_timeout_seconds,
+            max_concurrent_requests=limits.max_concurrent_requests,
+            max_requests_per_minute=limits.max_requests_per_minute,
+        ),
+        prices={
+            model: ModelPrice(price.input_per_million, price.output_per_million)
+            for model, price in settings.models.prices.items()
+        },
+    )
+
+
+class ReloadablePolicy:
+    """Holds the policy in force; a reload swaps the whole snapshot in one assignment."""
+
+    def __init__(self, policy: ServerPolicy) -> None:
+        self._policy = policy
+
+    def current(self) -> ServerPolicy:
+        return self._policy
+
+    def replace(self, policy: ServerPolicy) -> None:
+        self._policy = policy
