@@ -1,1 +1,7 @@
 """Model access through Simon Willison's llm library and its plugins."""
+
+from adapters.llm.errors import ModelConfigError
+from adapters.llm.gateway import LlmGateway
+from adapters.llm.registry import LlmModelRegistry
+
+__all__ = ["LlmGateway", "LlmModelRegistry", "ModelConfigError"]

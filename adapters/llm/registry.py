@@ -1,0 +1,95 @@
+"""The served-model catalog, built once from llm's plugins and swapped whole on reconfigure."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+
+import llm
+
+from adapters.llm.discovery import DiscoveredModel, discover, register_plugin_modules
+from adapters.llm.selection import Snapshot, build_snapshot
+from domain.catalog import Catalog
+from domain.errors import UnknownModel
+
+# llm leaves this untyped; the annotation is what the proxy relies on.
+_llm_default_model: Callable[[], str | None] = llm.get_default_model
+
+
+class LlmModelRegistry:
+    """Implements application.ports.ModelCatalog for everything llm can reach."""
+
+    def __init__(
+        self,
+        *,
+        plugin_modules: Sequence[str] = (),
+        serve: Sequence[str] | None = None,
+        aliases: Mapping[str, str] | None = None,
+        default_model: str | None = None,
+    ) -> None:
+        self._plugin_modules = tuple(plugin_modules)
+        self._serve = tuple(serve) if serve is not None else None
+        self._aliases = dict(aliases or {})
+        self._default_model = default_model
+        self._discovered: tuple[DiscoveredModel, ...] | None = None
+        self._snapshot: Snapshot | None = None
+        # Serialises rebuilds only; readers take the current reference without locking.
+        self._rebuild = threading.Lock()
+
+    def load(self) -> None:
+        with self._rebuild:
+            register_plugin_modules(self._plugin_modules)
+            discovered = discover()
+            self._snapshot = self._build(
+                discovered, self._serve, self._aliases, self._default_model
+            )
+            self._discovered = discovered
+
+    def reconfigure(
+        self,
+        *,
+        serve: Sequence[str] | None,
+        aliases: Mapping[str, str] | None,
+        default_model: str | None,
+    ) -> None:
+        with self._rebuild:
+            if self._discovered is None:
+                raise RuntimeError("LlmModelRegistry.reconfigure() called before load()")
+            serve = tuple(serve) if serve is not None else None
+            aliases = dict(aliases or {})
+            # Built completely before the swap, so a bad config leaves the old one serving.
+            snapshot = self._build(self._discovered, serve, aliases, default_model)
+            self._serve, self._aliases, self._default_model = serve, aliases, default_model
+            self._snapshot = snapshot
+
+    def current(self) -> Catalog:
+        return self._require().catalog
+
+    def served_model(self, model_id: str) -> DiscoveredModel:
+        """The llm model objects behind a served id, from the same snapshot as current()."""
+        snapshot = self._require()
+        model = snapshot.served.get(model_id)
+        if model is None:
+            raise UnknownModel(model_id, snapshot.catalog.names())
+        return model
+
+    def _require(self) -> Snapshot:
+        snapshot = self._snapshot
+        if snapshot is None:
+            raise RuntimeError("LlmModelRegistry.load() must run before the catalog is used")
+        return snapshot
+
+    @staticmethod
+    def _build(
+        discovered: Sequence[DiscoveredModel],
+        serve: Sequence[str] | None,
+        aliases: Mapping[str, str],
+        default_model: str | None,
+    ) -> Snapshot:
+        return build_snapshot(
+            discovered,
+            serve=serve,
+            aliases=aliases,
+            default_model=default_model,
+            llm_default=_llm_default_model(),
+        )
