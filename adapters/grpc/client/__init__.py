@@ -1,0 +1,73 @@
+"""Client for llm-proxy servers (the ``vibectl.llm_proxy`` gRPC protocol).
+
+>>> with ProxyClient("llm-proxy+insecure://127.0.0.1:50051") as client:  # doctest: +SKIP
+...     print(client.execute("hi", model="echo").text)
+"""
+
+from adapters.grpc.client.aio import AsyncProxyClient, AsyncTextStream
+from adapters.grpc.client.connection import (
+    DEFAULT_URL,
+    NO_RETRY,
+    ConnectionSettings,
+    RetryPolicy,
+    ServerAddress,
+    parse_server_url,
+)
+from adapters.grpc.client.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    ModelUnavailableError,
+    PermissionDeniedError,
+    ProtocolError,
+    ProxyClientError,
+    ProxyTimeoutError,
+    RateLimitedError,
+    RequestCancelledError,
+    ServerError,
+    StreamInterruptedError,
+    UnavailableError,
+    UpstreamError,
+)
+from adapters.grpc.client.sync import ProxyClient, TextStream
+from adapters.grpc.client.types import (
+    ExecuteResult,
+    Metrics,
+    ModelInfo,
+    ServerInfo,
+    ServerLimits,
+)
+
+__all__ = [
+    "DEFAULT_URL",
+    "NO_RETRY",
+    "AsyncProxyClient",
+    "AsyncTextStream",
+    "AuthenticationError",
+    "ConfigurationError",
+    "ConnectionSettings",
+    "ExecuteResult",
+    "InvalidRequestError",
+    "Metrics",
+    "ModelInfo",
+    "ModelNotFoundError",
+    "ModelUnavailableError",
+    "PermissionDeniedError",
+    "ProtocolError",
+    "ProxyClient",
+    "ProxyClientError",
+    "ProxyTimeoutError",
+    "RateLimitedError",
+    "RequestCancelledError",
+    "RetryPolicy",
+    "ServerAddress",
+    "ServerError",
+    "ServerInfo",
+    "ServerLimits",
+    "StreamInterruptedError",
+    "TextStream",
+    "UnavailableError",
+    "UpstreamError",
+    "parse_server_url",
+]

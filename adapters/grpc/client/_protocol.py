@@ -1,0 +1,281 @@
+"""Translation between the wire messages and the client's plain values and errors.
+
+Shared by the sync and async clients so both behave identically; only the transport differs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from typing import cast
+
+import grpc
+
+from adapters.grpc.client import errors
+from adapters.grpc.client.types import (
+    ExecuteResult,
+    Metrics,
+    ModelInfo,
+    ServerInfo,
+    ServerLimits,
+)
+from adapters.grpc.generated import llm_proxy_pb2 as pb
+
+Prompt = str | Sequence[str]
+Schema = str | Mapping[str, object]
+
+# In-band error codes (ExecuteError.error_code) and the class each one becomes.
+_INBAND: Mapping[str, type[errors.ProxyClientError]] = {
+    "MODEL_NOT_FOUND": errors.ModelNotFoundError,
+    "INVALID_REQUEST": errors.InvalidRequestError,
+    "EMPTY_REQUEST": errors.InvalidRequestError,
+    "INPUT_TOO_LONG": errors.InvalidRequestError,
+    "INVALID_SCHEMA": errors.InvalidRequestError,
+    "MODEL_UNAVAILABLE": errors.ModelUnavailableError,
+    "UPSTREAM_ERROR": errors.UpstreamError,
+    "TIMEOUT": errors.ProxyTimeoutError,
+    "CANCELLED": errors.RequestCancelledError,
+    "PERMISSION_DENIED": errors.PermissionDeniedError,
+    "UNAUTHENTICATED": errors.AuthenticationError,
+    "RATE_LIMITED": errors.RateLimitedError,
+}
+
+_STATUS: Mapping[grpc.StatusCode, type[errors.ProxyClientError]] = {
+    grpc.StatusCode.UNAUTHENTICATED: errors.AuthenticationError,
+    grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDeniedError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.RateLimitedError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: errors.ProxyTimeoutError,
+    grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidRequestError,
+    grpc.StatusCode.OUT_OF_RANGE: errors.InvalidRequestError,
+    grpc.StatusCode.FAILED_PRECONDITION: errors.InvalidRequestError,
+    grpc.StatusCode.NOT_FOUND: errors.ModelNotFoundError,
+    grpc.StatusCode.UNAVAILABLE: errors.UnavailableError,
+    grpc.StatusCode.CANCELLED: errors.RequestCancelledError,
+}
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def build_request(
+    prompt: Prompt,
+    *,
+    model: str | None,
+    system: Prompt | None,
+    schema: Schema | None,
+    request_id: str,
+) -> pb.ExecuteRequest:
+    request = pb.ExecuteRequest(
+        user_fragments=_fragments(prompt),
+        system_fragments=_fragments(system) if system is not None else [],
+        request_id=request_id,
+    )
+    if model:
+        request.model_name = model
+    if schema is not None:
+        request.response_model_schema = schema if isinstance(schema, str) else json.dumps(schema)
+    return request
+
+
+def _fragments(value: Prompt) -> list[str]:
+    # A bare string is one fragment; iterating it would split it into characters.
+    return [value] if isinstance(value, str) else list(value)
+
+
+def metrics_from(message: pb.ExecutionMetrics) -> Metrics:
+    return Metrics(
+        duration_ms=message.duration_ms,
+        input_tokens=message.input_tokens if message.HasField("input_tokens") else None,
+        output_tokens=message.output_tokens if message.HasField("output_tokens") else None,
+        total_tokens=message.total_tokens if message.HasField("total_tokens") else None,
+        cost_usd=message.cost_usd if message.HasField("cost_usd") else None,
+        server_retry_count=message.retry_count,
+        timestamp=message.timestamp,
+    )
+
+
+def result_from(response: pb.ExecuteResponse, request_id: str, retries: int) -> ExecuteResult:
+    kind = response.WhichOneof("result")
+    if kind == "error":
+        raise error_from_inband(response.error, request_id)
+    if kind != "success":
+        raise errors.ProtocolError(
+            "the server sent an ExecuteResponse with neither success nor error",
+            request_id=request_id,
+        )
+    success = response.success
+    return ExecuteResult(
+        text=success.response_text,
+        model=success.actual_model_used,
+        metrics=metrics_from(success.metrics),
+        request_id=response.request_id or request_id,
+        client_retries=retries,
+    )
+
+
+def server_info_from(response: pb.GetServerInfoResponse) -> ServerInfo:
+    limits = response.limits
+    return ServerInfo(
+        models=tuple(
+            ModelInfo(
+                model_id=m.model_id,
+                display_name=m.display_name,
+                provider=m.provider,
+                supports_streaming=m.supports_streaming,
+                max_context_length=(
+                    m.max_context_length if m.HasField("max_context_length") else None
+                ),
+                aliases=tuple(m.aliases),
+            )
+            for m in response.available_models
+        ),
+        default_model=response.default_model,
+        limits=ServerLimits(
+            max_requests_per_minute=_opt(limits, "max_requests_per_minute"),
+            max_concurrent_requests=_opt(limits, "max_concurrent_requests"),
+            max_input_length=_opt(limits, "max_input_length"),
+            request_timeout_seconds=_opt(limits, "request_timeout_seconds"),
+        ),
+        server_version=response.server_version,
+        server_name=response.server_name,
+        aliases=dict(response.model_aliases),
+    )
+
+
+def _opt(limits: pb.ServerLimits, name: str) -> int | None:
+    if not limits.HasField(name):  # type: ignore[arg-type]
+        return None
+    value: int = getattr(limits, name)
+    return value
+
+
+def error_from_inband(error: pb.ExecuteError, request_id: str) -> errors.ProxyClientError:
+    code = error.error_code or "INTERNAL_ERROR"
+    message = error.error_message or f"the server reported {code}"
+    details = error.error_details if error.HasField("error_details") else None
+    cls = _INBAND.get(code, errors.ServerError)
+    if cls is errors.RateLimitedError:
+        return errors.RateLimitedError(message, code=code, details=details, request_id=request_id)
+    return cls(message, code=code, details=details, request_id=request_id)
+
+
+def error_from_status(
+    code: grpc.StatusCode | None,
+    details: str | None,
+    trailing: Iterable[tuple[str, str | bytes]],
+    *,
+    address: str,
+    request_id: str | None,
+    attempts: int = 1,
+) -> errors.ProxyClientError:
+    code = code or grpc.StatusCode.UNKNOWN
+    text = details or code.name
+    name = code.name
+    if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return errors.RateLimitedError(
+            f"rate limited by the server: {text}",
+            retry_after=retry_after_from(trailing),
+            code=name,
+            request_id=request_id,
+        )
+    if code is grpc.StatusCode.UNAVAILABLE:
+        tried = f" after {attempts} attempts" if attempts > 1 else ""
+        return errors.UnavailableError(
+            f"cannot reach llm-proxy at {address}{tried}: {text}", code=name, request_id=request_id
+        )
+    if code is grpc.StatusCode.UNAUTHENTICATED:
+        return errors.AuthenticationError(
+            f"the server rejected the credentials: {text}", code=name, request_id=request_id
+        )
+    if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+        return errors.ProxyTimeoutError(
+            f"no answer from {address} before the deadline: {text}",
+            code=name,
+            request_id=request_id,
+        )
+    if code is grpc.StatusCode.UNIMPLEMENTED:
+        return errors.ProtocolError(
+            f"{address} does not implement the vibectl.llm_proxy service: {text}",
+            code=name,
+            request_id=request_id,
+        )
+    cls = _STATUS.get(code, errors.ServerError)
+    return cls(text, code=name, request_id=request_id)
+
+
+def metadata_pairs(items: Iterable[object] | None) -> tuple[tuple[str, str | bytes], ...]:
+    """Metadata as (key, value) pairs; grpc returns namedtuples (sync) or a Metadata (aio)."""
+    return tuple(
+        cast("tuple[str, str | bytes]", tuple(cast("Iterable[object]", item)))
+        for item in items or ()
+    )
+
+
+def retry_after_from(trailing: Iterable[tuple[str, str | bytes]]) -> float | None:
+    for key, value in trailing:
+        if key.lower() != "retry-after":
+            continue
+        raw = value.decode("ascii", "replace") if isinstance(value, bytes) else value
+        try:
+            seconds = float(raw.strip())
+        except ValueError:
+            return None
+        return seconds if math.isfinite(seconds) and seconds >= 0 else None
+    return None
+
+
+class StreamAssembler:
+    """Follows one stream's chunks and enforces the contract: text, metrics, then complete."""
+
+    def __init__(self, request_id: str) -> None:
+        self.request_id = request_id
+        self.parts: list[str] = []
+        self.metrics: Metrics | None = None
+        self.model: str | None = None
+        self.received = 0
+
+    @property
+    def complete(self) -> bool:
+        return self.model is not None
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    def feed(self, chunk: pb.StreamChunk) -> str | None:
+        """The text to hand to the caller, if this chunk carries any; raises on an error chunk."""
+        self.received += 1
+        if self.complete:
+            raise errors.ProtocolError(
+                "the server sent data after the stream's complete message",
+                request_id=self.request_id,
+            )
+        kind = chunk.WhichOneof("chunk_type")
+        if kind == "text_chunk":
+            self.parts.append(chunk.text_chunk)
+            return chunk.text_chunk
+        if kind == "final_metrics":
+            self.metrics = metrics_from(chunk.final_metrics)
+        elif kind == "complete":
+            self.model = chunk.complete.actual_model_used
+        elif kind == "error":
+            raise error_from_inband(chunk.error, self.request_id)
+        # An unknown or empty chunk is from a newer server; skipping it keeps old clients working.
+        return None
+
+    def result(self, retries: int) -> ExecuteResult:
+        if self.model is None:
+            raise errors.ProtocolError(
+                "the stream ended without its complete message; the answer may be truncated",
+                request_id=self.request_id,
+            )
+        return ExecuteResult(
+            text=self.text,
+            model=self.model,
+            metrics=self.metrics or Metrics(),
+            request_id=self.request_id,
+            client_retries=retries,
+        )
