@@ -1,0 +1,181 @@
+"""Starting the servers under test as child processes and watching them through /proc."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import grpc
+
+from adapters.grpc.generated import llm_proxy_pb2 as pb
+from adapters.grpc.generated import llm_proxy_pb2_grpc as pb_grpc
+from bench import procinfo
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((HOST, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class ServerFailed(RuntimeError):
+    pass
+
+
+@dataclass
+class ServerProcess:
+    """One server under test. Its output goes to a log file so that a full pipe never stalls it."""
+
+    name: str
+    argv: Sequence[str]
+    port: int
+    log_path: Path
+    env: Mapping[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+    startup_s: float | None = None
+    _log: IO[bytes] | None = None
+
+    @property
+    def target(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        if self.process is None:
+            raise ServerFailed(f"{self.name} is not running")
+        return self.process.pid
+
+    def start(self, timeout_s: float = 30.0) -> float:
+        """Start and wait for the first successful GetServerInfo; returns seconds it took."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("ab")
+        environment = {**os.environ, **self.env}
+        started = time.perf_counter()
+        self.process = subprocess.Popen(
+            list(self.argv), cwd=ROOT, env=environment, stdout=self._log, stderr=self._log
+        )
+        try:
+            wait_until_serving(self.target, started + timeout_s, self.process)
+        except ServerFailed:
+            self.stop()
+            raise
+        self.startup_s = time.perf_counter() - started
+        return self.startup_s
+
+    def rss_kb(self) -> int:
+        return procinfo.tree_rss_kb(self.pid)
+
+    def cpu_s(self) -> float:
+        return procinfo.tree_cpu_seconds(self.pid)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def wait_until_serving(target: str, deadline: float, process: subprocess.Popen[bytes]) -> None:
+    """Poll the TCP port cheaply first, then ask GetServerInfo on a fresh channel.
+
+    A fresh channel per attempt avoids grpc's reconnect back-off, which would otherwise add up
+    to a second to the measured start-up time.
+    """
+    host, port = target.rsplit(":", 1)
+    while time.perf_counter() < deadline:
+        if process.poll() is not None:
+            raise ServerFailed(f"server exited with status {process.returncode} while starting")
+        try:
+            with socket.create_connection((host, int(port)), timeout=0.2):
+                pass
+        except OSError:
+            time.sleep(0.002)
+            continue
+        with grpc.insecure_channel(target) as channel:
+            stub = pb_grpc.VibectlLLMProxyStub(channel)
+            try:
+                stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=1.0)
+                return
+            except grpc.RpcError as exc:
+                # UNAUTHENTICATED still proves the server answers.
+                if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                    return
+        time.sleep(0.002)
+    raise ServerFailed(f"no answer from {target} in time")
+
+
+def floor_server(log_dir: Path) -> ServerProcess:
+    port = free_port()
+    return ServerProcess(
+        name="floor",
+        argv=[sys.executable, "-m", "bench.floor", "--host", HOST, "--port", str(port)],
+        port=port,
+        log_path=log_dir / "floor.log",
+    )
+
+
+def proxy_server(
+    name: str,
+    log_dir: Path,
+    config: Path,
+    env: Mapping[str, str] | None = None,
+    extra_args: Sequence[str] = (),
+) -> ServerProcess:
+    port = free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "infrastructure.cli",
+        "serve",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--config",
+        str(config),
+        *extra_args,
+    ]
+    return ServerProcess(
+        name=name, argv=argv, port=port, log_path=log_dir / f"{name}.log", env=dict(env or {})
+    )
+
+
+def serve_help() -> str:
+    """The serve command's help text, to find out which options this build supports."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "infrastructure.cli", "serve", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return completed.stdout + completed.stderr
