@@ -72,6 +72,7 @@ class PromptPipeline:
 def outcome_of(error: BaseException) -> str:
     if isinstance(error, ProxyError):
         return error.code
-    if isinstance(error, asyncio.CancelledError):
+    # GeneratorExit: the consumer of a stream closed it early, which is the client going away.
+    if isinstance(error, asyncio.CancelledError | GeneratorExit):
         return "CANCELLED"
     return "INTERNAL_ERROR"

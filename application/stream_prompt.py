@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
 
@@ -49,14 +49,16 @@ class StreamPrompt:
         try:
             admitted = self._pipeline.admit(request, request_id, context)
             model_id = admitted.model.model_id
-            async for event in self._model_events(admitted, started):
-                if isinstance(event, UsageReport):
-                    usage = event.usage
-                    continue
-                if first_chunk_s is None:
-                    first_chunk_s = clock.monotonic() - started
-                chunks += 1
-                yield event
+            # aclosing: a consumer that stops early must stop the model call now, not at GC.
+            async with aclosing(self._model_events(admitted, started)) as model_events:
+                async for event in model_events:
+                    if isinstance(event, UsageReport):
+                        usage = event.usage
+                        continue
+                    if first_chunk_s is None:
+                        first_chunk_s = clock.monotonic() - started
+                    chunks += 1
+                    yield event
             metrics = self._pipeline.metrics(admitted, started, usage)
             cost = metrics.cost_usd
             yield StreamFinished(model_id, metrics)
@@ -84,7 +86,7 @@ class StreamPrompt:
 
     async def _model_events(
         self, admitted: Admitted, started: float
-    ) -> AsyncIterator[TextChunk | UsageReport]:
+    ) -> AsyncGenerator[TextChunk | UsageReport, None]:
         # The timeout bounds the whole stream, but is armed only around each wait for the
         # model so that it never fires while the consumer is busy sending a chunk.
         deadline = started + admitted.timeout_s
