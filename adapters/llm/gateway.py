@@ -12,7 +12,7 @@ from typing import Any
 from adapters.llm.discovery import DiscoveredModel
 from adapters.llm.errors import translate
 from adapters.llm.registry import LlmModelRegistry
-from adapters.llm.threaded import Done, Failed, Item, run_sync_response, usage_of
+from adapters.llm.threaded import Done, Failed, Item, Stopped, run_sync_response, usage_of
 from domain.answer import GatewayEvent, ModelOutput, TextChunk, UsageReport
 from domain.errors import ModelUnavailable, SchemaInvalid
 from domain.request import ModelInvocation
@@ -126,9 +126,7 @@ class LlmGateway:
             try:
                 self._pool.submit(run_sync_response, model, kwargs, stop, post)
             except RuntimeError as error:
-                raise ModelUnavailable(
-                    "the server is shutting down and takes no new model calls; retry"
-                ) from error
+                raise _shutting_down() from error
             while True:
                 item = await queue.get()
                 if isinstance(item, Done):
@@ -136,8 +134,14 @@ class LlmGateway:
                     return
                 if isinstance(item, Failed):
                     raise translate(model_id, item.error, model) from item.error
+                if isinstance(item, Stopped):
+                    raise _shutting_down()
                 yield TextChunk(item)
         finally:
             # Reached on completion, failure, aclose() and cancellation alike.
             stop.set()
             self._running.discard(stop)
+
+
+def _shutting_down() -> ModelUnavailable:
+    return ModelUnavailable("the server is shutting down and takes no new model calls; retry")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from difflib import get_close_matches
 from fnmatch import fnmatchcase
 from types import MappingProxyType
 
@@ -82,8 +83,8 @@ def _select(
         model_id = entry if entry in by_id else llm_aliases.get(entry)
         if model_id is None:
             raise ModelConfigError(
-                f"{key}: {entry!r} is not a model llm knows; known: {_listing(by_id)}. "
-                "Install the plugin that provides it or fix the name"
+                f"{key}: {entry!r} is not a model llm knows{_did_you_mean(entry, by_id)}; "
+                f"known: {_listing(by_id)}. Install the plugin that provides it or fix the name"
             )
         # Named explicitly: served even without a key, so calls explain how to add one.
         chosen.add(model_id)
@@ -147,7 +148,7 @@ def _default(
         model_id = configured if configured in served_ids else alias_map.get(configured)
         if model_id is None:
             raise ModelConfigError(
-                f"models.default_model: {configured!r} is not served; served: "
+                f"models.default: {configured!r} is not served; served: "
                 f"{', '.join(sorted(served_ids))}"
             )
         return model_id
@@ -181,3 +182,8 @@ def _listing(by_id: Mapping[str, DiscoveredModel]) -> str:
     shown = ", ".join(names[:_MAX_LISTED])
     hidden = len(names) - _MAX_LISTED
     return f"{shown} and {hidden} more (see `llm models`)" if hidden > 0 else shown
+
+
+def _did_you_mean(name: str, by_id: Mapping[str, DiscoveredModel]) -> str:
+    close = get_close_matches(name, list(by_id), n=3)
+    return f" (did you mean {', '.join(map(repr, close))}?)" if close else ""

@@ -20,7 +20,12 @@ class Failed:
     error: Exception
 
 
-Item = str | Done | Failed
+@dataclass(frozen=True, slots=True)
+class Stopped:
+    """The run gave up because it was asked to; only matters if someone still listens."""
+
+
+Item = str | Done | Failed | Stopped
 
 
 def usage_of(response: Any) -> Usage:
@@ -39,23 +44,30 @@ def run_sync_response(
 ) -> None:
     """Runs on a pool thread. `stop` is checked at every chunk: a sync plugin cannot be
     interrupted mid-call, so the next chunk is the earliest point to give up."""
-    if stop.is_set():
-        return
     try:
-        response = model.prompt(**prompt_kwargs)
-        chunks = iter(response)
-        try:
-            for text in chunks:
-                if stop.is_set():
-                    return
-                if text:
-                    post(text)
-        finally:
-            # Closing propagates GeneratorExit into the plugin's execute() generator, so it
-            # can release connections now instead of whenever it is garbage collected.
-            chunks.close()
-        if not stop.is_set():
-            post(Done(usage_of(response)))
+        post(_drive(model, prompt_kwargs, stop, post))
     except Exception as error:
-        if not stop.is_set():
-            post(Failed(error))
+        post(Failed(error))
+
+
+def _drive(
+    model: Any,
+    prompt_kwargs: Mapping[str, Any],
+    stop: threading.Event,
+    post: Callable[[Item], None],
+) -> Item:
+    if stop.is_set():
+        return Stopped()
+    response = model.prompt(**prompt_kwargs)
+    chunks = iter(response)
+    try:
+        for text in chunks:
+            if stop.is_set():
+                return Stopped()
+            if text:
+                post(text)
+    finally:
+        # Closing propagates GeneratorExit into the plugin's execute() generator, so it
+        # can release connections now instead of whenever it is garbage collected.
+        chunks.close()
+    return Done(usage_of(response))

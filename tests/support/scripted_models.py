@@ -121,7 +121,9 @@ def plan(prompt: Any) -> Script:
     return Script(
         chunks=chunks,
         delay=float(spec.get("delay", 0.0)),
-        usage=(int(usage.get("input", 0)), int(usage.get("output", 0))) if usage else None,
+        usage=(int(usage.get("input", 0)), int(usage.get("output", 0)))
+        if usage is not None
+        else None,
         fail_after=None if fail_after is None else int(fail_after),
         error=str(spec.get("error", "scripted failure")),
         error_type=str(spec.get("error_type", "")),
