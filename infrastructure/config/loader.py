@@ -127,13 +127,25 @@ def _resolve_secret_files(raw: dict[str, Any], secrets: Mapping[str, Any], path:
             ) from exc
 
 
-def _lookup(raw: Mapping[str, Any], path: list[str]) -> Any:
+def _locate(raw: Mapping[str, Any], path: list[str]) -> tuple[list[str], Any]:
+    """The key path a user wrote for a marshmallow error path, and the value found there.
+
+    marshmallow adds levels that are not keys: "_schema" for an error about a whole section,
+    and "key"/"value" under each entry of a Dict field. They are dropped unless the data really
+    has a key of that name; for a "key" error the bad value is the key itself.
+    """
+    shown: list[str] = []
     node: Any = raw
     for part in path:
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
+        if isinstance(node, Mapping) and part in node:
+            shown.append(part)
+            node = node[part]
+        elif part == "key" and shown:
+            node = shown[-1]
+        elif part not in ("_schema", "value"):
+            shown.append(part)
+            node = None
+    return shown, node
 
 
 def _flatten(messages: Any, raw: Mapping[str, Any], path: list[str]) -> list[str]:
@@ -143,12 +155,10 @@ def _flatten(messages: Any, raw: Mapping[str, Any], path: list[str]) -> list[str
             problems.extend(_flatten(sub, raw, [*path, str(key)]))
         return problems
     texts = [str(m) for m in messages] if isinstance(messages, list) else [str(messages)]
-    # marshmallow reports dict entries as {key: {"key"|"value": [...]}}; drop that level.
-    shown = [part for part in path if part not in ("key", "value")]
+    shown, value = _locate(raw, path)
     dotted = ".".join(shown)
     if any(text == "Unknown field." for text in texts):
         return [f"{dotted}: unknown key; check the spelling against `config show`"]
-    value = _lookup(raw, shown)
     got = f" (got {value!r})" if value is not None and not isinstance(value, Mapping) else ""
     return [f"{dotted}: {' '.join(texts)}{got}"]
 
@@ -158,7 +168,9 @@ def validate(raw: Mapping[str, Any]) -> Settings:
     data = {key: dict(value) if isinstance(value, Mapping) else value for key, value in raw.items()}
     _resolve_secret_files(data, _secret_fields(schema), "")
     for section in schema.fields:
-        data.setdefault(section, {})
+        # A section left empty in YAML (every key commented out) loads as None: use defaults.
+        if data.get(section) is None:
+            data[section] = {}
     try:
         settings = schema.load(data)
     except ValidationError as exc:
