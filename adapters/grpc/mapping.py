@@ -9,6 +9,13 @@ from domain.errors import ProxyError
 from domain.request import PromptRequest
 from domain.usage import ExecutionMetrics
 
+# Counts and limits are int32 on the wire; the domain and the config allow any int.
+_INT32_MAX = 2**31 - 1
+
+
+def _int32(value: int) -> int:
+    return min(value, _INT32_MAX)
+
 
 def to_prompt_request(message: pb.ExecuteRequest) -> PromptRequest:
     return PromptRequest(
@@ -30,12 +37,12 @@ def to_metrics(metrics: ExecutionMetrics) -> pb.ExecutionMetrics:
         timestamp=metrics.timestamp,
     )
     if usage.input_tokens is not None:
-        message.input_tokens = usage.input_tokens
+        message.input_tokens = _int32(usage.input_tokens)
     if usage.output_tokens is not None:
-        message.output_tokens = usage.output_tokens
+        message.output_tokens = _int32(usage.output_tokens)
     total = usage.total_tokens
     if total is not None:
-        message.total_tokens = total
+        message.total_tokens = _int32(total)
     if metrics.cost_usd is not None:
         message.cost_usd = metrics.cost_usd
     return message
@@ -57,19 +64,21 @@ def to_model_info(model: ModelDescription) -> pb.ModelInfo:
         aliases=list(model.aliases),
     )
     if model.max_context_length is not None:
-        info.max_context_length = model.max_context_length
+        info.max_context_length = _int32(model.max_context_length)
     return info
 
 
 def to_server_info(description: ServerDescription) -> pb.GetServerInfoResponse:
     limits = description.limits
-    server_limits = pb.ServerLimits(request_timeout_seconds=round(limits.request_timeout_seconds))
+    server_limits = pb.ServerLimits(
+        request_timeout_seconds=_int32(round(limits.request_timeout_seconds))
+    )
     if limits.max_input_length is not None:
-        server_limits.max_input_length = limits.max_input_length
+        server_limits.max_input_length = _int32(limits.max_input_length)
     if limits.max_concurrent_requests is not None:
-        server_limits.max_concurrent_requests = limits.max_concurrent_requests
+        server_limits.max_concurrent_requests = _int32(limits.max_concurrent_requests)
     if limits.max_requests_per_minute is not None:
-        server_limits.max_requests_per_minute = limits.max_requests_per_minute
+        server_limits.max_requests_per_minute = _int32(limits.max_requests_per_minute)
     return pb.GetServerInfoResponse(
         available_models=[to_model_info(model) for model in description.models],
         default_model=description.default_model,
