@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
@@ -176,7 +177,15 @@ class AsyncProxyClient:
                 delay = _retry_delay(exc, attempts)
                 if delay is None:
                     raise self._error(exc, rid, attempts) from None
-                await asyncio.sleep(delay)
+                await self._pause(delay)
+
+    async def _pause(self, delay: float) -> None:
+        # See ProxyClient._pause: end the second half early once the channel reconnects.
+        await asyncio.sleep(delay / 2)
+        if self._channel is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._channel.channel_ready(), delay / 2)
 
     def _error(
         self, exc: grpc.aio.AioRpcError, rid: str | None, attempts: Attempts
@@ -259,7 +268,7 @@ class AsyncTextStream(AsyncIterator[str]):
                 delay = _retry_delay(exc, self._attempts)
                 if delay is None:
                     raise client._error(exc, self.request_id, self._attempts) from None
-                await asyncio.sleep(delay)
+                await client._pause(delay)
                 continue
             finally:
                 if not state.complete:

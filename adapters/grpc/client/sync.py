@@ -22,6 +22,8 @@ T = TypeVar("T")
 
 DEFAULT_TIMEOUT = 120.0
 DEFAULT_SERVER_INFO_TTL = 60.0
+# grpc's connectivity poller wakes every 0.2 s; a little more covers one full period.
+_POLLER_PERIOD = 0.25
 
 
 # A `timeout=...` default means "use the client's timeout": None already means "no deadline".
@@ -63,12 +65,19 @@ class ProxyClient:
         self._metadata = self.settings.metadata()
         self._info: tuple[ServerInfo, float] | None = None
         self._info_lock = threading.Lock()
+        self._last_watch = -_POLLER_PERIOD
 
     @property
     def address(self) -> str:
         return str(self.settings.address)
 
     def close(self) -> None:
+        # grpc's connectivity poller acts on a connect request up to 0.2 s after a watch ends;
+        # closing the channel inside that window makes it raise in its thread, which would print
+        # a traceback at exit. Only clients that just retried ever wait here.
+        settle = self._last_watch + _POLLER_PERIOD - time.monotonic()
+        if settle > 0:
+            time.sleep(settle)
         self._channel.close()
 
     def __enter__(self) -> ProxyClient:
@@ -156,7 +165,25 @@ class ProxyClient:
                 delay = _retry_delay(exc, attempts)
                 if delay is None:
                     raise self._error(exc, rid, attempts) from None
-                time.sleep(delay)
+                self._pause(delay)
+
+    def _pause(self, delay: float) -> None:
+        # Calls fail at once while gRPC backs off between connection attempts, so a retry timed
+        # only by our own clock can land in that window and be wasted. The second half of each
+        # pause therefore ends early as soon as the channel is connected again.
+        time.sleep(delay / 2)
+        ready = threading.Event()
+
+        def watch(state: grpc.ChannelConnectivity) -> None:
+            if state is grpc.ChannelConnectivity.READY:
+                ready.set()
+
+        self._last_watch = time.monotonic()
+        self._channel.subscribe(watch, try_to_connect=True)
+        try:
+            ready.wait(delay / 2)
+        finally:
+            self._channel.unsubscribe(watch)
 
     def _error(self, exc: grpc.RpcError, rid: str | None, attempts: Attempts) -> ProxyClientError:
         code, details, trailing = _status_of(exc)
@@ -241,7 +268,7 @@ class TextStream(Iterator[str]):
                 delay = _retry_delay(exc, self._attempts)
                 if delay is None:
                     raise client._error(exc, self.request_id, self._attempts) from None
-                time.sleep(delay)
+                client._pause(delay)
                 continue
             finally:
                 if not state.complete:
