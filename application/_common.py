@@ -13,6 +13,8 @@ from domain.principal import CallContext
 from domain.request import ModelInvocation, PromptRequest
 from domain.usage import ExecutionMetrics, Usage
 
+DEADLINE_BACKSTOP_S = 0.25
+
 
 @dataclass(frozen=True, slots=True)
 class Admitted:
@@ -45,7 +47,9 @@ class PromptPipeline:
         schema = request.parsed_schema()
         timeout_s = policy.limits.request_timeout_seconds
         if context.time_remaining is not None:
-            timeout_s = min(timeout_s, max(context.time_remaining, 0.0))
+            # The transport cancels the call at the client's deadline, which the client sees
+            # as DEADLINE_EXCEEDED; this later backstop only guarantees the model is stopped.
+            timeout_s = max(timeout_s, max(context.time_remaining, 0.0) + DEADLINE_BACKSTOP_S)
         return Admitted(
             request_id=request_id,
             model=model,

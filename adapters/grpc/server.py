@@ -17,7 +17,6 @@ def server_options(*, min_ping_interval_s: float, max_message_bytes: int) -> lis
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", ping_ms),
         ("grpc.http2.min_recv_ping_interval_without_data_ms", ping_ms),
-        ("grpc.http2.max_ping_strikes", 0),
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
         # Off so a second server on a taken port fails loudly instead of splitting traffic.

@@ -1,0 +1,49 @@
+"""Small builders shared by integration tests."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import grpc
+
+from adapters.grpc.generated import llm_proxy_pb2 as pb
+
+
+def script(**steps: Any) -> str:
+    """A prompt the scripted test models follow instead of echoing."""
+    return json.dumps({"script": steps})
+
+
+def request(
+    *user: str,
+    model: str | None = None,
+    system: tuple[str, ...] = (),
+    schema: str | None = None,
+    request_id: str = "",
+) -> pb.ExecuteRequest:
+    message = pb.ExecuteRequest(
+        user_fragments=list(user), system_fragments=list(system), request_id=request_id
+    )
+    if model is not None:
+        message.model_name = model
+    if schema is not None:
+        message.response_model_schema = schema
+    return message
+
+
+async def collect(call: Any) -> list[pb.StreamChunk]:
+    return [chunk async for chunk in call]
+
+
+def kinds(chunks: list[pb.StreamChunk]) -> list[str]:
+    return [chunk.WhichOneof("chunk_type") or "" for chunk in chunks]
+
+
+async def read_chunk(call: Any) -> pb.StreamChunk | None:
+    """The next chunk of a stream read with the read() API, or None at its end."""
+    chunk = await call.read()
+    if chunk is grpc.aio.EOF:  # type: ignore[attr-defined]  # missing from grpc-stubs
+        return None
+    assert isinstance(chunk, pb.StreamChunk)
+    return chunk
