@@ -48,8 +48,11 @@ unit: install
 integration: install
 	$(BIN)/pytest tests/integration
 
+## Benchmarks against a no-op grpc.aio floor; results in bench/results/. BENCH_ARGS=--quick for
+## a run under two minutes, BENCH_ARGS="--only 'proxy-unary-*'" to pick scenarios, --list to list.
 bench: install
-	$(BIN)/python -m bench
+	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

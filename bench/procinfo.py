@@ -56,6 +56,23 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS_PER_S
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores have spent on anything but idling, since boot.
+
+    Compared with what the server and clients used, it shows how much other work shared the
+    machine during a measurement, which on a small box skews the numbers.
+    """
+    try:
+        first = Path("/proc/stat").read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return 0.0
+    ticks = [int(value) for value in first.split()[1:]]
+    # Field order: user nice system idle iowait irq softirq steal guest guest_nice; guest time
+    # is already inside user, so it is left out of the sum.
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
+    return (sum(ticks[:8]) - idle) / _TICKS_PER_S
+
+
 def tree_rss_kb(pid: int) -> int:
     return sum(rss_kb(one) for one in descendants(pid))
 

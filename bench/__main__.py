@@ -1,0 +1,132 @@
+"""`python -m bench`: run the benchmark scenarios and write the report.
+
+Every scenario prints one JSON line on stdout as it finishes; the same lines, a Markdown report
+and a PNG plot land in bench/results/<profile>/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench import procinfo, report
+from bench.scenarios import FULL, QUICK, Bench, all_scenarios, select
+from bench.stats import ScenarioResult
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "--quick", action="store_true", help="small counts and short runs (under 2 minutes)"
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="run only scenarios whose name matches (glob, comma-separated, repeatable)",
+    )
+    parser.add_argument(
+        "--skip", action="append", default=[], metavar="PATTERN", help="skip matching scenarios"
+    )
+    parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    parser.add_argument(
+        "--clients",
+        type=int,
+        default=None,
+        help="client processes for loads with concurrency > 1 (default: 1 on two cores or "
+        "fewer, where another process only takes CPU from the server; else cores - 1)",
+    )
+    parser.add_argument("--out", type=Path, default=None, help="results directory")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rebuild the report and plot from the results.jsonl already in the results directory",
+    )
+    return parser.parse_args(argv)
+
+
+def _patterns(values: list[str]) -> list[str]:
+    return [part.strip() for value in values for part in value.split(",") if part.strip()]
+
+
+def default_clients() -> int:
+    cores = os.cpu_count() or 1
+    return 1 if cores <= 2 else min(cores - 1, 4)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    profile = QUICK if args.quick else FULL
+    out_dir: Path = args.out or RESULTS / profile.name
+    scenarios = select(all_scenarios(profile), _patterns(args.only), _patterns(args.skip))
+    if args.list:
+        for scenario in all_scenarios(profile):
+            print(f"{scenario.name:28} {scenario.about}")
+        return 0
+    jsonl = out_dir / "results.jsonl"
+    clients = args.clients or default_clients()
+    meta = {
+        "profile": profile.name,
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{os.cpu_count()} cores, Python {platform.python_version()}",
+        "client processes": clients,
+    }
+    if args.report_only:
+        for path in report.write(report.read_jsonl(jsonl), out_dir, meta):
+            print(f"wrote {path}", file=sys.stderr)
+        return 0
+    if not scenarios:
+        print("no scenario matches", file=sys.stderr)
+        return 2
+    out_dir.mkdir(parents=True, exist_ok=True)
+    meta["fd limit"] = procinfo.raise_fd_limit()
+    results: list[ScenarioResult] = []
+    failed = 0
+    started = time.monotonic()
+    with jsonl.open("w") as sink:
+
+        def emit(result: ScenarioResult) -> None:
+            line = json.dumps(result.to_json())
+            print(line, flush=True)
+            sink.write(line + "\n")
+            sink.flush()
+            results.append(result)
+
+        bench = Bench(profile=profile, out_dir=out_dir, clients=clients)
+        try:
+            for scenario in scenarios:
+                print(f"# {scenario.name}: {scenario.about}", file=sys.stderr, flush=True)
+                try:
+                    emit(scenario.run(bench))
+                except Exception as exc:
+                    failed += 1
+                    emit(
+                        ScenarioResult(
+                            name=scenario.name,
+                            target="?",
+                            mode="failed",
+                            notes=[f"failed: {type(exc).__name__}: {exc}"],
+                        )
+                    )
+        finally:
+            bench.close()
+    meta["wall time"] = f"{time.monotonic() - started:.0f} s"
+    for path in report.write(results, out_dir, meta):
+        print(f"wrote {path}", file=sys.stderr)
+    for check in report.check_targets(results):
+        verdict = {True: "met", False: "MISSED", None: "n/a"}[check.met]
+        print(f"{verdict:7} {check.name}: {check.measured} ({check.goal})", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

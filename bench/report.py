@@ -1,0 +1,493 @@
+"""The report: targets checked against the results, a Markdown table and a PNG plot."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.stats import ScenarioResult
+
+MIB_KB = 1024
+# RSS wanders by a few MiB with allocator and GC timing; growth below this is not a leak.
+GROWTH_TOLERANCE_KB = 5 * MIB_KB
+
+
+@dataclass(frozen=True, slots=True)
+class TargetCheck:
+    name: str
+    goal: str
+    measured: str
+    met: bool | None  # None: the scenarios it needs did not run
+    detail: str = ""
+
+
+def by_name(results: Iterable[ScenarioResult]) -> dict[str, ScenarioResult]:
+    return {result.name: result for result in results if result.skipped is None}
+
+
+def _missing(name: str, goal: str, *needed: str) -> TargetCheck:
+    return TargetCheck(name, goal, "not measured", None, "needs " + ", ".join(needed))
+
+
+def _ratio_check(
+    found: dict[str, ScenarioResult], name: str, goal: str, numerator: str, denominator: str
+) -> tuple[float, float] | TargetCheck:
+    top, bottom = found.get(numerator), found.get(denominator)
+    if top is None or bottom is None or not top.rps or not bottom.rps:
+        return _missing(name, goal, numerator, denominator)
+    return top.rps, bottom.rps
+
+
+def check_targets(results: Sequence[ScenarioResult]) -> list[TargetCheck]:
+    found = by_name(results)
+    checks: list[TargetCheck] = []
+
+    goal = "≥ 75% of the floor's req/s"
+    pair = _ratio_check(found, "unary throughput c=16", goal, "proxy-unary-c16", "floor-unary-c16")
+    if isinstance(pair, TargetCheck):
+        checks.append(pair)
+    else:
+        share = pair[0] / pair[1]
+        checks.append(
+            TargetCheck(
+                "unary throughput c=16",
+                goal,
+                f"{pair[0]:,.0f} vs {pair[1]:,.0f} req/s = {share:.0%}",
+                share >= 0.75,
+                f"{share - 0.75:+.0%} against the target",
+            )
+        )
+
+    goal = "≤ floor p50 + 0.15 ms"
+    proxy_c1, floor_c1 = found.get("proxy-unary-c1"), found.get("floor-unary-c1")
+    if proxy_c1 and floor_c1 and proxy_c1.latency and floor_c1.latency:
+        limit = floor_c1.latency.p50_ms + 0.15
+        value = proxy_c1.latency.p50_ms
+        checks.append(
+            TargetCheck(
+                "unary p50 c=1",
+                goal,
+                f"{value:.3f} ms vs floor {floor_c1.latency.p50_ms:.3f} ms "
+                f"(+{value - floor_c1.latency.p50_ms:.3f} ms)",
+                value <= limit,
+                f"{value - limit:+.3f} ms against the limit",
+            )
+        )
+    else:
+        checks.append(_missing("unary p50 c=1", goal, "proxy-unary-c1", "floor-unary-c1"))
+
+    goal = "≤ floor unary p50 + 0.2 ms"
+    stream_c1 = found.get("proxy-stream-c1")
+    if stream_c1 and stream_c1.ttfc and floor_c1 and floor_c1.latency:
+        limit = floor_c1.latency.p50_ms + 0.2
+        value = stream_c1.ttfc.p50_ms
+        checks.append(
+            TargetCheck(
+                "time to first chunk p50 c=1",
+                goal,
+                f"{value:.3f} ms vs floor unary p50 {floor_c1.latency.p50_ms:.3f} ms",
+                value <= limit,
+                f"{value - limit:+.3f} ms against the limit",
+            )
+        )
+    else:
+        checks.append(
+            _missing("time to first chunk p50 c=1", goal, "proxy-stream-c1", "floor-unary-c1")
+        )
+
+    goal = "auth on costs ≤ 10% of req/s"
+    # The auth-off run right before the auth-on one saw the same background load.
+    baseline = "auth-off-unary-c16" if "auth-off-unary-c16" in found else "proxy-unary-c16"
+    pair = _ratio_check(found, "auth cost c=16", goal, "auth-on-unary-c16", baseline)
+    if isinstance(pair, TargetCheck):
+        checks.append(pair)
+    else:
+        cost = 1 - pair[0] / pair[1]
+        checks.append(
+            TargetCheck(
+                "auth cost c=16",
+                goal,
+                f"{pair[0]:,.0f} with vs {pair[1]:,.0f} req/s without = {cost:.1%} slower",
+                cost <= 0.10,
+                f"{cost - 0.10:+.1%} against the target",
+            )
+        )
+
+    goal = "≤ 0.8 s to the first GetServerInfo"
+    startup = found.get("startup")
+    if startup and startup.duration_s is not None:
+        checks.append(
+            TargetCheck(
+                "start-up",
+                goal,
+                f"{startup.duration_s:.3f} s median of {startup.requests}",
+                startup.duration_s <= 0.8,
+                f"{startup.duration_s - 0.8:+.3f} s against the target",
+            )
+        )
+    else:
+        checks.append(_missing("start-up", goal, "startup"))
+
+    goal = "≤ 75 MiB"
+    idle = found.get("idle-rss")
+    if idle and idle.server_rss_before_kb:
+        mib = idle.server_rss_before_kb / MIB_KB
+        checks.append(
+            TargetCheck(
+                "idle RSS",
+                goal,
+                f"{mib:.1f} MiB",
+                mib <= 75,
+                f"{mib - 75:+.1f} MiB against the target",
+            )
+        )
+    else:
+        checks.append(_missing("idle RSS", goal, "idle-rss"))
+
+    goal = "10,000 open streams, none dropped"
+    streams = sorted(
+        (result for result in found.values() if result.mode == "open-streams"),
+        key=lambda result: result.extra.get("streams", 0),
+    )
+    if streams:
+        largest = streams[-1]
+        count = int(largest.extra.get("streams", 0))
+        dropped = int(largest.extra.get("dropped", count))
+        met: bool | None = dropped == 0 and largest.error_count == 0
+        note = ""
+        if count < 10_000:
+            met = None if met else False
+            note = f"only {count:,} streams were run (quick mode)"
+        checks.append(
+            TargetCheck(
+                "open streams",
+                goal,
+                f"{count - dropped:,} of {count:,} completed, "
+                f"{largest.extra.get('kb_per_stream') or 0:.1f} KiB per open stream",
+                met,
+                note or (f"{dropped} dropped" if dropped else "none dropped"),
+            )
+        )
+    else:
+        checks.append(_missing("open streams", goal, "open-streams-10000"))
+
+    goal = "no RSS growth over 200,000 requests after warm-up"
+    soak = found.get("soak")
+    if soak and soak.server_rss_before_kb is not None and soak.server_rss_after_kb is not None:
+        growth = soak.server_rss_after_kb - soak.server_rss_before_kb
+        met = growth <= GROWTH_TOLERANCE_KB
+        detail = f"tolerance {GROWTH_TOLERANCE_KB / MIB_KB:.0f} MiB"
+        if soak.requests < 200_000:
+            detail += f"; only {soak.requests:,} requests were run"
+            if met:
+                met = None
+        checks.append(
+            TargetCheck(
+                "memory growth",
+                goal,
+                f"{growth / MIB_KB:+.1f} MiB over {soak.requests:,} requests",
+                met,
+                detail,
+            )
+        )
+    else:
+        checks.append(_missing("memory growth", goal, "soak"))
+    return checks
+
+
+# --- Markdown -----------------------------------------------------------------------------------
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _mib(kb: int | None) -> str:
+    return "-" if kb is None else f"{kb / MIB_KB:.1f}"
+
+
+def _errors(result: ScenarioResult) -> str:
+    if not result.errors:
+        return "0"
+    return ", ".join(f"{kind}: {count}" for kind, count in result.errors.items())
+
+
+def _verdict(met: bool | None) -> str:
+    return {True: "met", False: "**missed**", None: "n/a"}[met]
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines.extend("| " + " | ".join(row) + " |" for row in rows)
+    return lines
+
+
+LOAD_MODES = ("unary", "stream", "info")
+
+
+def load_rows(results: Sequence[ScenarioResult]) -> list[list[str]]:
+    rows = []
+    for result in results:
+        if result.mode not in LOAD_MODES:
+            continue
+        if result.skipped:
+            rows.append([result.name, "skipped: " + result.skipped] + [""] * 11)
+            continue
+        latency, ttfc = result.latency, result.ttfc
+        cpu = result.server_cpu_s_per_req
+        rows.append(
+            [
+                result.name,
+                str(result.concurrency or "-"),
+                _num(result.rps, 0),
+                _num(latency.p50_ms if latency else None, 3),
+                _num(latency.p90_ms if latency else None, 3),
+                _num(latency.p99_ms if latency else None, 3),
+                _num(latency.max_ms if latency else None, 2),
+                _num(ttfc.p50_ms if ttfc else None, 3),
+                _num(ttfc.p99_ms if ttfc else None, 3),
+                _errors(result),
+                _num(cpu * 1e6 if cpu is not None else None, 0),
+                f"{_mib(result.server_rss_before_kb)} → {_mib(result.server_rss_after_kb)}"
+                if result.target != "direct"
+                else "-",
+                _num(result.client_cpu_util, 2) + (" (bound)" if result.client_bound else ""),
+            ]
+        )
+    return rows
+
+
+def markdown(results: Sequence[ScenarioResult], meta: dict[str, Any]) -> str:
+    lines = [f"# llm-proxy benchmark ({meta.get('profile', '?')})", ""]
+    for key, value in meta.items():
+        lines.append(f"- {key}: {value}")
+    lines += ["", "## Targets", ""]
+    lines += _table(
+        ["target", "goal", "measured", "verdict", "detail"],
+        (
+            [check.name, check.goal, check.measured, _verdict(check.met), check.detail]
+            for check in check_targets(results)
+        ),
+    )
+    lines += ["", "## Request load", ""]
+    lines += [
+        "Latency in ms; TTFC is the time to the first text chunk; server CPU in µs per request; "
+        "server RSS in MiB before → after the measured phase; client util is the busiest "
+        "client process's share of a core.",
+        "",
+    ]
+    lines += _table(
+        [
+            "scenario",
+            "c",
+            "req/s",
+            "p50",
+            "p90",
+            "p99",
+            "max",
+            "TTFC p50",
+            "TTFC p99",
+            "errors",
+            "srv CPU µs/req",
+            "srv RSS MiB",
+            "client util",
+        ],
+        load_rows(results),
+    )
+    lines += _other_sections(results)
+    notes = [(result.name, note) for result in results for note in result.notes]
+    skipped = [(result.name, result.skipped) for result in results if result.skipped]
+    if notes or skipped:
+        lines += ["", "## Notes", ""]
+        lines += [f"- {name}: skipped, {why}" for name, why in skipped]
+        lines += [f"- {name}: {note}" for name, note in notes]
+    return "\n".join(lines) + "\n"
+
+
+def _other_sections(results: Sequence[ScenarioResult]) -> list[str]:
+    lines: list[str] = []
+    streams = [r for r in results if r.mode == "open-streams" and not r.skipped]
+    if streams:
+        lines += ["", "## Open streams", ""]
+        lines += _table(
+            [
+                "streams",
+                "completed",
+                "peak open",
+                "all open after s",
+                "errors",
+                "srv RSS idle → all open → after, MiB",
+                "KiB/stream",
+                "client RSS MiB",
+            ],
+            (
+                [
+                    f"{r.extra.get('streams', 0):,}",
+                    f"{r.requests:,}",
+                    f"{r.extra.get('peak_open', 0):,}",
+                    _num(r.extra.get("all_open_after_s"), 2),
+                    _errors(r),
+                    f"{_mib(r.server_rss_before_kb)} → "
+                    f"{_mib(r.extra.get('server_rss_all_open_kb'))} → "
+                    f"{_mib(r.server_rss_after_kb)}",
+                    _num(r.extra.get("kb_per_stream"), 1),
+                    _mib(r.extra.get("client_rss_kb")),
+                ]
+                for r in streams
+            ),
+        )
+    found = by_name(results)
+    startup = found.get("startup")
+    if startup:
+        runs = ", ".join(f"{value:.3f}" for value in startup.extra.get("runs_s", []))
+        lines += [
+            "",
+            "## Start-up",
+            "",
+            f"Seconds from exec to the first successful GetServerInfo: median "
+            f"{_num(startup.duration_s, 3)} (runs: {runs}); the floor server: "
+            f"{_num(startup.extra.get('floor_s'), 3)}.",
+        ]
+    idle = found.get("idle-rss")
+    if idle:
+        lines += [
+            "",
+            "## Idle memory",
+            "",
+            f"Proxy idle RSS {_mib(idle.server_rss_before_kb)} MiB, after its first requests "
+            f"{_mib(idle.server_rss_after_kb)} MiB; the floor server idles at "
+            f"{_mib(idle.extra.get('floor_idle_rss_kb'))} MiB.",
+            "",
+            "RSS of a fresh interpreter as the server's layers are imported one after another:",
+            "",
+        ]
+        lines += _table(
+            ["step", "RSS MiB", "adds MiB", "seconds"],
+            (
+                [
+                    str(step.get("step")),
+                    _mib(step.get("rss_kb")),
+                    _mib(step.get("delta_kb")),
+                    _num(step.get("seconds"), 3),
+                ]
+                for step in idle.extra.get("import_steps", [])
+            ),
+        )
+        by_package = idle.extra.get("import_time_by_package", [])
+        if by_package:
+            lines += ["", "Import time of the server's modules by top-level package:", ""]
+            lines += _table(
+                ["package", "ms"],
+                ([str(row["package"]), _num(row["self_ms"], 1)] for row in by_package),
+            )
+    soak = found.get("soak")
+    if soak:
+        samples = ", ".join(_mib(value) for value in soak.extra.get("rss_samples_kb", []))
+        lines += [
+            "",
+            "## Soak",
+            "",
+            f"{soak.requests:,} requests (unary and stream alternating, c=16) at "
+            f"{_num(soak.rps, 0)} req/s after {soak.extra.get('warmup_requests', 0):,} of "
+            f"warm-up; server RSS {_mib(soak.server_rss_before_kb)} → "
+            f"{_mib(soak.server_rss_after_kb)} MiB; errors: {_errors(soak)}.",
+            "",
+            f"RSS samples, MiB: {samples}",
+        ]
+    return lines
+
+
+# --- plot ---------------------------------------------------------------------------------------
+
+SERIES: tuple[tuple[str, str, str], ...] = (
+    ("proxy unary", "proxy-unary-c", "tab:blue"),
+    ("floor unary", "floor-unary-c", "tab:blue"),
+    ("proxy stream", "proxy-stream-c", "tab:orange"),
+    ("floor stream", "floor-stream-c", "tab:orange"),
+    ("proxy stream 200 chunks", "proxy-stream200-c", "tab:green"),
+    ("floor stream 200 chunks", "floor-stream200-c", "tab:green"),
+)
+
+
+def series_points(
+    results: Sequence[ScenarioResult], prefix: str, value: Callable[[ScenarioResult], float | None]
+) -> list[tuple[int, float]]:
+    points = []
+    for result in by_name(results).values():
+        if not result.name.startswith(prefix) or result.concurrency is None:
+            continue
+        if not result.name.removeprefix(prefix).isdigit():
+            continue
+        measured = value(result)
+        if measured is not None:
+            points.append((result.concurrency, measured))
+    return sorted(points)
+
+
+def plot(results: Sequence[ScenarioResult], path: Path, title: str) -> bool:
+    """Throughput and p99 latency against concurrency, proxy against floor. False if no data."""
+    # Imported by name so that type-checking and the unit tests do not need the optional
+    # `bench` dependencies installed.
+    matplotlib: Any = importlib.import_module("matplotlib")
+    matplotlib.use("Agg")
+    plt: Any = importlib.import_module("matplotlib.pyplot")
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
+    drawn = False
+    for label, prefix, colour in SERIES:
+        style = "--" if label.startswith("floor") else "-"
+        rps = series_points(results, prefix, lambda r: r.rps)
+        p99 = series_points(
+            results, prefix, lambda r: r.latency.p99_ms if r.latency is not None else None
+        )
+        if rps:
+            drawn = True
+            left.plot(*zip(*rps, strict=True), style, marker="o", color=colour, label=label)
+        if p99:
+            right.plot(*zip(*p99, strict=True), style, marker="o", color=colour, label=label)
+    if not drawn:
+        plt.close(figure)
+        return False
+    for axes in (left, right):
+        axes.set_xscale("log", base=2)
+        axes.set_xlabel("concurrent calls")
+        axes.grid(True, which="both", alpha=0.3)
+    left.set_ylabel("requests per second")
+    left.set_title("throughput")
+    right.set_ylabel("p99 latency, ms")
+    right.set_yscale("log")
+    right.set_title("p99 latency")
+    left.legend(fontsize="small")
+    figure.suptitle(title)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return True
+
+
+def read_jsonl(path: Path) -> list[ScenarioResult]:
+    return [
+        ScenarioResult.from_json(json.loads(line))
+        for line in path.read_text().splitlines()
+        if line.strip()
+    ]
+
+
+def write(results: Sequence[ScenarioResult], out_dir: Path, meta: dict[str, Any]) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    report = out_dir / "report.md"
+    report.write_text(markdown(results, meta))
+    written.append(report)
+    try:
+        image = out_dir / "plot.png"
+        if plot(results, image, f"llm-proxy vs grpc.aio floor ({meta.get('profile', '')})"):
+            written.append(image)
+    except ImportError:
+        pass
+    return written

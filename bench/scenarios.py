@@ -1,0 +1,744 @@
+"""The scenarios, the servers they run against, and the two run profiles."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench import auth, footprint, loadgen, procinfo, servers
+from bench.stats import LatencySummary, ScenarioResult, merge_counts
+
+ECHO = "echo"
+CHUNKS_MODEL = "bench-chunks"
+SLOW_MODEL = "bench-slow"
+STREAM_CHUNKS = 200
+# A client process this busy is probably what limits the measurement.
+CLIENT_BOUND_UTIL = 0.85
+# Cores used by processes other than the server and its clients worth a warning in the report.
+OTHER_LOAD_NOTE = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    name: str
+    duration_s: float
+    warmup_s: float
+    open_streams: tuple[int, ...]
+    soak_requests: int
+    soak_warmup_requests: int
+    soak_cap_s: float
+    startup_runs: int
+    direct_duration_s: float
+
+
+QUICK = Profile(
+    name="quick",
+    duration_s=1.5,
+    warmup_s=0.3,
+    open_streams=(1_000,),
+    soak_requests=10_000,
+    soak_warmup_requests=2_000,
+    soak_cap_s=30.0,
+    startup_runs=2,
+    direct_duration_s=0.5,
+)
+FULL = Profile(
+    name="full",
+    duration_s=8.0,
+    warmup_s=1.0,
+    open_streams=(1_000, 10_000),
+    soak_requests=200_000,
+    soak_warmup_requests=20_000,
+    soak_cap_s=300.0,
+    startup_runs=5,
+    direct_duration_s=3.0,
+)
+
+
+def split(total: int, parts: int) -> list[int]:
+    """total spread over parts as evenly as integers allow, larger shares first."""
+    base, extra = divmod(total, parts)
+    return [base + (1 if index < extra else 0) for index in range(parts)]
+
+
+@dataclass
+class Bench:
+    """Shared state of one run: client processes and servers, started once and reused."""
+
+    profile: Profile
+    out_dir: Path
+    clients: int
+    _pool: loadgen.ClientPool | None = None
+    _servers: dict[str, servers.ServerProcess] = field(default_factory=dict)
+    _auth: auth.AuthSetup | None = None
+    _auth_probed: bool = False
+    _serve_help: str | None = None
+
+    # --- resources ---------------------------------------------------------------------------
+
+    @property
+    def pool(self) -> loadgen.ClientPool:
+        if self._pool is None:
+            self._pool = loadgen.ClientPool(max(self.clients, 1))
+        return self._pool
+
+    @property
+    def log_dir(self) -> Path:
+        return self.out_dir / "logs"
+
+    def config_path(self, extra: dict[str, Any] | None = None, name: str = "proxy") -> Path:
+        config: dict[str, Any] = {
+            "models": {
+                "plugin_modules": ["bench.bench_models"],
+                "serve": [ECHO, CHUNKS_MODEL, SLOW_MODEL],
+                "default": ECHO,
+            }
+        }
+        for key, value in (extra or {}).items():
+            config.setdefault(key, {}).update(value)
+        path = self.out_dir / f"{name}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(config, sort_keys=True))
+        return path
+
+    def auth(self) -> auth.AuthSetup | None:
+        if not self._auth_probed:
+            self._auth_probed = True
+            self._auth = auth.probe(self.out_dir, self.config_path())
+        return self._auth
+
+    def proxy_env(self, *, auth_on: bool) -> dict[str, str]:
+        env = {"LLM_USER_PATH": str(self.out_dir / "llm-user")}
+        setup = self.auth()
+        if setup is not None:
+            env.update(setup.env_on if auth_on else setup.env_off)
+        return env
+
+    def proxy_config(self, *, auth_on: bool) -> Path:
+        setup = self.auth()
+        if auth_on and setup is not None:
+            return self.config_path(setup.config, name="proxy-auth")
+        return self.config_path()
+
+    def server(self, key: str) -> servers.ServerProcess:
+        """A long-lived server for a group of scenarios, started on first use."""
+        running = self._servers.get(key)
+        if running is not None and running.alive():
+            return running
+        if key == "floor":
+            running = servers.floor_server(self.log_dir)
+        elif key == "proxy":
+            running = servers.proxy_server(
+                key,
+                self.log_dir,
+                self.proxy_config(auth_on=False),
+                self.proxy_env(auth_on=False),
+            )
+        elif key == "proxy-auth":
+            running = servers.proxy_server(
+                key, self.log_dir, self.proxy_config(auth_on=True), self.proxy_env(auth_on=True)
+            )
+        else:
+            raise KeyError(key)
+        running.start()
+        self._servers[key] = running
+        return running
+
+    def fresh_proxy(self, name: str, extra_args: Sequence[str] = ()) -> servers.ServerProcess:
+        """A proxy of its own, for scenarios whose memory readings must start clean."""
+        return servers.proxy_server(
+            name,
+            self.log_dir,
+            self.proxy_config(auth_on=False),
+            self.proxy_env(auth_on=False),
+            extra_args,
+        )
+
+    def serve_help(self) -> str:
+        if self._serve_help is None:
+            self._serve_help = servers.serve_help()
+        return self._serve_help
+
+    def close(self) -> None:
+        for running in self._servers.values():
+            running.stop()
+        self._servers.clear()
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    # --- measuring ---------------------------------------------------------------------------
+
+    def load(
+        self,
+        name: str,
+        target: str,
+        server: servers.ServerProcess,
+        mode: loadgen.Mode,
+        concurrency: int,
+        *,
+        model: str | None = None,
+        prompt: str = "hello",
+        token: str | None = None,
+        max_requests: int = 0,
+        duration_s: float | None = None,
+        warmup_s: float | None = None,
+        channels: int = 1,
+        clients: int | None = None,
+    ) -> ScenarioResult:
+        wanted = self.clients if clients is None else clients
+        processes = max(1, min(wanted, concurrency, self.pool.size))
+        shares = split(concurrency, processes)
+        caps = split(max_requests, processes) if max_requests else [0] * processes
+        duration = self.profile.duration_s if duration_s is None else duration_s
+        warmup = self.profile.warmup_s if warmup_s is None else warmup_s
+        specs = [
+            loadgen.LoadSpec(
+                target=server.target,
+                mode=mode,
+                concurrency=share,
+                duration_s=duration,
+                warmup_s=warmup,
+                max_requests=cap,
+                model=model,
+                prompt=prompt,
+                token=token,
+                channels=channels,
+            )
+            for share, cap in zip(shares, caps, strict=True)
+        ]
+        before: dict[str, float] = {}
+
+        def between() -> None:
+            before["rss"] = server.rss_kb()
+            before["cpu"] = server.cpu_s()
+            before["machine"] = procinfo.machine_busy_seconds()
+
+        runs = self.pool.run_load(specs, between)
+        machine = procinfo.machine_busy_seconds() - before["machine"]
+        rss_after = server.rss_kb()
+        server_cpu = server.cpu_s() - before["cpu"]
+        return summarize_load(
+            name,
+            target,
+            mode,
+            concurrency,
+            runs,
+            rss_before=int(before["rss"]),
+            rss_after=rss_after,
+            server_cpu_s=server_cpu,
+            machine_busy_s=machine,
+            server_alive=server.alive(),
+        )
+
+
+def summarize_load(
+    name: str,
+    target: str,
+    mode: str,
+    concurrency: int,
+    runs: Sequence[loadgen.WorkerResult],
+    *,
+    rss_before: int,
+    rss_after: int,
+    server_cpu_s: float,
+    machine_busy_s: float | None = None,
+    server_alive: bool = True,
+) -> ScenarioResult:
+    ok = sum(run.ok for run in runs)
+    wall = max((run.wall_s for run in runs), default=0.0)
+    errors = merge_counts(run.errors for run in runs)
+    chunks = sum(run.chunks for run in runs)
+    utils = [run.cpu_s / run.wall_s for run in runs if run.wall_s > 0]
+    client_util = max(utils, default=0.0)
+    result = ScenarioResult(
+        name=name,
+        target=target,
+        mode=mode,
+        concurrency=concurrency,
+        clients=len(runs),
+        requests=ok,
+        errors=errors,
+        duration_s=wall,
+        rps=ok / wall if wall > 0 else None,
+        latency=LatencySummary.of(value for run in runs for value in run.latencies),
+        ttfc=LatencySummary.of(value for run in runs for value in run.ttfc)
+        if mode == "stream"
+        else None,
+        chunks_per_stream=chunks / ok if mode == "stream" and ok else None,
+        server_rss_before_kb=rss_before,
+        server_rss_after_kb=rss_after,
+        server_cpu_s_per_req=server_cpu_s / ok if ok else None,
+        client_cpu_util=client_util,
+        client_bound=client_util >= CLIENT_BOUND_UTIL,
+    )
+    server_util = server_cpu_s / wall if wall > 0 else 0.0
+    result.extra["server_cpu_util"] = server_util
+    if result.client_bound:
+        result.notes.append(
+            f"a client process used {client_util:.0%} of a core: the client may be the limit"
+        )
+    cores = os.cpu_count() or 1
+    if server_util + sum(utils) >= 0.9 * cores:
+        result.notes.append(
+            f"server and clients together used {server_util + sum(utils):.1f} of {cores} cores"
+        )
+    if machine_busy_s is not None and wall > 0:
+        client_cpu = sum(run.cpu_s for run in runs)
+        other = max(machine_busy_s - server_cpu_s - client_cpu, 0.0) / wall
+        result.extra["other_cpu_util"] = other
+        if other >= OTHER_LOAD_NOTE:
+            result.notes.append(
+                f"other processes kept {other:.2f} cores busy during the run: numbers are noisy"
+            )
+    if not server_alive:
+        result.notes.append("the server died during the run")
+    return result
+
+
+# --- scenario bodies ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    about: str
+    run: Callable[[Bench], ScenarioResult]
+
+
+def _load_scenario(
+    name: str,
+    target: str,
+    mode: loadgen.Mode,
+    concurrency: int,
+    *,
+    model: str | None = None,
+    prompt: str = "hello",
+    server_key: str | None = None,
+) -> Scenario:
+    key = server_key or target
+
+    def run(bench: Bench) -> ScenarioResult:
+        return bench.load(
+            name,
+            target,
+            bench.server(key),
+            mode,
+            concurrency,
+            model=None if target == "floor" else model,
+            prompt=prompt,
+        )
+
+    what = f"{mode} at concurrency {concurrency} against the {target}"
+    return Scenario(name, what + (f" ({model})" if model and target != "floor" else ""), run)
+
+
+def _auth_scenario(name: str, mode: loadgen.Mode, concurrency: int) -> Scenario:
+    def run(bench: Bench) -> ScenarioResult:
+        setup = bench.auth()
+        if setup is None:
+            return ScenarioResult(
+                name=name,
+                target="proxy",
+                mode=mode,
+                concurrency=concurrency,
+                skipped="this build of the proxy has no auth settings yet",
+            )
+        result = bench.load(
+            name,
+            "proxy",
+            bench.server("proxy-auth"),
+            mode,
+            concurrency,
+            model=ECHO,
+            token=setup.token,
+        )
+        result.extra["auth"] = True
+        return result
+
+    return Scenario(name, f"{mode} at concurrency {concurrency} with bearer-token auth on", run)
+
+
+def _workers_scenario(name: str, concurrency: int) -> Scenario:
+    def run(bench: Bench) -> ScenarioResult:
+        workers = max(os.cpu_count() or 1, 2)
+        if "--workers" not in bench.serve_help():
+            return ScenarioResult(
+                name=name,
+                target="proxy",
+                mode="unary",
+                concurrency=concurrency,
+                skipped="serve has no --workers option in this build",
+            )
+        server = bench.fresh_proxy(name, ["--workers", str(workers)])
+        server.start()
+        try:
+            # Workers share the port, so the kernel spreads connections, not calls: open
+            # several connections per client so that every worker gets some.
+            result = bench.load(
+                name, "proxy", server, "unary", concurrency, model=ECHO, channels=4 * workers
+            )
+        finally:
+            server.stop()
+        result.extra["workers"] = workers
+        return result
+
+    return Scenario(
+        name, f"unary at concurrency {concurrency} with one worker process per core", run
+    )
+
+
+def _direct_scenario(
+    name: str, model: str, *, stream: bool, use_async: bool, prompt: str = "hello"
+) -> Scenario:
+    def run(bench: Bench) -> ScenarioResult:
+        argv = [
+            sys.executable,
+            "-m",
+            "bench.direct",
+            "--model",
+            model,
+            "--prompt",
+            prompt,
+            "--duration",
+            str(bench.profile.direct_duration_s),
+        ]
+        if stream:
+            argv.append("--stream")
+        if use_async:
+            argv.append("--use-async")
+        completed = subprocess.run(
+            argv,
+            cwd=servers.ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env={**os.environ, "LLM_USER_PATH": str(bench.out_dir / "llm-user")},
+        )
+        if completed.returncode != 0:
+            raise RuntimeError(completed.stderr.strip()[-800:])
+        data = json.loads(completed.stdout)
+        return ScenarioResult(
+            name=name,
+            target="direct",
+            mode="stream" if stream else "unary",
+            concurrency=1,
+            clients=1,
+            requests=data["requests"],
+            duration_s=data["duration_s"],
+            rps=data["rps"],
+            latency=None if data["latency"] is None else LatencySummary(**data["latency"]),
+            ttfc=None if data["ttfc"] is None else LatencySummary(**data["ttfc"]),
+            chunks_per_stream=data["chunks_per_stream"] if stream else None,
+            extra={"model": model, "async": use_async},
+        )
+
+    kind = "async" if use_async else "sync"
+    what = "streamed" if stream else "whole"
+    return Scenario(name, f"{model} called in-process through llm ({kind}, {what})", run)
+
+
+def _open_streams_scenario(streams: int) -> Scenario:
+    name = f"open-streams-{streams}"
+
+    def run(bench: Bench) -> ScenarioResult:
+        # Long enough for every stream to be open at once even at a slow opening rate.
+        hold_s = max(5.0, streams / 400)
+        server = bench.fresh_proxy(name)
+        server.start()
+        try:
+            bench.load(
+                f"{name}-warmup",
+                "proxy",
+                server,
+                "stream",
+                16,
+                model=SLOW_MODEL,
+                prompt="hold=0",
+                duration_s=0.5,
+                warmup_s=0.2,
+            )
+            time.sleep(0.5)
+            rss_idle = server.rss_kb()
+            open_rss: dict[str, int] = {}
+
+            def when_open(opened: int, open_s: float) -> None:
+                open_rss["rss"] = server.rss_kb()
+
+            spec = loadgen.OpenStreamsSpec(
+                target=server.target,
+                streams=streams,
+                model=SLOW_MODEL,
+                prompt=f"hold={hold_s:g}",
+                open_timeout_s=hold_s,
+                total_timeout_s=hold_s * 3 + 30,
+            )
+            cpu_before = server.cpu_s()
+            outcome = bench.pool.run_open_streams(spec, when_open)
+            cpu = server.cpu_s() - cpu_before
+            time.sleep(0.5)
+            rss_after = server.rss_kb()
+        finally:
+            server.stop()
+        rss_open = open_rss.get("rss", 0)
+        dropped = streams - outcome.completed
+        result = ScenarioResult(
+            name=name,
+            target="proxy",
+            mode="open-streams",
+            concurrency=streams,
+            clients=1,
+            requests=outcome.completed,
+            errors=outcome.errors,
+            duration_s=outcome.wall_s,
+            ttfc=LatencySummary.of(outcome.ttfc),
+            server_rss_before_kb=rss_idle,
+            server_rss_after_kb=rss_after,
+            server_cpu_s_per_req=cpu / outcome.completed if outcome.completed else None,
+            extra={
+                "streams": streams,
+                "hold_s": hold_s,
+                "opened": outcome.opened,
+                "peak_open": outcome.peak_open,
+                "all_open_after_s": outcome.open_s,
+                "server_rss_all_open_kb": rss_open,
+                "kb_per_stream": (rss_open - rss_idle) / streams if rss_open else None,
+                "dropped": dropped,
+                "client_rss_kb": outcome.rss_kb,
+                "fd_limit": procinfo.raise_fd_limit(),
+            },
+        )
+        if outcome.peak_open < streams:
+            result.notes.append(
+                f"only {outcome.peak_open} of {streams} streams were open at the same time"
+            )
+        return result
+
+    return Scenario(
+        name, f"{streams} streams held open at once on {SLOW_MODEL}: memory, none dropped", run
+    )
+
+
+def _startup(bench: Bench) -> ScenarioResult:
+    times: list[float] = []
+    for index in range(bench.profile.startup_runs):
+        server = bench.fresh_proxy(f"startup-{index}")
+        try:
+            times.append(server.start())
+        finally:
+            server.stop()
+    floor = servers.floor_server(bench.log_dir)
+    try:
+        floor_s = floor.start()
+    finally:
+        floor.stop()
+    return ScenarioResult(
+        name="startup",
+        target="proxy",
+        mode="startup",
+        requests=len(times),
+        duration_s=statistics.median(times),
+        latency=LatencySummary.of(times),
+        extra={"runs_s": times, "median_s": statistics.median(times), "floor_s": floor_s},
+    )
+
+
+def _idle(bench: Bench) -> ScenarioResult:
+    server = bench.fresh_proxy("idle")
+    server.start()
+    try:
+        time.sleep(1.0)
+        rss_idle = server.rss_kb()
+        bench.load(
+            "idle-warm", "proxy", server, "unary", 1, model=ECHO, duration_s=0.3, warmup_s=0.1
+        )
+        bench.load(
+            "idle-warm", "proxy", server, "stream", 1, model=ECHO, duration_s=0.3, warmup_s=0.1
+        )
+        time.sleep(0.5)
+        rss_warm = server.rss_kb()
+    finally:
+        server.stop()
+    floor = servers.floor_server(bench.log_dir)
+    try:
+        floor.start()
+        time.sleep(0.5)
+        floor_rss = floor.rss_kb()
+    finally:
+        floor.stop()
+    result = ScenarioResult(
+        name="idle-rss",
+        target="proxy",
+        mode="idle",
+        server_rss_before_kb=rss_idle,
+        server_rss_after_kb=rss_warm,
+        extra={
+            "idle_rss_kb": rss_idle,
+            "rss_after_first_requests_kb": rss_warm,
+            "floor_idle_rss_kb": floor_rss,
+        },
+    )
+    try:
+        result.extra["import_steps"] = footprint.run_steps()
+        result.extra["import_time_by_package"] = footprint.importtime_top()
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        result.notes.append(f"import breakdown failed: {exc}")
+    return result
+
+
+def _soak(bench: Bench) -> ScenarioResult:
+    profile = bench.profile
+    server = bench.fresh_proxy("soak")
+    server.start()
+    phases: list[ScenarioResult] = []
+    samples: list[int] = []
+    try:
+        half_warm = profile.soak_warmup_requests // 2
+        for mode in ("unary", "stream"):
+            phases.append(
+                bench.load(
+                    "soak-warmup",
+                    "proxy",
+                    server,
+                    mode,
+                    16,
+                    model=ECHO,
+                    max_requests=half_warm,
+                    duration_s=profile.soak_cap_s,
+                    warmup_s=0.1,
+                )
+            )
+        rss_warm = server.rss_kb()
+        samples.append(rss_warm)
+        cpu_before = server.cpu_s()
+        measured: list[ScenarioResult] = []
+        # Alternating in slices lets the RSS samples show a trend rather than two points.
+        slices = 10
+        per_slice = profile.soak_requests // slices
+        started = time.perf_counter()
+        for index in range(slices):
+            remaining = profile.soak_cap_s * 2 - (time.perf_counter() - started)
+            if remaining <= 0:
+                break
+            measured.append(
+                bench.load(
+                    "soak",
+                    "proxy",
+                    server,
+                    "unary" if index % 2 == 0 else "stream",
+                    16,
+                    model=ECHO,
+                    max_requests=per_slice,
+                    duration_s=remaining,
+                    warmup_s=0.0,
+                )
+            )
+            samples.append(server.rss_kb())
+        cpu = server.cpu_s() - cpu_before
+        wall = time.perf_counter() - started
+    finally:
+        server.stop()
+    done = sum(phase.requests for phase in measured)
+    rss_after = samples[-1]
+    result = ScenarioResult(
+        name="soak",
+        target="proxy",
+        mode="soak",
+        concurrency=16,
+        requests=done,
+        errors=merge_counts(phase.errors for phase in phases + measured),
+        duration_s=wall,
+        rps=done / wall if wall > 0 else None,
+        server_rss_before_kb=rss_warm,
+        server_rss_after_kb=rss_after,
+        server_cpu_s_per_req=cpu / done if done else None,
+        extra={
+            "warmup_requests": sum(phase.requests for phase in phases),
+            "rss_samples_kb": samples,
+            "growth_kb": rss_after - rss_warm,
+            "bytes_per_request": (rss_after - rss_warm) * 1024 / done if done else None,
+        },
+    )
+    if done < profile.soak_requests:
+        result.notes.append(f"stopped at the time cap after {done} of {profile.soak_requests}")
+    return result
+
+
+def all_scenarios(profile: Profile) -> list[Scenario]:
+    # Floor and proxy run back to back for each load, so that both see the same background
+    # load on a shared machine and their ratio stays meaningful when the absolute numbers drift.
+    loads: list[tuple[str, loadgen.Mode, int, str | None, str]] = [("info", "info", 16, None, "")]
+    for mode in ("unary", "stream"):
+        loads.extend((mode, mode, c, ECHO, "hello") for c in (1, 16, 64))
+    loads.extend(
+        (f"stream{STREAM_CHUNKS}", "stream", c, CHUNKS_MODEL, f"chunks={STREAM_CHUNKS}")
+        for c in (1, 16)
+    )
+    found: list[Scenario] = []
+    for label, mode, c, model, prompt in loads:
+        for target in ("floor", "proxy"):
+            found.append(
+                _load_scenario(
+                    f"{target}-{label}-c{c}", target, mode, c, model=model, prompt=prompt
+                )
+            )
+    found.extend(
+        [
+            _direct_scenario("direct-echo-unary", ECHO, stream=False, use_async=False),
+            _direct_scenario("direct-echo-unary-async", ECHO, stream=False, use_async=True),
+            _direct_scenario("direct-echo-stream-async", ECHO, stream=True, use_async=True),
+            _direct_scenario(
+                f"direct-stream{STREAM_CHUNKS}-async",
+                CHUNKS_MODEL,
+                stream=True,
+                use_async=True,
+                prompt=f"chunks={STREAM_CHUNKS}",
+            ),
+            _load_scenario("auth-off-unary-c16", "proxy", "unary", 16, model=ECHO),
+            _auth_scenario("auth-on-unary-c16", "unary", 16),
+            _auth_scenario("auth-on-unary-c1", "unary", 1),
+            _auth_scenario("auth-on-stream-c16", "stream", 16),
+            _workers_scenario("workers-n-unary-c64", 64),
+        ]
+    )
+    found.extend(_open_streams_scenario(count) for count in profile.open_streams)
+    found.extend(
+        [
+            Scenario(
+                "startup", "seconds from exec to the first successful GetServerInfo", _startup
+            ),
+            Scenario("idle-rss", "idle server memory, and what each import layer adds", _idle),
+            Scenario(
+                "soak",
+                f"{profile.soak_requests:,} requests: RSS after warm-up against RSS after",
+                _soak,
+            ),
+        ]
+    )
+    return found
+
+
+def select(
+    scenarios: Iterable[Scenario], only: Sequence[str], skip: Sequence[str]
+) -> list[Scenario]:
+    """Scenarios whose names match any `only` pattern (all if none) and no `skip` pattern."""
+    chosen = []
+    for scenario in scenarios:
+        if only and not any(fnmatch.fnmatchcase(scenario.name, pattern) for pattern in only):
+            continue
+        if any(fnmatch.fnmatchcase(scenario.name, pattern) for pattern in skip):
+            continue
+        chosen.append(scenario)
+    return chosen
