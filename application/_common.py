@@ -49,7 +49,7 @@ class PromptPipeline:
         if context.time_remaining is not None:
             # The transport cancels the call at the client's deadline, which the client sees
             # as DEADLINE_EXCEEDED; this later backstop only guarantees the model is stopped.
-            timeout_s = max(timeout_s, max(context.time_remaining, 0.0) + DEADLINE_BACKSTOP_S)
+            timeout_s = min(timeout_s, max(context.time_remaining, 0.0) + DEADLINE_BACKSTOP_S)
         return Admitted(
             request_id=request_id,
             model=model,

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from application._common import DEADLINE_BACKSTOP_S
 from application.stream_prompt import OpenedStream
 from domain.answer import Failure, StreamEvent, StreamFinished, TextChunk
 from domain.errors import ProxyError, UpstreamFailure, UpstreamTimeout
@@ -314,7 +315,7 @@ async def test_client_deadline_shortens_the_timeout(h: Harness) -> None:
     assert time.monotonic() - began < 5
     error = failed(events[0]).error
     assert isinstance(error, UpstreamTimeout)
-    assert error.seconds == pytest.approx(0.05)
+    assert error.seconds == pytest.approx(0.05 + DEADLINE_BACKSTOP_S)
 
 
 # --------------------------------------------------------------------------- cancellation
