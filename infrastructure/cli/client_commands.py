@@ -1,0 +1,225 @@
+"""Client commands: talk to a running llm-proxy (`prompt`, `models`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from adapters.grpc.client import (
+    DEFAULT_URL,
+    AuthenticationError,
+    ConfigurationError,
+    ExecuteResult,
+    InvalidRequestError,
+    ModelNotFoundError,
+    PermissionDeniedError,
+    ProxyClient,
+    ProxyClientError,
+    ProxyTimeoutError,
+    RateLimitedError,
+    RequestCancelledError,
+    UnavailableError,
+    UpstreamError,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# One exit status per kind of failure, so scripts can tell "fix your token" from "try later".
+# Order matters: subclasses before their bases.
+EXIT_STATUS: tuple[tuple[type[ProxyClientError], int], ...] = (
+    (ConfigurationError, 2),
+    (AuthenticationError, 3),
+    (PermissionDeniedError, 4),
+    (ModelNotFoundError, 5),
+    (InvalidRequestError, 6),
+    (RateLimitedError, 7),
+    (UpstreamError, 8),
+    (UnavailableError, 9),
+    (ProxyTimeoutError, 10),
+    (RequestCancelledError, 11),
+)
+OTHER_ERROR_STATUS = 1
+INTERRUPTED_STATUS = 130
+
+EXIT_HELP = (
+    "Exit status: 0 ok, 1 server fault, 2 bad configuration, 3 authentication, 4 permission, "
+    "5 unknown model, 6 invalid request, 7 rate limited, 8 model/upstream failure, "
+    "9 server unreachable, 10 timeout, 11 cancelled."
+)
+
+
+def exit_status(error: ProxyClientError) -> int:
+    return next((status for cls, status in EXIT_STATUS if isinstance(error, cls)), 1)
+
+
+def connection_options(command: F) -> F:
+    options = [
+        click.option(
+            "--server",
+            "server",
+            envvar="LLM_PROXY_URL",
+            default=DEFAULT_URL,
+            show_default=True,
+            help="llm-proxy://[TOKEN@]host:port (TLS) or llm-proxy+insecure://host:port "
+            "(also LLM_PROXY_URL).",
+        ),
+        click.option("--token", help="Bearer token (default: URL, LLM_PROXY_TOKEN)."),
+        click.option(
+            "--token-file",
+            type=click.Path(path_type=Path, dir_okay=False),
+            help="Read the bearer token from this file (also LLM_PROXY_TOKEN_FILE).",
+        ),
+        click.option(
+            "--ca-bundle",
+            type=click.Path(path_type=Path, dir_okay=False),
+            help="PEM CA bundle for a server with a private CA (also LLM_PROXY_CA_BUNDLE).",
+        ),
+        click.option(
+            "--timeout",
+            type=click.FloatRange(min=0, min_open=True),
+            default=120.0,
+            show_default=True,
+            help="Seconds to wait for the whole call, retries included.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@contextmanager
+def reported_errors() -> Iterator[None]:
+    """Turn client errors into one readable line on stderr and the matching exit status."""
+    try:
+        yield
+    except ProxyClientError as exc:
+        click.echo(f"llm-proxy: error: {exc}", err=True)
+        sys.exit(exit_status(exc))
+    except KeyboardInterrupt:
+        click.echo("\nllm-proxy: interrupted", err=True)
+        sys.exit(INTERRUPTED_STATUS)
+
+
+def _client(
+    server: str, token: str | None, token_file: Path | None, ca_bundle: Path | None, timeout: float
+) -> ProxyClient:
+    return ProxyClient(
+        server, token=token, token_file=token_file, ca_bundle=ca_bundle, timeout=timeout
+    )
+
+
+@click.command("prompt", epilog=EXIT_HELP)
+@click.argument("text", required=False)
+@click.option("--model", "-m", help="Model id or alias (default: the server's default model).")
+@click.option("--system", "-s", help="System prompt.")
+@click.option("--schema", help="JSON Schema the answer must follow (JSON text).")
+@click.option("--no-stream", is_flag=True, help="Wait for the whole answer instead of streaming.")
+@click.option("--usage", "-u", is_flag=True, help="Print model and token usage to stderr.")
+@connection_options
+def prompt_command(
+    text: str | None,
+    model: str | None,
+    system: str | None,
+    schema: str | None,
+    no_stream: bool,
+    usage: bool,
+    server: str,
+    token: str | None,
+    token_file: Path | None,
+    ca_bundle: Path | None,
+    timeout: float,
+) -> None:
+    """Send TEXT (or standard input) to the proxy and print the answer as it arrives."""
+    if text is None:
+        if sys.stdin.isatty():
+            raise click.UsageError("give the prompt as an argument or on standard input")
+        text = sys.stdin.read()
+    with reported_errors(), _client(server, token, token_file, ca_bundle, timeout) as client:
+        if no_stream:
+            result = client.execute(text, model=model, system=system, schema=schema)
+            click.echo(result.text)
+        else:
+            with client.stream(text, model=model, system=system, schema=schema) as stream:
+                try:
+                    for chunk in stream:
+                        click.echo(chunk, nl=False)
+                        sys.stdout.flush()
+                except ProxyClientError:
+                    if stream.text:
+                        click.echo()  # end the partial line so the error starts on its own
+                    raise
+                click.echo()
+                result = stream.result()
+        if usage:
+            click.echo(_usage_line(result), err=True)
+
+
+def _usage_line(result: ExecuteResult) -> str:
+    m = result.metrics
+    tokens = ", ".join(
+        f"{name} {value}"
+        for name, value in (("input", m.input_tokens), ("output", m.output_tokens))
+        if value is not None
+    )
+    parts = [f"model {result.model}", tokens or "tokens not reported", f"{m.duration_ms} ms"]
+    if m.cost_usd is not None:
+        parts.append(f"${m.cost_usd:.6f}")
+    return "llm-proxy: " + "; ".join(parts)
+
+
+@click.command("models", epilog=EXIT_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the catalog as JSON.")
+@connection_options
+def models_command(
+    as_json: bool,
+    server: str,
+    token: str | None,
+    token_file: Path | None,
+    ca_bundle: Path | None,
+    timeout: float,
+) -> None:
+    """List the models (and aliases) the proxy serves; * marks the default."""
+    with reported_errors(), _client(server, token, token_file, ca_bundle, timeout) as client:
+        info = client.server_info()
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "server": {"name": info.server_name, "version": info.server_version},
+                    "default_model": info.default_model,
+                    "models": [
+                        {
+                            "id": m.model_id,
+                            "display_name": m.display_name,
+                            "provider": m.provider,
+                            "streaming": m.supports_streaming,
+                            "aliases": sorted(_aliases(info.aliases, m.model_id, m.aliases)),
+                        }
+                        for m in info.models
+                    ],
+                },
+                indent=2,
+            )
+        )
+        return
+    name = " ".join(part for part in (info.server_name, info.server_version) if part)
+    click.echo(f"{name or 'llm-proxy'} at {client.address}")
+    for m in info.models:
+        marker = "*" if m.model_id == info.default_model else " "
+        aliases = sorted(_aliases(info.aliases, m.model_id, m.aliases))
+        line = f"{marker} {m.model_id}"
+        if aliases:
+            line += f"  (aliases: {', '.join(aliases)})"
+        if not m.supports_streaming:
+            line += "  [no streaming]"
+        click.echo(line)
+
+
+def _aliases(table: Mapping[str, str], model_id: str, own: tuple[str, ...]) -> set[str]:
+    return set(own) | {alias for alias, target in table.items() if target == model_id}
