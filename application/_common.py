@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from application.admission import Admission
 from application.ports import Clock, IdGenerator, ModelCatalog, PolicySource
 from domain.catalog import ModelDescription
 from domain.errors import PermissionDenied, ProxyError
@@ -31,6 +32,8 @@ class PromptPipeline:
     policy: PolicySource
     clock: Clock
     ids: IdGenerator
+    # None admits everything: no rate or concurrency limits are enforced.
+    admission: Admission | None = None
 
     def request_id_for(self, request: PromptRequest) -> str:
         return request.request_id or self.ids.new_request_id()
@@ -50,6 +53,9 @@ class PromptPipeline:
             # The transport cancels the call at the client's deadline, which the client sees
             # as DEADLINE_EXCEEDED; this later backstop only guarantees the model is stopped.
             timeout_s = min(timeout_s, max(context.time_remaining, 0.0) + DEADLINE_BACKSTOP_S)
+        # Last, so that requests rejected above do not spend the caller's rate allowance.
+        if self.admission is not None:
+            self.admission.enter(context.principal.subject)
         return Admitted(
             request_id=request_id,
             model=model,
@@ -62,6 +68,11 @@ class PromptPipeline:
             policy=policy,
             timeout_s=timeout_s,
         )
+
+    def release(self) -> None:
+        """Pair of a successful admit(): the request no longer counts as in flight."""
+        if self.admission is not None:
+            self.admission.leave()
 
     def metrics(self, admitted: Admitted, started: float, usage: Usage) -> ExecutionMetrics:
         price = admitted.policy.price_for(admitted.model.model_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from application._common import PromptPipeline, outcome_of
+from application._common import Admitted, PromptPipeline, outcome_of
 from application.ports import ModelGateway, RequestObserver
 from domain.answer import Answer, Failure
 from domain.errors import ProxyError, UpstreamTimeout
@@ -30,6 +30,7 @@ class ExecutePrompt:
         usage = Usage()
         cost: float | None = None
         outcome = "ok"
+        admitted: Admitted | None = None
         try:
             admitted = self._pipeline.admit(request, request_id, context)
             model_id = admitted.model.model_id
@@ -49,6 +50,8 @@ class ExecutePrompt:
             outcome = outcome_of(error)
             raise
         finally:
+            if admitted is not None:
+                self._pipeline.release()
             self._observer.request_finished(
                 RequestRecord(
                     method=Method.EXECUTE,

@@ -46,6 +46,7 @@ class StreamPrompt:
         first_chunk_s: float | None = None
         chunks = 0
         outcome = "ok"
+        admitted: Admitted | None = None
         try:
             admitted = self._pipeline.admit(request, request_id, context)
             model_id = admitted.model.model_id
@@ -69,6 +70,8 @@ class StreamPrompt:
             outcome = outcome_of(error)
             raise
         finally:
+            if admitted is not None:
+                self._pipeline.release()
             self._observer.request_finished(
                 RequestRecord(
                     method=Method.STREAM,

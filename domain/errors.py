@@ -84,3 +84,19 @@ class UpstreamTimeout(ProxyError):
 
 class RequestCancelled(ProxyError):
     code = "CANCELLED"
+
+
+class RateLimited(ProxyError):
+    """Too many requests from one caller; `retry_after_s` says when one more will be accepted."""
+
+    code = "RATE_LIMITED"
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message, details=f"retry_after_seconds={retry_after_s:.3f}")
+        self.retry_after_s = retry_after_s
+
+
+class Overloaded(RateLimited):
+    """The server is at its configured limit of concurrent requests."""
+
+    code = "OVERLOADED"

@@ -8,6 +8,7 @@ from adapters.grpc.server import build_server
 from adapters.grpc.servicer import ProxyServicer
 from adapters.llm import LlmGateway, LlmModelRegistry
 from application._common import PromptPipeline
+from application.admission import Admission
 from application.describe_server import DescribeServer
 from application.execute_prompt import ExecutePrompt
 from application.stream_prompt import StreamPrompt
@@ -44,8 +45,14 @@ class Container(containers.DeclarativeContainer):
         LlmGateway, catalog, max_threads=settings.provided.models.max_threads
     )
 
+    admission = providers.Singleton(Admission, policy, clock)
     pipeline = providers.Singleton(
-        PromptPipeline, catalog=catalog, policy=policy, clock=clock, ids=request_ids
+        PromptPipeline,
+        catalog=catalog,
+        policy=policy,
+        clock=clock,
+        ids=request_ids,
+        admission=admission,
     )
     execute_prompt = providers.Singleton(ExecutePrompt, pipeline, gateway, observer)
     stream_prompt = providers.Singleton(StreamPrompt, pipeline, gateway, observer)

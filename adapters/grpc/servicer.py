@@ -14,7 +14,7 @@ from application.describe_server import DescribeServer
 from application.execute_prompt import ExecutePrompt
 from application.stream_prompt import StreamPrompt
 from domain.answer import Answer, Failure, StreamFinished, TextChunk
-from domain.errors import PermissionDenied
+from domain.errors import PermissionDenied, RateLimited
 from domain.principal import ANONYMOUS, CallContext, Principal
 
 log = logging.getLogger("llm_proxy.grpc")
@@ -112,6 +112,14 @@ class ProxyServicer(pb_grpc.VibectlLLMProxyServicer):
     async def _abort_if_status(
         failure: Failure, context: grpc.aio.ServicerContext[object, object]
     ) -> None:
-        # Authorization is a transport-level status by contract; other problems stay in-band.
-        if isinstance(failure.error, PermissionDenied):
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, failure.error.message)
+        # Authorization and rate limits are transport-level statuses by contract; other
+        # problems stay in-band.
+        error = failure.error
+        if isinstance(error, PermissionDenied):
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, error.message)
+        if isinstance(error, RateLimited):
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                error.message,
+                trailing_metadata=(("retry-after", f"{error.retry_after_s:.3f}"),),
+            )
