@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 from application.admission import Admission
 from application.ports import Clock, IdGenerator, ModelCatalog, PolicySource
-from domain.catalog import ModelDescription
-from domain.errors import PermissionDenied, ProxyError
+from domain.catalog import Catalog, ModelDescription
+from domain.errors import PermissionDenied, ProxyError, UnknownModel
 from domain.policy import ServerPolicy
-from domain.principal import CallContext
+from domain.principal import CallContext, Principal
 from domain.request import ModelInvocation, PromptRequest
 from domain.usage import ExecutionMetrics, Usage
 
@@ -41,7 +41,16 @@ class PromptPipeline:
     def admit(self, request: PromptRequest, request_id: str, context: CallContext) -> Admitted:
         policy = self.policy.current()
         request.validate(policy.limits.max_input_length)
-        model = self.catalog.current().resolve(request.model)
+        catalog = self.catalog.current()
+        try:
+            model = catalog.resolve(request.model)
+        except UnknownModel as unknown:
+            if context.principal.allowed_models is None:
+                raise
+            # A restricted caller learns only the names it could use, as in GetServerInfo.
+            raise UnknownModel(
+                unknown.requested, names_visible_to(catalog, context.principal)
+            ) from None
         if not context.principal.may_use(model):
             raise PermissionDenied(
                 f"{context.principal.subject!r} may not use model {model.model_id!r}; "
@@ -91,3 +100,8 @@ def outcome_of(error: BaseException) -> str:
     if isinstance(error, asyncio.CancelledError | GeneratorExit):
         return "CANCELLED"
     return "INTERNAL_ERROR"
+
+
+def names_visible_to(catalog: Catalog, principal: Principal) -> tuple[str, ...]:
+    """The model ids and aliases of `catalog` that `principal` may use."""
+    return tuple(name for name in catalog.names() if principal.may_use(catalog.resolve(name)))

@@ -36,7 +36,8 @@ class DescribeServer:
             server_name=policy.server_name,
             server_version=policy.server_version,
             models=models,
-            default_model=catalog.default_model,
+            # A default the caller may not use would only lead it into PERMISSION_DENIED.
+            default_model=catalog.default_model if catalog.default_model in visible else "",
             aliases={
                 alias: target for alias, target in catalog.aliases.items() if target in visible
             },
