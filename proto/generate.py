@@ -7,6 +7,7 @@ if the committed files differ, so a stale checkout cannot pass CI.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import sys
@@ -25,6 +26,8 @@ _ABSOLUTE_IMPORT = re.compile(r"^import llm_proxy_pb2", re.MULTILINE)
 
 def generate(into: Path) -> None:
     into.mkdir(parents=True, exist_ok=True)
+    # protoc finds the mypy plugins by name on PATH; they sit beside this interpreter.
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     include = str(Path(protoc.__file__).parent / "_proto")
     status = protoc.main(
         [
@@ -43,7 +46,9 @@ def generate(into: Path) -> None:
     for path in into.glob("llm_proxy_pb2*"):
         text = path.read_text()
         path.write_text(_ABSOLUTE_IMPORT.sub("from . import llm_proxy_pb2", text))
-    (into / "__init__.py").write_text('"""Generated from proto/llm_proxy.proto by proto/generate.py."""\n')
+    (into / "__init__.py").write_text(
+        '"""Generated from proto/llm_proxy.proto by proto/generate.py."""\n'
+    )
 
 
 def check() -> int:
