@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncGenerator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import aclosing
 from typing import Any
 
@@ -40,6 +40,11 @@ class LlmGateway:
         return ModelOutput(text="".join(parts), usage=usage)
 
     def stream(self, invocation: ModelInvocation) -> AsyncGenerator[GatewayEvent, None]:
+        """Text chunks as the model produces them, then one UsageReport.
+
+        Closing the generator or cancelling the task awaiting it stops the model: an async
+        model at once, a sync one when it next yields a chunk.
+        """
         return self._events(invocation, stream=True)
 
     def close(self) -> None:
@@ -122,9 +127,10 @@ class LlmGateway:
                 stop.set()
 
         self._running.add(stop)
+        job: Future[None] | None = None
         try:
             try:
-                self._pool.submit(run_sync_response, model, kwargs, stop, post)
+                job = self._pool.submit(run_sync_response, model, kwargs, stop, post)
             except RuntimeError as error:
                 raise _shutting_down() from error
             while True:
@@ -141,6 +147,9 @@ class LlmGateway:
             # Reached on completion, failure, aclose() and cancellation alike.
             stop.set()
             self._running.discard(stop)
+            if job is not None:
+                # Frees the slot at once when the pool was saturated and the job never began.
+                job.cancel()
 
 
 def _shutting_down() -> ModelUnavailable:
