@@ -70,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     scenarios = select(all_scenarios(profile), _patterns(args.only), _patterns(args.skip))
     if args.list:
         for scenario in all_scenarios(profile):
-            print(f"{scenario.name:28} {scenario.about}")
+            print(f"{scenario.name:26} {scenario.about}")
+            if scenario.members != (scenario.name,):
+                print(f"{'':28}results: {', '.join(scenario.members)}")
         return 0
     jsonl = out_dir / "results.jsonl"
     clients = args.clients or default_clients()
@@ -103,20 +105,22 @@ def main(argv: list[str] | None = None) -> int:
 
         bench = Bench(profile=profile, out_dir=out_dir, clients=clients)
         try:
-            for scenario in scenarios:
+            for scenario, wanted in scenarios:
                 print(f"# {scenario.name}: {scenario.about}", file=sys.stderr, flush=True)
                 try:
-                    emit(scenario.run(bench))
+                    for result in scenario.run(bench, wanted):
+                        emit(result)
                 except Exception as exc:
                     failed += 1
-                    emit(
-                        ScenarioResult(
-                            name=scenario.name,
-                            target="?",
-                            mode="failed",
-                            notes=[f"failed: {type(exc).__name__}: {exc}"],
+                    for member in filter(wanted, scenario.members):
+                        emit(
+                            ScenarioResult(
+                                name=member,
+                                target="?",
+                                mode="failed",
+                                notes=[f"failed: {type(exc).__name__}: {exc}"],
+                            )
                         )
-                    )
         finally:
             bench.close()
     meta["wall time"] = f"{time.monotonic() - started:.0f} s"

@@ -75,6 +75,22 @@ class WorkerResult:
     rss_kb: int = 0
 
 
+def combine(first: WorkerResult, second: WorkerResult) -> WorkerResult:
+    """Two measured phases of one client process as if they were one."""
+    errors = Counter(first.errors)
+    errors.update(second.errors)
+    return WorkerResult(
+        ok=first.ok + second.ok,
+        latencies=first.latencies + second.latencies,
+        ttfc=first.ttfc + second.ttfc,
+        chunks=first.chunks + second.chunks,
+        errors=dict(errors),
+        wall_s=first.wall_s + second.wall_s,
+        cpu_s=first.cpu_s + second.cpu_s,
+        rss_kb=max(first.rss_kb, second.rss_kb),
+    )
+
+
 @dataclass(slots=True)
 class OpenStreamsResult:
     opened: int = 0

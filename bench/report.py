@@ -26,7 +26,12 @@ class TargetCheck:
 
 
 def by_name(results: Iterable[ScenarioResult]) -> dict[str, ScenarioResult]:
-    return {result.name: result for result in results if result.skipped is None}
+    """The results that measured something, by scenario name."""
+    return {
+        result.name: result
+        for result in results
+        if result.skipped is None and result.mode != "failed"
+    }
 
 
 def _missing(name: str, goal: str, *needed: str) -> TargetCheck:
@@ -261,6 +266,34 @@ def load_rows(results: Sequence[ScenarioResult]) -> list[list[str]]:
     return rows
 
 
+def overhead_rows(results: Sequence[ScenarioResult]) -> list[list[str]]:
+    found = by_name(results)
+    rows = []
+    for name, proxy in found.items():
+        if not name.startswith("proxy-") or proxy.mode not in LOAD_MODES:
+            continue
+        floor = found.get("floor-" + name.removeprefix("proxy-"))
+        if floor is None or not floor.rps or not proxy.rps:
+            continue
+        p50 = p99 = cpu = None
+        if proxy.latency and floor.latency:
+            p50 = proxy.latency.p50_ms - floor.latency.p50_ms
+            p99 = proxy.latency.p99_ms - floor.latency.p99_ms
+        if proxy.server_cpu_s_per_req is not None and floor.server_cpu_s_per_req is not None:
+            cpu = (proxy.server_cpu_s_per_req - floor.server_cpu_s_per_req) * 1e6
+        rows.append(
+            [
+                name.removeprefix("proxy-").rsplit("-c", 1)[0],
+                str(proxy.concurrency),
+                f"{proxy.rps / floor.rps:.0%}",
+                _num(p50, 3),
+                _num(p99, 3),
+                _num(cpu, 0),
+            ]
+        )
+    return rows
+
+
 def markdown(results: Sequence[ScenarioResult], meta: dict[str, Any]) -> str:
     lines = [f"# llm-proxy benchmark ({meta.get('profile', '?')})", ""]
     for key, value in meta.items():
@@ -298,6 +331,19 @@ def markdown(results: Sequence[ScenarioResult], meta: dict[str, Any]) -> str:
         ],
         load_rows(results),
     )
+    overhead = overhead_rows(results)
+    if overhead:
+        lines += ["", "## Proxy against floor", ""]
+        lines += [
+            "What the proxy adds to the same call on the no-op grpc.aio server, run back to back "
+            "with it: the share of the floor's throughput it keeps, the latency it adds at the "
+            "median, and the server CPU it adds per request.",
+            "",
+        ]
+        lines += _table(
+            ["load", "c", "req/s share", "p50 added ms", "p99 added ms", "CPU added µs/req"],
+            overhead,
+        )
     lines += _other_sections(results)
     notes = [(result.name, note) for result in results for note in result.notes]
     skipped = [(result.name, result.skipped) for result in results if result.skipped]

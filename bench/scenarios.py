@@ -40,6 +40,7 @@ class Profile:
     soak_cap_s: float
     startup_runs: int
     direct_duration_s: float
+    rounds: int
 
 
 QUICK = Profile(
@@ -52,6 +53,7 @@ QUICK = Profile(
     soak_cap_s=30.0,
     startup_runs=2,
     direct_duration_s=0.5,
+    rounds=2,
 )
 FULL = Profile(
     name="full",
@@ -63,6 +65,7 @@ FULL = Profile(
     soak_cap_s=300.0,
     startup_runs=5,
     direct_duration_s=3.0,
+    rounds=4,
 )
 
 
@@ -149,6 +152,8 @@ class Bench:
             running = servers.proxy_server(
                 key, self.log_dir, self.proxy_config(auth_on=True), self.proxy_env(auth_on=True)
             )
+        elif key == "proxy-workers":
+            running = self.fresh_proxy(key, ["--workers", str(workers_wanted())])
         else:
             raise KeyError(key)
         running.start()
@@ -165,6 +170,12 @@ class Bench:
             extra_args,
         )
 
+    def unavailable(self, key: str) -> str | None:
+        """Why the server a scenario needs cannot be had in this build, or None."""
+        if key == "proxy-workers" and "--workers" not in self.serve_help():
+            return "serve has no --workers option in this build"
+        return None
+
     def serve_help(self) -> str:
         if self._serve_help is None:
             self._serve_help = servers.serve_help()
@@ -180,10 +191,8 @@ class Bench:
 
     # --- measuring ---------------------------------------------------------------------------
 
-    def load(
+    def measure(
         self,
-        name: str,
-        target: str,
         server: servers.ServerProcess,
         mode: loadgen.Mode,
         concurrency: int,
@@ -195,10 +204,8 @@ class Bench:
         duration_s: float | None = None,
         warmup_s: float | None = None,
         channels: int = 1,
-        clients: int | None = None,
-    ) -> ScenarioResult:
-        wanted = self.clients if clients is None else clients
-        processes = max(1, min(wanted, concurrency, self.pool.size))
+    ) -> Measurement:
+        processes = max(1, min(self.clients, concurrency, self.pool.size))
         shares = split(concurrency, processes)
         caps = split(max_requests, processes) if max_requests else [0] * processes
         duration = self.profile.duration_s if duration_s is None else duration_s
@@ -226,21 +233,70 @@ class Bench:
             before["machine"] = procinfo.machine_busy_seconds()
 
         runs = self.pool.run_load(specs, between)
-        machine = procinfo.machine_busy_seconds() - before["machine"]
-        rss_after = server.rss_kb()
-        server_cpu = server.cpu_s() - before["cpu"]
-        return summarize_load(
+        return Measurement(
+            runs=runs,
+            rss_before=int(before["rss"]),
+            rss_after=server.rss_kb(),
+            server_cpu_s=server.cpu_s() - before["cpu"],
+            machine_busy_s=procinfo.machine_busy_seconds() - before["machine"],
+            server_alive=server.alive(),
+        )
+
+    def load(
+        self,
+        name: str,
+        target: str,
+        server: servers.ServerProcess,
+        mode: loadgen.Mode,
+        concurrency: int,
+        **options: Any,
+    ) -> ScenarioResult:
+        measured = self.measure(server, mode, concurrency, **options)
+        return measured.summarize(name, target, mode, concurrency)
+
+
+@dataclass(slots=True)
+class Measurement:
+    """One measured phase against one server, or several such phases added together."""
+
+    runs: list[loadgen.WorkerResult]
+    rss_before: int
+    rss_after: int
+    server_cpu_s: float
+    machine_busy_s: float
+    server_alive: bool
+    rounds: int = 1
+
+    def then(self, later: Measurement) -> Measurement:
+        runs = [
+            loadgen.combine(mine, theirs)
+            for mine, theirs in zip(self.runs, later.runs, strict=False)
+        ]
+        return Measurement(
+            runs=runs,
+            rss_before=self.rss_before,
+            rss_after=later.rss_after,
+            server_cpu_s=self.server_cpu_s + later.server_cpu_s,
+            machine_busy_s=self.machine_busy_s + later.machine_busy_s,
+            server_alive=later.server_alive,
+            rounds=self.rounds + later.rounds,
+        )
+
+    def summarize(self, name: str, target: str, mode: str, concurrency: int) -> ScenarioResult:
+        result = summarize_load(
             name,
             target,
             mode,
             concurrency,
-            runs,
-            rss_before=int(before["rss"]),
-            rss_after=rss_after,
-            server_cpu_s=server_cpu,
-            machine_busy_s=machine,
-            server_alive=server.alive(),
+            self.runs,
+            rss_before=self.rss_before,
+            rss_after=self.rss_after,
+            server_cpu_s=self.server_cpu_s,
+            machine_busy_s=self.machine_busy_s,
+            server_alive=self.server_alive,
         )
+        result.extra["rounds"] = self.rounds
+        return result
 
 
 def summarize_load(
@@ -310,93 +366,148 @@ def summarize_load(
 # --- scenario bodies ----------------------------------------------------------------------------
 
 
+Wanted = Callable[[str], bool]
+
+
 @dataclass(frozen=True, slots=True)
 class Scenario:
+    """A unit of work that yields one result per member; members can be selected one by one."""
+
     name: str
     about: str
-    run: Callable[[Bench], ScenarioResult]
+    members: tuple[str, ...]
+    run: Callable[[Bench, Wanted], list[ScenarioResult]]
 
 
-def _load_scenario(
+def _single(name: str, about: str, run: Callable[[Bench], ScenarioResult]) -> Scenario:
+    return Scenario(name, about, (name,), lambda bench, wanted: [run(bench)])
+
+
+@dataclass(frozen=True, slots=True)
+class Side:
+    """One of the servers a comparison alternates between."""
+
+    name: str
+    target: str
+    server_key: str
+    model: str | None = None
+    auth: bool = False
+    channels: int = 1
+
+
+def _skipped(side: Side, mode: str, concurrency: int, why: str) -> ScenarioResult:
+    return ScenarioResult(
+        name=side.name, target=side.target, mode=mode, concurrency=concurrency, skipped=why
+    )
+
+
+def _comparison(
     name: str,
-    target: str,
+    about: str,
     mode: loadgen.Mode,
     concurrency: int,
+    sides: Sequence[Side],
     *,
-    model: str | None = None,
     prompt: str = "hello",
-    server_key: str | None = None,
 ) -> Scenario:
-    key = server_key or target
+    """Sides measured in alternating rounds (A B, B A, ...), one result each.
 
-    def run(bench: Bench) -> ScenarioResult:
-        return bench.load(
-            name,
-            target,
-            bench.server(key),
-            mode,
-            concurrency,
-            model=None if target == "floor" else model,
-            prompt=prompt,
-        )
+    On a shared two-core machine the background load drifts by the second; alternating short
+    rounds lets every side see the same mix of it, which keeps their ratio honest.
+    """
 
-    what = f"{mode} at concurrency {concurrency} against the {target}"
-    return Scenario(name, what + (f" ({model})" if model and target != "floor" else ""), run)
+    def run(bench: Bench, wanted: Wanted) -> list[ScenarioResult]:
+        chosen = [side for side in sides if wanted(side.name)]
+        results: dict[str, ScenarioResult] = {}
+        live: list[Side] = []
+        for side in chosen:
+            why = bench.unavailable(side.server_key)
+            if why is None and side.auth and bench.auth() is None:
+                why = "this build of the proxy has no auth settings yet"
+            if why is not None:
+                results[side.name] = _skipped(side, mode, concurrency, why)
+            else:
+                live.append(side)
+        if results and len(sides) > 1:
+            # A side measured alone would only repeat a number another scenario gives.
+            for side in live:
+                results[side.name] = _skipped(
+                    side, mode, concurrency, "what it is compared with cannot run in this build"
+                )
+            live = []
+        rounds = bench.profile.rounds if len(live) > 1 else 1
+        measured: dict[str, Measurement] = {}
+        for index in range(rounds):
+            for side in live if index % 2 == 0 else live[::-1]:
+                setup = bench.auth() if side.auth else None
+                one = bench.measure(
+                    bench.server(side.server_key),
+                    mode,
+                    concurrency,
+                    model=side.model,
+                    prompt=prompt,
+                    token=setup.token if setup else None,
+                    duration_s=bench.profile.duration_s / rounds,
+                    channels=side.channels,
+                )
+                earlier = measured.get(side.name)
+                measured[side.name] = one if earlier is None else earlier.then(one)
+        for side in live:
+            result = measured[side.name].summarize(side.name, side.target, mode, concurrency)
+            if side.auth:
+                result.extra["auth"] = True
+            if side.channels > 1:
+                result.extra["channels_per_client"] = side.channels
+            results[side.name] = result
+        return [results[side.name] for side in chosen]
+
+    return Scenario(name, about, tuple(side.name for side in sides), run)
 
 
-def _auth_scenario(name: str, mode: loadgen.Mode, concurrency: int) -> Scenario:
-    def run(bench: Bench) -> ScenarioResult:
-        setup = bench.auth()
-        if setup is None:
-            return ScenarioResult(
-                name=name,
-                target="proxy",
-                mode=mode,
-                concurrency=concurrency,
-                skipped="this build of the proxy has no auth settings yet",
-            )
-        result = bench.load(
-            name,
-            "proxy",
-            bench.server("proxy-auth"),
-            mode,
-            concurrency,
-            model=ECHO,
-            token=setup.token,
-        )
-        result.extra["auth"] = True
-        return result
-
-    return Scenario(name, f"{mode} at concurrency {concurrency} with bearer-token auth on", run)
-
-
-def _workers_scenario(name: str, concurrency: int) -> Scenario:
-    def run(bench: Bench) -> ScenarioResult:
-        workers = max(os.cpu_count() or 1, 2)
-        if "--workers" not in bench.serve_help():
-            return ScenarioResult(
-                name=name,
-                target="proxy",
-                mode="unary",
-                concurrency=concurrency,
-                skipped="serve has no --workers option in this build",
-            )
-        server = bench.fresh_proxy(name, ["--workers", str(workers)])
-        server.start()
-        try:
-            # Workers share the port, so the kernel spreads connections, not calls: open
-            # several connections per client so that every worker gets some.
-            result = bench.load(
-                name, "proxy", server, "unary", concurrency, model=ECHO, channels=4 * workers
-            )
-        finally:
-            server.stop()
-        result.extra["workers"] = workers
-        return result
-
-    return Scenario(
-        name, f"unary at concurrency {concurrency} with one worker process per core", run
+def _floor_vs_proxy(
+    label: str, mode: loadgen.Mode, concurrency: int, model: str | None, prompt: str
+) -> Scenario:
+    name = f"{label}-c{concurrency}"
+    about = f"{mode} at concurrency {concurrency}, floor against proxy" + (
+        f" ({model}, {prompt!r})" if model else ""
     )
+    sides = [
+        Side(f"floor-{name}", "floor", "floor"),
+        Side(f"proxy-{name}", "proxy", "proxy", model=model),
+    ]
+    return _comparison(name, about, mode, concurrency, sides, prompt=prompt)
+
+
+def _auth_comparison(mode: loadgen.Mode, concurrency: int) -> Scenario:
+    name = f"auth-{mode}-c{concurrency}"
+    sides = [
+        Side(f"auth-off-{mode}-c{concurrency}", "proxy", "proxy", model=ECHO),
+        Side(f"auth-on-{mode}-c{concurrency}", "proxy", "proxy-auth", model=ECHO, auth=True),
+    ]
+    about = f"{mode} at concurrency {concurrency}, bearer-token auth off against on"
+    return _comparison(name, about, mode, concurrency, sides)
+
+
+def _workers_comparison(concurrency: int) -> Scenario:
+    # Workers share the port, so the kernel spreads connections, not calls: both sides open
+    # several connections per client so that every worker gets some.
+    channels = 4 * workers_wanted()
+    sides = [
+        Side(f"workers-1-unary-c{concurrency}", "proxy", "proxy", model=ECHO, channels=channels),
+        Side(
+            f"workers-n-unary-c{concurrency}",
+            "proxy",
+            "proxy-workers",
+            model=ECHO,
+            channels=channels,
+        ),
+    ]
+    about = f"unary at concurrency {concurrency}, one worker against one per core"
+    return _comparison(f"workers-unary-c{concurrency}", about, "unary", concurrency, sides)
+
+
+def workers_wanted() -> int:
+    return max(os.cpu_count() or 1, 2)
 
 
 def _direct_scenario(
@@ -447,7 +558,7 @@ def _direct_scenario(
 
     kind = "async" if use_async else "sync"
     what = "streamed" if stream else "whole"
-    return Scenario(name, f"{model} called in-process through llm ({kind}, {what})", run)
+    return _single(name, f"{model} called in-process through llm ({kind}, {what})", run)
 
 
 def _open_streams_scenario(streams: int) -> Scenario:
@@ -526,7 +637,7 @@ def _open_streams_scenario(streams: int) -> Scenario:
             )
         return result
 
-    return Scenario(
+    return _single(
         name, f"{streams} streams held open at once on {SLOW_MODEL}: memory, none dropped", run
     )
 
@@ -677,23 +788,15 @@ def _soak(bench: Bench) -> ScenarioResult:
 
 
 def all_scenarios(profile: Profile) -> list[Scenario]:
-    # Floor and proxy run back to back for each load, so that both see the same background
-    # load on a shared machine and their ratio stays meaningful when the absolute numbers drift.
-    loads: list[tuple[str, loadgen.Mode, int, str | None, str]] = [("info", "info", 16, None, "")]
+    found: list[Scenario] = [_floor_vs_proxy("info", "info", 16, None, "")]
     for mode in ("unary", "stream"):
-        loads.extend((mode, mode, c, ECHO, "hello") for c in (1, 16, 64))
-    loads.extend(
-        (f"stream{STREAM_CHUNKS}", "stream", c, CHUNKS_MODEL, f"chunks={STREAM_CHUNKS}")
+        found.extend(_floor_vs_proxy(mode, mode, c, ECHO, "hello") for c in (1, 16, 64))
+    found.extend(
+        _floor_vs_proxy(
+            f"stream{STREAM_CHUNKS}", "stream", c, CHUNKS_MODEL, f"chunks={STREAM_CHUNKS}"
+        )
         for c in (1, 16)
     )
-    found: list[Scenario] = []
-    for label, mode, c, model, prompt in loads:
-        for target in ("floor", "proxy"):
-            found.append(
-                _load_scenario(
-                    f"{target}-{label}-c{c}", target, mode, c, model=model, prompt=prompt
-                )
-            )
     found.extend(
         [
             _direct_scenario("direct-echo-unary", ECHO, stream=False, use_async=False),
@@ -706,21 +809,18 @@ def all_scenarios(profile: Profile) -> list[Scenario]:
                 use_async=True,
                 prompt=f"chunks={STREAM_CHUNKS}",
             ),
-            _load_scenario("auth-off-unary-c16", "proxy", "unary", 16, model=ECHO),
-            _auth_scenario("auth-on-unary-c16", "unary", 16),
-            _auth_scenario("auth-on-unary-c1", "unary", 1),
-            _auth_scenario("auth-on-stream-c16", "stream", 16),
-            _workers_scenario("workers-n-unary-c64", 64),
+            _auth_comparison("unary", 16),
+            _auth_comparison("unary", 1),
+            _auth_comparison("stream", 16),
+            _workers_comparison(64),
         ]
     )
     found.extend(_open_streams_scenario(count) for count in profile.open_streams)
     found.extend(
         [
-            Scenario(
-                "startup", "seconds from exec to the first successful GetServerInfo", _startup
-            ),
-            Scenario("idle-rss", "idle server memory, and what each import layer adds", _idle),
-            Scenario(
+            _single("startup", "seconds from exec to the first successful GetServerInfo", _startup),
+            _single("idle-rss", "idle server memory, and what each import layer adds", _idle),
+            _single(
                 "soak",
                 f"{profile.soak_requests:,} requests: RSS after warm-up against RSS after",
                 _soak,
@@ -732,13 +832,22 @@ def all_scenarios(profile: Profile) -> list[Scenario]:
 
 def select(
     scenarios: Iterable[Scenario], only: Sequence[str], skip: Sequence[str]
-) -> list[Scenario]:
-    """Scenarios whose names match any `only` pattern (all if none) and no `skip` pattern."""
-    chosen = []
+) -> list[tuple[Scenario, Wanted]]:
+    """Scenarios with a wanted member, each with the test of which members are wanted.
+
+    A pattern matching a scenario's own name (e.g. `unary-c16`) applies to all its members;
+    one matching a member (e.g. `proxy-unary-c16`) to that member alone.
+    """
+    chosen: list[tuple[Scenario, Wanted]] = []
     for scenario in scenarios:
-        if only and not any(fnmatch.fnmatchcase(scenario.name, pattern) for pattern in only):
-            continue
-        if any(fnmatch.fnmatchcase(scenario.name, pattern) for pattern in skip):
-            continue
-        chosen.append(scenario)
+
+        def wanted(member: str, scenario_name: str = scenario.name) -> bool:
+            names = (member, scenario_name)
+            matches = [fnmatch.fnmatchcase(n, p) for n in names for p in only]
+            if only and not any(matches):
+                return False
+            return not any(fnmatch.fnmatchcase(n, p) for n in names for p in skip)
+
+        if any(wanted(member) for member in scenario.members):
+            chosen.append((scenario, wanted))
     return chosen

@@ -143,6 +143,21 @@ def test_markdown_has_the_targets_and_a_row_per_load() -> None:
     assert "**missed**" not in text
 
 
+def test_overhead_compares_each_proxy_load_with_its_floor() -> None:
+    rows = report.overhead_rows(passing_run())
+    # Only unary c=1 and c=16 have both a proxy and a floor run in passing_run.
+    assert rows == [
+        ["unary", "1", "80%", "0.100", "0.100", "-"],
+        ["unary", "16", "80%", "1.000", "1.000", "-"],
+    ]
+
+
+def test_failed_scenarios_give_no_verdict() -> None:
+    results = [r for r in passing_run() if r.name != "startup"]
+    results.append(ScenarioResult(name="startup", target="?", mode="failed", notes=["boom"]))
+    assert verdicts(results)["start-up"] is None
+
+
 def test_plot_series_are_ordered_by_concurrency() -> None:
     results = [
         load("proxy-unary-c64", 900, 60.0),

@@ -6,8 +6,8 @@ import pytest
 
 from bench import bench_models
 from bench.footprint import parse_importtime
-from bench.loadgen import WorkerResult
-from bench.scenarios import split, summarize_load
+from bench.loadgen import WorkerResult, combine
+from bench.scenarios import QUICK, all_scenarios, select, split, summarize_load
 from bench.stats import LatencySummary, ScenarioResult, merge_counts, percentile
 
 
@@ -166,3 +166,45 @@ def test_importtime_is_summed_by_top_level_package() -> None:
         {"package": "llm", "self_ms": 2.5},
         {"package": "grpc", "self_ms": 0.15},
     ]
+
+
+def test_combining_rounds_adds_counts_and_keeps_every_sample() -> None:
+    first = WorkerResult(ok=2, latencies=[0.1, 0.2], errors={"A": 1}, wall_s=1.0, cpu_s=0.5)
+    second = WorkerResult(ok=1, latencies=[0.3], errors={"A": 2, "B": 1}, wall_s=2.0, cpu_s=1.0)
+    both = combine(first, second)
+    assert both.ok == 3
+    assert both.latencies == [0.1, 0.2, 0.3]
+    assert both.errors == {"A": 3, "B": 1}
+    assert both.wall_s == 3.0
+    assert both.cpu_s == 1.5
+
+
+class TestSelect:
+    def chosen(self, only: list[str], skip: list[str]) -> dict[str, list[str]]:
+        picked = select(all_scenarios(QUICK), only, skip)
+        return {
+            scenario.name: [member for member in scenario.members if wanted(member)]
+            for scenario, wanted in picked
+        }
+
+    def test_everything_by_default(self) -> None:
+        picked = self.chosen([], [])
+        assert picked["unary-c16"] == ["floor-unary-c16", "proxy-unary-c16"]
+        assert "soak" in picked
+
+    def test_a_scenario_name_selects_all_its_members(self) -> None:
+        assert self.chosen(["unary-c16"], []) == {
+            "unary-c16": ["floor-unary-c16", "proxy-unary-c16"]
+        }
+
+    def test_a_member_pattern_selects_that_member_alone(self) -> None:
+        picked = self.chosen(["proxy-unary-*"], [])
+        assert picked == {
+            "unary-c1": ["proxy-unary-c1"],
+            "unary-c16": ["proxy-unary-c16"],
+            "unary-c64": ["proxy-unary-c64"],
+        }
+
+    def test_skip_wins_over_only(self) -> None:
+        picked = self.chosen(["unary-*"], ["floor-*", "unary-c64"])
+        assert picked == {"unary-c1": ["proxy-unary-c1"], "unary-c16": ["proxy-unary-c16"]}
