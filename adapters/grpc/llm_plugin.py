@@ -80,6 +80,15 @@ def _client(url: str) -> ProxyClient:
         return client
 
 
+def reset() -> None:
+    """Forget cached catalogs and close cached connections (tests, or a host whose proxy moved)."""
+    with _lock:
+        _catalog.clear()
+        for client in _clients.values():
+            client.close()
+        _clients.clear()
+
+
 @llm.hookimpl
 def register_models(register: Callable[..., None]) -> None:
     url = os.environ.get(URL_ENV)
