@@ -102,7 +102,7 @@ async def _hang(request: pb.ExecuteRequest, context: Context) -> AsyncIterator[p
     [
         (_abort(grpc.StatusCode.UNAUTHENTICATED), 3, "LLM_PROXY_TOKEN"),
         (_abort(grpc.StatusCode.PERMISSION_DENIED), 4, "permission_denied from fake"),
-        (_inband("MODEL_NOT_FOUND"), 5, "llm-proxy models"),
+        (_inband("MODEL_NOT_FOUND"), 5, "infrastructure.cli models"),
         (_inband("INPUT_TOO_LONG"), 6, "INPUT_TOO_LONG here"),
         (_abort(grpc.StatusCode.INVALID_ARGUMENT), 6, "Fix the request"),
         (

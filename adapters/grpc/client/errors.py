@@ -53,7 +53,9 @@ class PermissionDeniedError(ProxyClientError):
 
 
 class ModelNotFoundError(ProxyClientError):
-    hint = "List what the server offers with `llm-proxy models`."
+    hint = (
+        "See what the server offers with `python -m infrastructure.cli models` or client.models()."
+    )
 
 
 class InvalidRequestError(ProxyClientError):
