@@ -100,3 +100,12 @@ class Overloaded(RateLimited):
     """The server is at its configured limit of concurrent requests."""
 
     code = "OVERLOADED"
+
+
+class AuthenticationFailed(ProxyError):
+    """The caller could not be identified: no credentials, or credentials this server rejects.
+
+    The message says what was wrong for the caller to fix; it never repeats the credential.
+    """
+
+    code = "UNAUTHENTICATED"

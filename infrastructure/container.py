@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dependency_injector import containers, providers
 
+from adapters.grpc.auth import current_principal
 from adapters.grpc.server import build_server
 from adapters.grpc.servicer import ProxyServicer
 from adapters.llm import LlmGateway, LlmModelRegistry
@@ -12,6 +13,7 @@ from application.admission import Admission
 from application.describe_server import DescribeServer
 from application.execute_prompt import ExecutePrompt
 from application.stream_prompt import StreamPrompt
+from infrastructure import security
 from infrastructure.config.settings import Settings
 from infrastructure.log import LoggingObserver
 from infrastructure.runtime import (
@@ -59,9 +61,17 @@ class Container(containers.DeclarativeContainer):
     describe_server = providers.Singleton(DescribeServer, catalog, policy)
 
     servicer = providers.Singleton(
-        ProxyServicer, execute=execute_prompt, stream=stream_prompt, describe=describe_server
+        ProxyServicer,
+        execute=execute_prompt,
+        stream=stream_prompt,
+        describe=describe_server,
+        # Set per call by the auth interceptor; ANONYMOUS when authentication is off.
+        principal=providers.Object(current_principal),
     )
-    interceptors = providers.List()
+    # None when JWT authentication is off (auth.enabled: false).
+    token_verifier = providers.Singleton(security.token_verifier, settings)
+    interceptors = providers.Singleton(security.auth_interceptors, settings, token_verifier)
+    tls = providers.Singleton(security.server_credentials, settings)
     grpc_server = providers.Factory(
         build_server,
         servicer,

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from dataclasses import dataclass
 
 import grpc
 
+from infrastructure import security
 from infrastructure.config.settings import Settings
 from infrastructure.container import Container
 
@@ -38,8 +40,13 @@ async def start(
     container.catalog().load()
     server: grpc.aio.Server = container.grpc_server()
     address = f"{host or settings.server.host}:{settings.server.port if port is None else port}"
+    security.check_exposure(settings, host or settings.server.host)
+    credentials = container.tls().credentials
     try:
-        bound = server.add_insecure_port(address)
+        if credentials is not None:
+            bound = server.add_secure_port(address, credentials)
+        else:
+            bound = server.add_insecure_port(address)
     except RuntimeError as exc:
         raise OSError(f"cannot listen on {address}: {exc}") from exc
     await server.start()
@@ -51,6 +58,13 @@ async def start(
         len(catalog.models),
         catalog.default_model or "none",
     )
+    notice = security.startup_notice(
+        settings, container.token_verifier(), host or settings.server.host, bound
+    )
+    if notice is not None:
+        # The terminal, not the log: the notice holds a (short-lived) token.
+        sys.stdout.write(notice)
+        sys.stdout.flush()
     return RunningServer(server, bound)
 
 

@@ -15,3 +15,12 @@ def llm_user_path(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("LLM_USER_PATH", str(path))
         yield path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def xdg_config_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Where a server started with default auth settings keeps its generated JWT secret."""
+    path = tmp_path_factory.mktemp("xdg-config")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CONFIG_HOME", str(path))
+        yield path

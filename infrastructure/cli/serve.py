@@ -10,6 +10,7 @@ import click
 
 from infrastructure.cli.common import config_option, load_or_exit
 from infrastructure.log import configure_logging
+from infrastructure.security import SecurityError
 from infrastructure.server_runner import build_container, serve_until_signalled
 
 
@@ -40,5 +41,5 @@ def serve(config: Path | None, host: str | None, port: int | None, log_level: st
     container = build_container(settings)
     try:
         asyncio.run(serve_until_signalled(container))
-    except OSError as exc:
+    except (OSError, SecurityError) as exc:
         raise click.ClickException(str(exc)) from exc

@@ -95,12 +95,23 @@ def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     return result
 
 
+def _section_schema(field: fields.Field[Any]) -> Schema | None:
+    """The schema of a nested section, or of each entry of a list of sections."""
+    if isinstance(field, fields.List):
+        field = field.inner
+    if isinstance(field, fields.Nested) and isinstance(field.schema, Schema):
+        return field.schema
+    return None
+
+
 def _secret_fields(schema: Schema) -> dict[str, Any]:
-    """Mirror of the schema: True for secret leaves, nested dicts for sections."""
+    """Mirror of the schema: True for secret leaves, nested dicts for sections (a list of
+    sections, such as auth.keys, is mirrored by the dict of one entry)."""
     tree: dict[str, Any] = {}
     for name, field in schema.fields.items():
-        if isinstance(field, fields.Nested) and isinstance(field.schema, Schema):
-            tree[name] = _secret_fields(field.schema)
+        section = _section_schema(field)
+        if section is not None:
+            tree[name] = _secret_fields(section)
         elif field.metadata.get("secret"):
             tree[name] = True
     return tree
@@ -112,6 +123,12 @@ def _resolve_secret_files(raw: dict[str, Any], secrets: Mapping[str, Any], path:
         if isinstance(sub, Mapping):
             if isinstance(value, dict):
                 _resolve_secret_files(value, sub, f"{path}{key}.")
+            elif isinstance(value, list):
+                # Copied so that resolving never edits the caller's (possibly shared) data.
+                raw[key] = value = [dict(v) if isinstance(v, Mapping) else v for v in value]
+                for index, entry in enumerate(value):
+                    if isinstance(entry, dict):
+                        _resolve_secret_files(entry, sub, f"{path}{key}.{index}.")
             continue
         file_key = key + _FILE_SUFFIX
         if file_key not in raw:
@@ -218,5 +235,9 @@ def _mask(dumped: dict[str, Any], secrets: Mapping[str, Any]) -> None:
         if isinstance(sub, Mapping):
             if isinstance(value, dict):
                 _mask(value, sub)
+            elif isinstance(value, list):
+                for entry in value:
+                    if isinstance(entry, dict):
+                        _mask(entry, sub)
         elif value:
             dumped[key] = _MASK

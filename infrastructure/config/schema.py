@@ -4,15 +4,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates
+from marshmallow import (
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    post_load,
+    validate,
+    validates,
+    validates_schema,
+)
 
 from infrastructure.config.settings import (
+    AuthSettings,
+    JwtKeySettings,
     LimitsSettings,
     LoggingSettings,
     ModelsSettings,
     PriceSettings,
     ServerSettings,
     Settings,
+    TlsSettings,
 )
 
 _POSITIVE = validate.Range(min=0, min_inclusive=False)
@@ -22,6 +34,25 @@ _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 class _Strict(Schema):
     class Meta:
         unknown = RAISE
+
+
+class TlsSchema(_Strict):
+    cert_file = fields.String(load_default=None, allow_none=True)
+    key_file = fields.String(load_default=None, allow_none=True)
+    client_ca_file = fields.String(load_default=None, allow_none=True)
+
+    @validates_schema
+    def _complete(self, data: dict[str, Any], **_: Any) -> None:
+        if (data.get("cert_file") is None) != (data.get("key_file") is None):
+            raise ValidationError("cert_file and key_file must be set together", "cert_file")
+        if data.get("client_ca_file") is not None and data.get("cert_file") is None:
+            raise ValidationError(
+                "mutual TLS needs the server's own cert_file and key_file too", "client_ca_file"
+            )
+
+    @post_load
+    def build(self, data: dict[str, Any], **_: Any) -> TlsSettings:
+        return TlsSettings(**data)
 
 
 class ServerSchema(_Strict):
@@ -37,6 +68,8 @@ class ServerSchema(_Strict):
     max_message_bytes = fields.Integer(
         load_default=16 * 1024 * 1024, validate=validate.Range(min=1024)
     )
+    tls = fields.Nested(TlsSchema, load_default=TlsSettings)
+    allow_insecure_public = fields.Boolean(load_default=False)
 
     @post_load
     def build(self, data: dict[str, Any], **_: Any) -> ServerSettings:
@@ -107,11 +140,76 @@ class LoggingSchema(_Strict):
         )
 
 
+_JWT_ALGORITHMS = (
+    *("HS256", "HS384", "HS512"),
+    *("RS256", "RS384", "RS512", "PS256", "PS384", "PS512"),
+    *("ES256", "ES384", "ES512", "EdDSA"),
+)
+_HMAC = ("HS256", "HS384", "HS512")
+
+
+class JwtKeySchema(_Strict):
+    algorithm = fields.String(load_default="HS256", validate=validate.OneOf(_JWT_ALGORITHMS))
+    id = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1))
+    secret = fields.String(load_default=None, allow_none=True, metadata={"secret": True})
+    public_key = fields.String(load_default=None, allow_none=True)
+    public_key_file = fields.String(load_default=None, allow_none=True)
+
+    @validates_schema
+    def _one_key(self, data: dict[str, Any], **_: Any) -> None:
+        algorithm = data.get("algorithm", "HS256")
+        given = [name for name in ("secret", "public_key", "public_key_file") if data.get(name)]
+        if algorithm in _HMAC and given != ["secret"]:
+            raise ValidationError(
+                f"{algorithm} keys need exactly a secret (or secret_file)", "secret"
+            )
+        if algorithm not in _HMAC and given not in (["public_key"], ["public_key_file"]):
+            raise ValidationError(
+                f"{algorithm} keys need exactly one of public_key or public_key_file", "public_key"
+            )
+
+    @post_load
+    def build(self, data: dict[str, Any], **_: Any) -> JwtKeySettings:
+        return JwtKeySettings(**data)
+
+
+class AuthSchema(_Strict):
+    enabled = fields.Boolean(load_default=True)
+    secret = fields.String(load_default=None, allow_none=True, metadata={"secret": True})
+    algorithm = fields.String(load_default="HS256", validate=validate.OneOf(_HMAC))
+    keys = fields.List(fields.Nested(JwtKeySchema), load_default=list)
+    auto_secret_file = fields.String(load_default=None, allow_none=True)
+    issuer = fields.String(load_default=None, allow_none=True)
+    audience = fields.List(
+        fields.String(validate=validate.Length(min=1)), load_default=None, allow_none=True
+    )
+    leeway_seconds = fields.Float(load_default=30.0, validate=validate.Range(min=0, max=600))
+    max_token_bytes = fields.Integer(
+        load_default=4096, validate=validate.Range(min=256, max=64 * 1024)
+    )
+    cache_size = fields.Integer(load_default=4096, validate=validate.Range(min=0))
+    cache_seconds = fields.Float(load_default=60.0, validate=validate.Range(min=0))
+
+    @validates_schema
+    def _unique_ids(self, data: dict[str, Any], **_: Any) -> None:
+        ids = [key.id for key in data.get("keys", ()) if key.id is not None]
+        if len(ids) != len(set(ids)):
+            raise ValidationError("key ids must be unique", "keys")
+
+    @post_load
+    def build(self, data: dict[str, Any], **_: Any) -> AuthSettings:
+        audience = data["audience"]
+        data["keys"] = tuple(data["keys"])
+        data["audience"] = tuple(audience) if audience is not None else None
+        return AuthSettings(**data)
+
+
 class SettingsSchema(_Strict):
     server = fields.Nested(ServerSchema)
     models = fields.Nested(ModelsSchema)
     limits = fields.Nested(LimitsSchema)
     logging = fields.Nested(LoggingSchema)
+    auth = fields.Nested(AuthSchema)
 
     @post_load
     def build(self, data: dict[str, Any], **_: Any) -> Settings:

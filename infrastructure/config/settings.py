@@ -12,6 +12,19 @@ def _frozen(mapping: Mapping[str, str]) -> Mapping[str, str]:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsSettings:
+    # PEM files; TLS is on when both are set. Re-read on SIGHUP for new connections.
+    cert_file: str | None = None
+    key_file: str | None = None
+    # Mutual TLS: clients must present a certificate signed by one of these CAs.
+    client_ca_file: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert_file is not None
+
+
+@dataclass(frozen=True, slots=True)
 class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 50051
@@ -20,6 +33,9 @@ class ServerSettings:
     # Clients (vibectl's among them) ping every 30 s even when idle; allow that and faster.
     min_ping_interval_seconds: float = 10.0
     max_message_bytes: int = 16 * 1024 * 1024
+    tls: TlsSettings = TlsSettings()
+    # Listening beyond loopback with neither JWT nor mTLS is refused unless this is set.
+    allow_insecure_public: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +78,40 @@ class LoggingSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class JwtKeySettings:
+    """One verification key. `id` matches a token's `kid` header; tokens without one are tried
+    against every key of their algorithm."""
+
+    algorithm: str = "HS256"
+    id: str | None = None
+    secret: str | None = None
+    public_key: str | None = None
+    public_key_file: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    enabled: bool = True
+    # The simple setup: one shared HMAC secret (also auth.secret_file or the environment).
+    secret: str | None = None
+    algorithm: str = "HS256"
+    # More keys, for asymmetric algorithms and for rotation without downtime.
+    keys: tuple[JwtKeySettings, ...] = ()
+    # With no secret and no keys, serve generates one here; None: the user's config directory.
+    auto_secret_file: str | None = None
+    issuer: str | None = None
+    # Accepted `aud` values; None means tokens must not be restricted to an audience.
+    audience: tuple[str, ...] | None = None
+    leeway_seconds: float = 30.0
+    max_token_bytes: int = 4096
+    cache_size: int = 4096
+    cache_seconds: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     server: ServerSettings = ServerSettings()
     models: ModelsSettings = ModelsSettings()
     limits: LimitsSettings = LimitsSettings()
     logging: LoggingSettings = LoggingSettings()
+    auth: AuthSettings = AuthSettings()

@@ -16,9 +16,12 @@ from infrastructure.server_runner import RunningServer, build_container, start
 
 SCRIPTED_PLUGIN = "tests.support.scripted_models"
 
+# Authentication is on by default; these tests are about everything else, so they switch it off
+# (tests/integration/test_auth.py covers it, and that the default is on).
 BASE_CONFIG: dict[str, Any] = {
     "server": {"host": "127.0.0.1", "port": 0, "grace_period_seconds": 2},
     "models": {"plugin_modules": [SCRIPTED_PLUGIN]},
+    "auth": {"enabled": False},
 }
 
 

@@ -50,6 +50,7 @@ def config_file(tmp_path: Path) -> Path:
     path.write_text(
         "server:\n  port: 0\n  grace_period_seconds: 5\n"
         "models:\n  plugin_modules: [tests.support.scripted_models]\n"
+        "auth:\n  enabled: false\n"
     )
     return path
 
@@ -157,7 +158,7 @@ def test_port_in_use_is_a_clear_error(
 ) -> None:
     _, port, _ = server
     config = tmp_path / "second.yaml"
-    config.write_text(f"server:\n  port: {port}\n")
+    config.write_text(f"server:\n  port: {port}\nauth:\n  enabled: false\n")
     result = subprocess.run(
         [sys.executable, "-m", "infrastructure.cli", "serve", "--config", str(config)],
         cwd=ROOT,

@@ -1,0 +1,172 @@
+"""Authentication at the transport: a server interceptor and the per-call principal it sets.
+
+The interceptor cannot hand the principal to the servicer through grpc objects without leaking
+them into use cases, so it wraps each RPC handler: the wrapper authenticates, stores the
+Principal in a ContextVar, then runs the real handler in the same task, where the servicer's
+principal provider (`current_principal`) reads it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from application.authentication import TokenVerifier
+from domain.errors import AuthenticationFailed
+from domain.principal import ANONYMOUS, Principal
+
+log = logging.getLogger("llm_proxy.auth")
+
+# Probes and tooling must work without credentials; they reveal nothing about models.
+EXEMPT_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+_principal: ContextVar[Principal] = ContextVar("llm_proxy_principal", default=ANONYMOUS)
+
+
+def current_principal() -> Principal:
+    """The caller of the RPC running in this task; ANONYMOUS when nothing authenticated it."""
+    return _principal.get()
+
+
+if TYPE_CHECKING:
+    Context = grpc.aio.ServicerContext[Any, Any]
+    Handler = grpc.RpcMethodHandler[Any, Any]
+    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
+else:
+    # grpc's classes are not generic at run time; only the stubs are.
+    _Interceptor = grpc.aio.ServerInterceptor
+
+
+class PeerCertificateIdentity:
+    """Names the caller by the common name of its verified TLS client certificate (mTLS)."""
+
+    def principal(self, context: Context) -> Principal:
+        names = list(context.auth_context().get("x509_common_name", ()))
+        if not names:
+            raise AuthenticationFailed(
+                "no verified client certificate: connect with TLS and a certificate signed by "
+                "the server's client CA"
+            )
+        return Principal(subject=names[0].decode("utf-8", "replace"))
+
+
+class AuthInterceptor(_Interceptor):
+    """Authenticates every call except health and reflection.
+
+    With a verifier, the caller must send `authorization: Bearer <JWT>`; without one, the
+    verified client certificate names the caller (mutual TLS and JWT switched off).
+    """
+
+    def __init__(
+        self,
+        verifier: TokenVerifier | None = None,
+        peer_identity: PeerCertificateIdentity | None = None,
+    ) -> None:
+        if verifier is None and peer_identity is None:
+            raise ValueError("an AuthInterceptor needs a token verifier or a peer identity")
+        self._verifier = verifier
+        self._peer = peer_identity
+        # Handlers are fixed per method, so each is wrapped once rather than on every call.
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        # None (an unknown method) is passed through for grpc to answer UNIMPLEMENTED.
+        handler: Handler | None = await continuation(handler_call_details)
+        method: str = handler_call_details.method
+        if handler is None or method.startswith(EXEMPT_PREFIXES):
+            return handler  # type: ignore[return-value]
+        known = self._wrapped.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapped = self._wrap(handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def authenticate(self, context: Context) -> Principal:
+        if self._verifier is None:
+            assert self._peer is not None
+            return self._peer.principal(context)
+        return self._verifier.verify(_bearer_token(context.invocation_metadata() or ()))
+
+    async def _enter(self, context: Context) -> None:
+        try:
+            principal = self.authenticate(context)
+        except AuthenticationFailed as exc:
+            log.info("unauthenticated call refused: %s", exc.message)
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, exc.message)
+        _principal.set(principal)
+
+    def _wrap(self, handler: Handler) -> Handler:
+        enter = self._enter
+        if handler.unary_unary is not None:
+            # grpc-stubs types behaviours as synchronous; on an aio server they are async.
+            unary_unary: Any = handler.unary_unary
+
+            async def checked_unary_unary(request: Any, context: Context) -> Any:
+                await enter(context)
+                return await unary_unary(request, context)
+
+            return grpc.unary_unary_rpc_method_handler(
+                checked_unary_unary, handler.request_deserializer, handler.response_serializer
+            )
+        if handler.unary_stream is not None:
+            unary_stream: Any = handler.unary_stream
+
+            async def checked_unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
+                await enter(context)
+                async for item in unary_stream(request, context):
+                    yield item
+
+            return grpc.unary_stream_rpc_method_handler(
+                checked_unary_stream, handler.request_deserializer, handler.response_serializer
+            )
+        if handler.stream_unary is not None:
+            stream_unary: Any = handler.stream_unary
+
+            async def checked_stream_unary(requests: Any, context: Context) -> Any:
+                await enter(context)
+                return await stream_unary(requests, context)
+
+            return grpc.stream_unary_rpc_method_handler(
+                checked_stream_unary, handler.request_deserializer, handler.response_serializer
+            )
+        stream_stream: Any = handler.stream_stream
+
+        async def checked_stream_stream(requests: Any, context: Context) -> AsyncIterator[Any]:
+            await enter(context)
+            async for item in stream_stream(requests, context):
+                yield item
+
+        return grpc.stream_stream_rpc_method_handler(
+            checked_stream_stream, handler.request_deserializer, handler.response_serializer
+        )
+
+
+_BEARER = "bearer "
+
+
+def _bearer_token(metadata: Any) -> str:
+    values = [value for key, value in metadata if key == "authorization"]
+    if not values:
+        raise AuthenticationFailed(
+            "missing credentials: send metadata 'authorization: Bearer <token>'"
+        )
+    if len(values) > 1:
+        raise AuthenticationFailed("more than one authorization header; send exactly one")
+    value = values[0]
+    if not isinstance(value, str) or value[: len(_BEARER)].lower() != _BEARER:
+        raise AuthenticationFailed("malformed authorization header: expected 'Bearer <token>'")
+    token = value[len(_BEARER) :].strip()
+    if not token:
+        raise AuthenticationFailed(
+            "malformed authorization header: the token after 'Bearer' is empty"
+        )
+    return token
