@@ -404,7 +404,7 @@ def test_to_plain_round_trips() -> None:
 def test_to_plain_of_defaults_lists_every_key() -> None:
     plain = to_plain(Settings())
 
-    assert sorted(plain) == ["limits", "logging", "models", "server"]
+    assert sorted(plain) == ["auth", "limits", "logging", "models", "server"]
     assert plain["server"] == {
         "host": "127.0.0.1",
         "port": 50051,
@@ -412,6 +412,8 @@ def test_to_plain_of_defaults_lists_every_key() -> None:
         "grace_period_seconds": 10.0,
         "min_ping_interval_seconds": 10.0,
         "max_message_bytes": 16 * 1024 * 1024,
+        "tls": {"cert_file": None, "key_file": None, "client_ca_file": None},
+        "allow_insecure_public": False,
     }
     assert validate(plain) == Settings()
 
@@ -441,7 +443,7 @@ def test_settings_schema_secrets_are_discovered() -> None:
     tree = _secret_fields(SettingsSchema())
 
     # Every section appears; a leaf is True only for fields marked secret.
-    assert set(tree) == {"server", "models", "limits", "logging"}
+    assert set(tree) == {"server", "models", "limits", "logging", "auth"}
 
 
 def test_secret_file_is_read_and_stripped(tmp_path: Path) -> None:
