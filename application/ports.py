@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 from domain.answer import GatewayEvent, ModelOutput
 from domain.catalog import Catalog
-from domain.outcome import RequestRecord
+from domain.outcome import Method, RequestRecord
 from domain.policy import ServerPolicy
 from domain.request import ModelInvocation
 
@@ -43,6 +44,25 @@ class IdGenerator(Protocol):
 
 
 class RequestObserver(Protocol):
-    """Told about every finished request: logging and metrics live behind this port."""
+    """Told about every request: logging and metrics live behind this port.
+
+    Both calls are on the hot path of every request, so implementations must be cheap and must
+    not raise. Every request_started is followed by exactly one request_finished.
+    """
+
+    def request_started(self, method: Method) -> None: ...
 
     def request_finished(self, record: RequestRecord) -> None: ...
+
+
+AttributeValue = str | int | float | bool
+
+
+class Span(Protocol):
+    def set_attribute(self, key: str, value: AttributeValue) -> None: ...
+
+
+class Tracer(Protocol):
+    """Opens a span around a piece of a use case; the span in force when it opens is its parent."""
+
+    def span(self, name: str) -> AbstractContextManager[Span]: ...

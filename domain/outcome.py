@@ -28,3 +28,6 @@ class RequestRecord:
     cost_usd: float | None = None
     first_chunk_s: float | None = None
     chunks: int = 0
+    # Filled only when the operator enabled logging.log_prompts; otherwise never captured.
+    prompt: str | None = None
+    answer: str | None = None

@@ -23,6 +23,8 @@ class ServerPolicy:
     server_version: str
     limits: Limits = Limits()
     prices: Mapping[str, ModelPrice] = field(default_factory=dict)
+    # Whether request records carry prompt and answer text (an operator's audit choice).
+    log_prompts: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "prices", MappingProxyType(dict(self.prices)))

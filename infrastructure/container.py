@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from dependency_injector import containers, providers
 
 from adapters.grpc.auth import current_principal
@@ -16,6 +18,25 @@ from application.stream_prompt import StreamPrompt
 from infrastructure import security
 from infrastructure.config.settings import Settings
 from infrastructure.log import LoggingObserver
+from infrastructure.observability import (
+    SINGLE,
+    build_health,
+    build_metrics,
+    build_tracer_provider,
+    chain,
+    compose_observers,
+    start_metrics_endpoint,
+    traced_gateway,
+    tracing_interceptors,
+    use_case_tracer,
+)
+from infrastructure.reload import (
+    CatalogReload,
+    LogLevelReload,
+    PolicyReload,
+    Reloader,
+    SettingsLoader,
+)
 from infrastructure.runtime import (
     ReloadablePolicy,
     SystemClock,
@@ -34,7 +55,21 @@ class Container(containers.DeclarativeContainer):
     policy = providers.Singleton(
         ReloadablePolicy, providers.Callable(policy_from, settings, version)
     )
-    observer = providers.Singleton(LoggingObserver)
+    # "single", or "worker" when started by `serve --workers N` (shared port, no own /metrics).
+    role = providers.Object(SINGLE)
+    # How to re-read the configuration on SIGHUP (None: cannot), and the file to watch.
+    settings_loader: providers.Object[SettingsLoader | None] = providers.Object(None)
+    config_path: providers.Object[Path | None] = providers.Object(None)
+
+    logging_observer = providers.Singleton(LoggingObserver)
+    metrics = providers.Singleton(build_metrics, settings.provided.metrics)
+    observer = providers.Singleton(compose_observers, logging_observer, metrics)
+    metrics_endpoint = providers.Singleton(
+        start_metrics_endpoint, settings.provided.metrics, metrics, role
+    )
+    tracer_provider = providers.Singleton(build_tracer_provider, settings.provided.tracing)
+    tracer = providers.Singleton(use_case_tracer, tracer_provider)
+    health = providers.Singleton(build_health, settings.provided.server)
 
     catalog = providers.Singleton(
         LlmModelRegistry,
@@ -46,6 +81,8 @@ class Container(containers.DeclarativeContainer):
     gateway = providers.Singleton(
         LlmGateway, catalog, max_threads=settings.provided.models.max_threads
     )
+    # What the use cases call: the gateway, in a span per model call when tracing is on.
+    model_gateway = providers.Singleton(traced_gateway, gateway, tracer_provider)
 
     admission = providers.Singleton(Admission, policy, clock)
     pipeline = providers.Singleton(
@@ -56,8 +93,12 @@ class Container(containers.DeclarativeContainer):
         ids=request_ids,
         admission=admission,
     )
-    execute_prompt = providers.Singleton(ExecutePrompt, pipeline, gateway, observer)
-    stream_prompt = providers.Singleton(StreamPrompt, pipeline, gateway, observer)
+    execute_prompt = providers.Singleton(
+        ExecutePrompt, pipeline, model_gateway, observer, tracer=tracer
+    )
+    stream_prompt = providers.Singleton(
+        StreamPrompt, pipeline, model_gateway, observer, tracer=tracer
+    )
     describe_server = providers.Singleton(DescribeServer, catalog, policy)
 
     servicer = providers.Singleton(
@@ -77,5 +118,21 @@ class Container(containers.DeclarativeContainer):
         servicer,
         min_ping_interval_s=settings.provided.server.min_ping_interval_seconds,
         max_message_bytes=settings.provided.server.max_message_bytes,
-        interceptors=interceptors,
+        # Tracing outermost, so that calls the other interceptors refuse are traced too.
+        interceptors=providers.Callable(
+            chain, providers.Callable(tracing_interceptors, tracer_provider), interceptors
+        ),
+        health=health,
+        reflection=settings.provided.server.reflection,
+        reuse_port=providers.Callable(lambda role: role != SINGLE, role),
     )
+
+    # Everything a SIGHUP re-applies; append more (JWT keys, say) to make them reloadable.
+    reloadables = providers.List(
+        providers.Singleton(CatalogReload, catalog),
+        providers.Singleton(PolicyReload, policy, version),
+        providers.Singleton(LogLevelReload),
+        providers.Singleton(security.AuthReload, token_verifier),
+        tls,
+    )
+    reloader = providers.Singleton(Reloader, settings_loader, settings, reloadables)

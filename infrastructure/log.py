@@ -7,7 +7,7 @@ import logging
 import sys
 import time
 
-from domain.outcome import RequestRecord
+from domain.outcome import Method, RequestRecord
 
 REQUEST_LOGGER = "llm_proxy.requests"
 
@@ -19,6 +19,7 @@ class JsonFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
+            "pid": record.process,
             "message": record.getMessage(),
         }
         fields = getattr(record, "fields", None)
@@ -29,22 +30,30 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure_logging(level: str, fmt: str) -> None:
+def configure_logging(level: str, fmt: str, *, show_pid: bool = False) -> None:
+    """`show_pid` tells apart the interleaved lines of several worker processes."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        pid = " [%(process)d]" if show_pid else ""
+        handler.setFormatter(
+            logging.Formatter(f"%(asctime)s %(levelname)s{pid} %(name)s: %(message)s")
+        )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
 
 
 class LoggingObserver:
-    """Logs every finished request as one line; never the prompt or answer text."""
+    """Logs every finished request as one line; prompt and answer text only when the record
+    carries them, which it does only when logging.log_prompts is on."""
 
     def __init__(self) -> None:
         self._log = logging.getLogger(REQUEST_LOGGER)
+
+    def request_started(self, method: Method) -> None:
+        return None
 
     def request_finished(self, record: RequestRecord) -> None:
         # Checked first so a dropped line costs no formatting on the hot path.
@@ -65,7 +74,10 @@ class LoggingObserver:
             fields["cost_usd"] = record.cost_usd
         if record.first_chunk_s is not None:
             fields["first_chunk_ms"] = round(record.first_chunk_s * 1000, 2)
-        self._log.info(
-            " ".join(f"{key}={value}" for key, value in fields.items() if value is not None),
-            extra={"fields": fields},
-        )
+        message = " ".join(f"{key}={value}" for key, value in fields.items() if value is not None)
+        if record.prompt is not None:
+            # repr keeps a multi-line prompt on the one line of its request in text logs.
+            fields["prompt"] = record.prompt
+            fields["answer"] = record.answer
+            message += f" prompt={record.prompt!r} answer={record.answer!r}"
+        self._log.info(message, extra={"fields": fields})

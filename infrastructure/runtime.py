@@ -46,6 +46,7 @@ def policy_from(settings: Settings, version: str) -> ServerPolicy:
             model: ModelPrice(price.input_per_million, price.output_per_million)
             for model, price in settings.models.prices.items()
         },
+        log_prompts=settings.logging.log_prompts,
     )
 
 

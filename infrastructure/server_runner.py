@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import signal
 import sys
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from adapters.grpc.health import GrpcHealth
 from infrastructure import security
 from infrastructure.config.settings import Settings
 from infrastructure.container import Container
+from infrastructure.observability import SINGLE, WORKER, shutdown_tracing
+from infrastructure.reload import Reloader, SettingsLoader, watch
+
+if TYPE_CHECKING:
+    from adapters.metrics import MetricsEndpoint
 
 log = logging.getLogger("llm_proxy.server")
 
@@ -21,14 +32,40 @@ log = logging.getLogger("llm_proxy.server")
 class RunningServer:
     server: grpc.aio.Server
     port: int
+    health: GrpcHealth | None = None
+    metrics: MetricsEndpoint | None = None
+
+    @property
+    def metrics_port(self) -> int | None:
+        return self.metrics.port if self.metrics is not None else None
+
+    async def begin_shutdown(self) -> None:
+        """Health reports NOT_SERVING from now on; calls are still accepted."""
+        if self.health is not None:
+            await self.health.shutting_down()
 
     async def stop(self, grace_s: float) -> None:
+        """Refuse new calls, let in-flight ones finish for up to grace_s, cancel the rest."""
+        await self.begin_shutdown()
         await self.server.stop(grace_s)
+        if self.metrics is not None:
+            self.metrics.stop()
 
 
-def build_container(settings: Settings) -> Container:
+def build_container(
+    settings: Settings,
+    *,
+    loader: SettingsLoader | None = None,
+    config_path: Path | None = None,
+    role: str = SINGLE,
+) -> Container:
+    """`loader` re-reads the configuration for a reload; `config_path` is watched for changes
+    when server.reload_on_change is on; role is SINGLE or WORKER (under `--workers`)."""
     container = Container()
     container.settings.override(settings)
+    container.settings_loader.override(loader)
+    container.config_path.override(config_path)
+    container.role.override(role)
     return container
 
 
@@ -49,15 +86,23 @@ async def start(
             bound = server.add_insecure_port(address)
     except RuntimeError as exc:
         raise OSError(f"cannot listen on {address}: {exc}") from exc
+    health: GrpcHealth | None = container.health()
+    if health is not None:
+        # The catalog is loaded: this process can answer prompts as soon as it listens.
+        await health.serving()
     await server.start()
     catalog = container.catalog().current()
     log.info(
-        "listening on %s:%d serving %d models (default %s)",
+        "listening on %s:%d serving %d models (default %s) pid %d",
         host or settings.server.host,
         bound,
         len(catalog.models),
         catalog.default_model or "none",
+        os.getpid(),
     )
+    metrics: MetricsEndpoint | None = container.metrics_endpoint()
+    if metrics is not None:
+        log.info("metrics on http://%s:%d/metrics", settings.metrics.host, metrics.port)
     notice = security.startup_notice(
         settings, container.token_verifier(), host or settings.server.host, bound
     )
@@ -65,19 +110,70 @@ async def start(
         # The terminal, not the log: the notice holds a (short-lived) token.
         sys.stdout.write(notice)
         sys.stdout.flush()
-    return RunningServer(server, bound)
+    return RunningServer(server, bound, health, metrics)
 
 
 async def serve_until_signalled(container: Container) -> None:
+    """Serve; SIGHUP reloads the configuration; SIGTERM or SIGINT drains and returns, and a
+    second one cancels whatever is still in flight at once."""
     settings: Settings = container.settings()
     running = await start(container)
-    stop = asyncio.Event()
+    reloader: Reloader = container.reloader()
     loop = asyncio.get_running_loop()
+    background: set[asyncio.Task[Any]] = set()
+
+    def spawn(work: Coroutine[Any, Any, Any]) -> None:
+        task = loop.create_task(work)
+        background.add(task)
+        task.add_done_callback(background.discard)
+
+    stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
-    grace = settings.server.grace_period_seconds
-    log.info("shutting down: draining in-flight calls for up to %.1fs", grace)
-    await running.stop(grace)
+    loop.add_signal_handler(signal.SIGHUP, lambda: spawn(reloader.reload_logged("SIGHUP")))
+    config_path = container.config_path()
+    if settings.server.reload_on_change and config_path is not None:
+        spawn(watch(config_path, settings.server.reload_check_seconds, reloader))
+    if container.role() == WORKER:
+        spawn(_stop_when_orphaned(stop))
+    try:
+        await stop.wait()
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)
+        for task in list(background):
+            task.cancel()
+    hurry = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, hurry.set)
+    await drain(running, reloader.current, hurry)
     container.gateway().close()
+    shutdown_tracing(container.tracer_provider())
     log.info("stopped")
+
+
+async def _stop_when_orphaned(stop: asyncio.Event) -> None:
+    # A worker whose supervisor was killed outright must not keep the port to itself.
+    parent = os.getppid()
+    while os.getppid() == parent:  # noqa: ASYNC110 - nothing signals a parent's death
+        await asyncio.sleep(1.0)
+    log.warning("supervisor (pid %d) is gone; shutting down", parent)
+    stop.set()
+
+
+async def drain(running: RunningServer, settings: Settings, hurry: asyncio.Event) -> None:
+    grace = settings.server.grace_period_seconds
+    delay = settings.server.shutdown_delay_seconds
+    await running.begin_shutdown()
+    if delay > 0:
+        log.info("shutting down: reporting NOT_SERVING for %.1fs before draining", delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(hurry.wait(), delay)
+    log.info("shutting down: draining in-flight calls for up to %.1fs", grace)
+    stopping = asyncio.ensure_future(running.stop(0 if hurry.is_set() else grace))
+    hurried = asyncio.ensure_future(hurry.wait())
+    await asyncio.wait((stopping, hurried), return_when=asyncio.FIRST_COMPLETED)
+    hurried.cancel()
+    if not stopping.done():
+        log.warning("second signal: cancelling the calls still in flight")
+        await running.server.stop(0)
+    await stopping

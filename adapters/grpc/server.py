@@ -7,10 +7,13 @@ from collections.abc import Sequence
 import grpc
 
 from adapters.grpc.generated import llm_proxy_pb2_grpc as pb_grpc
+from adapters.grpc.health import GrpcHealth, enable_reflection
 from adapters.grpc.servicer import ProxyServicer
 
 
-def server_options(*, min_ping_interval_s: float, max_message_bytes: int) -> list[tuple[str, int]]:
+def server_options(
+    *, min_ping_interval_s: float, max_message_bytes: int, reuse_port: bool = False
+) -> list[tuple[str, int]]:
     ping_ms = int(min_ping_interval_s * 1000)
     return [
         # Idle clients ping every 30 s (vibectl does); never answer that with GOAWAY.
@@ -19,8 +22,9 @@ def server_options(*, min_ping_interval_s: float, max_message_bytes: int) -> lis
         ("grpc.http2.min_recv_ping_interval_without_data_ms", ping_ms),
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
-        # Off so a second server on a taken port fails loudly instead of splitting traffic.
-        ("grpc.so_reuseport", 0),
+        # Off by default so a second server on a taken port fails loudly instead of splitting
+        # traffic; on only for the worker processes of `serve --workers N`, which share a port.
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
     ]
 
 
@@ -30,12 +34,21 @@ def build_server(
     min_ping_interval_s: float,
     max_message_bytes: int,
     interceptors: Sequence[grpc.aio.ServerInterceptor[object, object]] = (),
+    health: GrpcHealth | None = None,
+    reflection: bool = False,
+    reuse_port: bool = False,
 ) -> grpc.aio.Server:
     server = grpc.aio.server(
         interceptors=list(interceptors),
         options=server_options(
-            min_ping_interval_s=min_ping_interval_s, max_message_bytes=max_message_bytes
+            min_ping_interval_s=min_ping_interval_s,
+            max_message_bytes=max_message_bytes,
+            reuse_port=reuse_port,
         ),
     )
     pb_grpc.add_VibectlLLMProxyServicer_to_server(servicer, server)
+    if health is not None:
+        health.register(server)
+    if reflection:
+        enable_reflection(server, health=health is not None)
     return server

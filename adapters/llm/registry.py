@@ -62,6 +62,33 @@ class LlmModelRegistry:
             self._serve, self._aliases, self._default_model = serve, aliases, default_model
             self._snapshot = snapshot
 
+    def prepare_reconfigure(
+        self,
+        *,
+        serve: Sequence[str] | None,
+        aliases: Mapping[str, str] | None,
+        default_model: str | None,
+    ) -> Callable[[], None]:
+        """Validate and build a new catalog without serving it; calling the result serves it.
+
+        Lets a reload check every part of a new configuration before applying any part.
+        Raises ModelConfigError when the models section cannot be served.
+        """
+        with self._rebuild:
+            if self._discovered is None:
+                raise RuntimeError("LlmModelRegistry.prepare_reconfigure() called before load()")
+            new_serve = tuple(serve) if serve is not None else None
+            new_aliases = dict(aliases or {})
+            snapshot = self._build(self._discovered, new_serve, new_aliases, default_model)
+
+        def commit() -> None:
+            with self._rebuild:
+                self._serve, self._aliases = new_serve, new_aliases
+                self._default_model = default_model
+                self._snapshot = snapshot
+
+        return commit
+
     def current(self) -> Catalog:
         return self._require().catalog
 

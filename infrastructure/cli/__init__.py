@@ -14,6 +14,7 @@ def main() -> None:
 # Command families register themselves here, one line each.
 from infrastructure.cli.client_commands import models_command, prompt_command  # noqa: E402
 from infrastructure.cli.config_commands import config_group  # noqa: E402
+from infrastructure.cli.health import health  # noqa: E402
 from infrastructure.cli.security_commands import certs_group, token_group  # noqa: E402
 from infrastructure.cli.serve import serve  # noqa: E402
 
@@ -21,5 +22,6 @@ main.add_command(serve)
 main.add_command(config_group)
 main.add_command(token_group)
 main.add_command(certs_group)
+main.add_command(health)
 main.add_command(prompt_command)
 main.add_command(models_command)

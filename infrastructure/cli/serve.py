@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
 from infrastructure.cli.common import config_option, load_or_exit
+from infrastructure.config import load_settings
 from infrastructure.log import configure_logging
+from infrastructure.observability import SINGLE, WORKER
 from infrastructure.security import SecurityError
 from infrastructure.server_runner import build_container, serve_until_signalled
+from infrastructure.supervisor import supervise
 
 
 @click.command()
@@ -23,11 +28,25 @@ from infrastructure.server_runner import build_container, serve_until_signalled
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
     help="Log level (logging.level).",
 )
-def serve(config: Path | None, host: str | None, port: int | None, log_level: str | None) -> None:
+@click.option(
+    "--workers",
+    help="Server processes sharing the port (server.workers): a number, or auto for one per CPU.",
+)
+# Set by the supervisor on the processes it starts; not for people.
+@click.option("--worker", "worker_index", type=int, hidden=True)
+def serve(
+    config: Path | None,
+    host: str | None,
+    port: int | None,
+    log_level: str | None,
+    workers: str | None,
+    worker_index: int | None,
+) -> None:
     """Start the gRPC server and serve until SIGINT or SIGTERM.
 
-    On a signal it stops accepting calls, lets in-flight calls finish within
-    server.grace_period_seconds, then exits 0.
+    On a signal it reports NOT_SERVING on the health service, stops accepting calls, lets
+    in-flight calls finish within server.grace_period_seconds, then exits 0. SIGHUP re-reads
+    the configuration and applies what can change without a restart.
     """
     overrides: dict[str, Any] = {}
     if host is not None:
@@ -36,10 +55,43 @@ def serve(config: Path | None, host: str | None, port: int | None, log_level: st
         overrides.setdefault("server", {})["port"] = port
     if log_level is not None:
         overrides.setdefault("logging", {})["level"] = log_level
+    if workers is not None:
+        overrides.setdefault("server", {})["workers"] = workers
     settings = load_or_exit(config, overrides)
-    configure_logging(settings.logging.level, settings.logging.format)
-    container = build_container(settings)
+    is_worker = worker_index is not None
+    configure_logging(
+        settings.logging.level,
+        settings.logging.format,
+        show_pid=is_worker or settings.server.workers > 1,
+    )
+    if not is_worker and settings.server.workers > 1:
+        try:
+            status = supervise(settings, _worker_command(config, host, log_level))
+        except OSError as exc:
+            raise click.ClickException(str(exc)) from exc
+        sys.exit(status)
+    container = build_container(
+        settings,
+        loader=lambda: load_settings(config, overrides=overrides),
+        config_path=config,
+        role=WORKER if is_worker else SINGLE,
+    )
     try:
         asyncio.run(serve_until_signalled(container))
     except (OSError, SecurityError) as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def _worker_command(config: Path | None, host: str | None, log_level: str | None) -> Any:
+    def command(index: int, port: int) -> Sequence[str]:
+        argv = [sys.executable, "-m", "infrastructure.cli", "serve", "--worker", str(index)]
+        argv += ["--port", str(port)]
+        if config is not None:
+            argv += ["--config", str(config)]
+        if host is not None:
+            argv += ["--host", host]
+        if log_level is not None:
+            argv += ["--log-level", log_level]
+        return argv
+
+    return command

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from marshmallow import (
@@ -20,11 +21,13 @@ from infrastructure.config.settings import (
     JwtKeySettings,
     LimitsSettings,
     LoggingSettings,
+    MetricsSettings,
     ModelsSettings,
     PriceSettings,
     ServerSettings,
     Settings,
     TlsSettings,
+    TracingSettings,
 )
 
 _POSITIVE = validate.Range(min=0, min_inclusive=False)
@@ -34,6 +37,25 @@ _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 class _Strict(Schema):
     class Meta:
         unknown = RAISE
+
+
+class _Workers(fields.Field):  # type: ignore[type-arg]
+    """A positive number of processes, or "auto" for one per CPU."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return os.cpu_count() or 1
+        if isinstance(value, bool):
+            raise ValidationError('must be a number of processes from 1 to 256, or "auto"')
+        try:
+            count = int(value)
+        except (TypeError, ValueError):
+            raise ValidationError(
+                'must be a number of processes from 1 to 256, or "auto"'
+            ) from None
+        if not 1 <= count <= 256:
+            raise ValidationError('must be a number of processes from 1 to 256, or "auto"')
+        return count
 
 
 class TlsSchema(_Strict):
@@ -70,6 +92,12 @@ class ServerSchema(_Strict):
     )
     tls = fields.Nested(TlsSchema, load_default=TlsSettings)
     allow_insecure_public = fields.Boolean(load_default=False)
+    health = fields.Boolean(load_default=True)
+    reflection = fields.Boolean(load_default=True)
+    workers = _Workers(load_default=1)
+    shutdown_delay_seconds = fields.Float(load_default=0.0, validate=validate.Range(min=0))
+    reload_on_change = fields.Boolean(load_default=False)
+    reload_check_seconds = fields.Float(load_default=2.0, validate=validate.Range(min=0.1))
 
     @post_load
     def build(self, data: dict[str, Any], **_: Any) -> ServerSettings:
@@ -138,6 +166,35 @@ class LoggingSchema(_Strict):
         return LoggingSettings(
             level=data["level"].upper(), format=data["format"], log_prompts=data["log_prompts"]
         )
+
+
+class MetricsSchema(_Strict):
+    enabled = fields.Boolean(load_default=False)
+    host = fields.String(load_default="127.0.0.1", validate=validate.Length(min=1))
+    port = fields.Integer(
+        load_default=9464,
+        strict=False,
+        validate=validate.Range(min=0, max=65535, error="must be a TCP port from 0 to 65535"),
+    )
+    max_subjects = fields.Integer(load_default=100, validate=validate.Range(min=0))
+
+    @post_load
+    def build(self, data: dict[str, Any], **_: Any) -> MetricsSettings:
+        return MetricsSettings(**data)
+
+
+class TracingSchema(_Strict):
+    enabled = fields.Boolean(load_default=False)
+    service_name = fields.String(load_default="llm-proxy", validate=validate.Length(min=1))
+    exporter = fields.String(
+        load_default="otlp", validate=validate.OneOf(("otlp", "console", "none"))
+    )
+    otlp_endpoint = fields.String(load_default=None, allow_none=True)
+    sample_ratio = fields.Float(load_default=1.0, validate=validate.Range(min=0, max=1))
+
+    @post_load
+    def build(self, data: dict[str, Any], **_: Any) -> TracingSettings:
+        return TracingSettings(**data)
 
 
 _JWT_ALGORITHMS = (
@@ -210,6 +267,8 @@ class SettingsSchema(_Strict):
     limits = fields.Nested(LimitsSchema)
     logging = fields.Nested(LoggingSchema)
     auth = fields.Nested(AuthSchema)
+    metrics = fields.Nested(MetricsSchema)
+    tracing = fields.Nested(TracingSchema)
 
     @post_load
     def build(self, data: dict[str, Any], **_: Any) -> Settings:

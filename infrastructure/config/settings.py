@@ -36,6 +36,17 @@ class ServerSettings:
     tls: TlsSettings = TlsSettings()
     # Listening beyond loopback with neither JWT nor mTLS is refused unless this is set.
     allow_insecure_public: bool = False
+    # The standard grpc.health.v1 service, and reflection for grpcurl-style tools.
+    health: bool = True
+    reflection: bool = True
+    # Server processes sharing the port (SO_REUSEPORT) under one supervisor.
+    workers: int = 1
+    # Kept NOT_SERVING but still answering this long before draining, so that load balancers
+    # that poll health stop sending new calls first.
+    shutdown_delay_seconds: float = 0.0
+    # Re-read the configuration file when it changes, as SIGHUP does.
+    reload_on_change: bool = False
+    reload_check_seconds: float = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +89,28 @@ class LoggingSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    enabled: bool = False
+    # Loopback by default: metrics name models and callers, which is not for everyone.
+    host: str = "127.0.0.1"
+    port: int = 9464
+    # Callers beyond this many distinct subjects are counted together as subject="other".
+    max_subjects: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class TracingSettings:
+    enabled: bool = False
+    service_name: str = "llm-proxy"
+    # otlp (needs opentelemetry-exporter-otlp-proto-grpc), console, or none.
+    exporter: str = "otlp"
+    # None: the OTEL_EXPORTER_OTLP_ENDPOINT environment variable or the exporter's default.
+    otlp_endpoint: str | None = None
+    # Share of new traces recorded; a caller's sampled trace is always continued.
+    sample_ratio: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
 class JwtKeySettings:
     """One verification key. `id` matches a token's `kid` header; tokens without one are tried
     against every key of their algorithm."""
@@ -115,3 +148,5 @@ class Settings:
     limits: LimitsSettings = LimitsSettings()
     logging: LoggingSettings = LoggingSettings()
     auth: AuthSettings = AuthSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    tracing: TracingSettings = TracingSettings()

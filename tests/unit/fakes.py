@@ -28,7 +28,7 @@ from application.execute_prompt import ExecutePrompt
 from application.stream_prompt import StreamPrompt
 from domain.answer import GatewayEvent, ModelOutput, TextChunk, UsageReport
 from domain.catalog import Catalog, ModelDescription
-from domain.outcome import RequestRecord
+from domain.outcome import Method, RequestRecord
 from domain.policy import Limits, ServerPolicy
 from domain.request import ModelInvocation
 from domain.usage import ModelPrice, Usage
@@ -165,9 +165,17 @@ def sample_policy(
 class RecordingObserver:
     def __init__(self) -> None:
         self.records: list[RequestRecord] = []
+        self.started: list[Method] = []
+
+    def request_started(self, method: Method) -> None:
+        self.started.append(method)
 
     def request_finished(self, record: RequestRecord) -> None:
         self.records.append(record)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.started) - len(self.records)
 
     def only(self) -> RequestRecord:
         """The single record so far; fails the test if there are none or several."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from infrastructure.config.loader import (
     from_environment,
     validate,
 )
+from infrastructure.config.schema import SettingsSchema
 from infrastructure.config.settings import PriceSettings
 
 
@@ -404,7 +406,9 @@ def test_to_plain_round_trips() -> None:
 def test_to_plain_of_defaults_lists_every_key() -> None:
     plain = to_plain(Settings())
 
-    assert sorted(plain) == ["auth", "limits", "logging", "models", "server"]
+    # Every section of the schema, whichever exist; these ones at least.
+    assert set(plain) == set(SettingsSchema().fields)
+    assert {"limits", "logging", "metrics", "models", "server", "tracing"} <= set(plain)
     assert plain["server"] == {
         "host": "127.0.0.1",
         "port": 50051,
@@ -414,6 +418,18 @@ def test_to_plain_of_defaults_lists_every_key() -> None:
         "max_message_bytes": 16 * 1024 * 1024,
         "tls": {"cert_file": None, "key_file": None, "client_ca_file": None},
         "allow_insecure_public": False,
+        "health": True,
+        "reflection": True,
+        "workers": 1,
+        "shutdown_delay_seconds": 0.0,
+        "reload_on_change": False,
+        "reload_check_seconds": 2.0,
+    }
+    assert plain["metrics"] == {
+        "enabled": False,
+        "host": "127.0.0.1",
+        "port": 9464,
+        "max_subjects": 100,
     }
     assert validate(plain) == Settings()
 
@@ -443,7 +459,8 @@ def test_settings_schema_secrets_are_discovered() -> None:
     tree = _secret_fields(SettingsSchema())
 
     # Every section appears; a leaf is True only for fields marked secret.
-    assert set(tree) == {"server", "models", "limits", "logging", "auth"}
+    assert set(tree) == set(SettingsSchema().fields)
+    assert {"server", "models", "limits", "logging", "metrics", "tracing"} <= set(tree)
 
 
 def test_secret_file_is_read_and_stripped(tmp_path: Path) -> None:
@@ -489,3 +506,19 @@ def test_secrets_are_masked_and_empty_ones_left_alone() -> None:
     _mask(dumped, _secret_fields(_Root()))
 
     assert dumped == {"name": "n", "auth": {"user": "u", "password": "***"}, "api_key": ""}
+
+
+@pytest.mark.parametrize(("value", "expected"), [(1, 1), ("3", 3), ("auto", os.cpu_count() or 1)])
+def test_server_workers_takes_a_count_or_auto(value: object, expected: int) -> None:
+    assert validate({"server": {"workers": value}}).server.workers == expected
+
+
+@pytest.mark.parametrize("value", [0, -1, "many", True, 1000])
+def test_server_workers_rejects_nonsense(value: object) -> None:
+    with pytest.raises(ConfigError, match=r"server\.workers"):
+        validate({"server": {"workers": value}})
+
+
+def test_tracing_exporter_must_be_known() -> None:
+    with pytest.raises(ConfigError, match=r"tracing\.exporter"):
+        validate({"tracing": {"exporter": "zipkin"}})

@@ -1,0 +1,285 @@
+"""Health, reflection, metrics, tracing and prompt logging, against the real server in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import urllib.request
+
+import grpc
+import pytest
+from dependency_injector import providers
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from adapters.tracing import build_provider
+from infrastructure.log import REQUEST_LOGGER
+from tests.integration.conftest import ProxyFactory
+from tests.integration.helpers import collect, request, script
+
+PROXY_SERVICE = "vibectl.llm_proxy.VibectlLLMProxy"
+METRICS_ON = {"metrics": {"enabled": True, "port": 0}}
+PRICES = {"scripted": {"input_per_million": 1_000_000.0, "output_per_million": 2_000_000.0}}
+
+
+async def _status(channel: grpc.aio.Channel, service: str) -> str:
+    stub = health_pb2_grpc.HealthStub(channel)
+    response = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2)
+    name: str = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+    return name
+
+
+# --------------------------------------------------------------------------- health
+
+
+async def test_health_is_serving_then_not_serving_once_shutdown_begins(
+    start_proxy: ProxyFactory,
+) -> None:
+    proxy = await start_proxy()
+    assert await _status(proxy.channel, "") == "SERVING"
+    assert await _status(proxy.channel, PROXY_SERVICE) == "SERVING"
+    await proxy.running.begin_shutdown()
+    # Calls are still answered while load balancers notice; health says go elsewhere.
+    assert await _status(proxy.channel, "") == "NOT_SERVING"
+    assert await _status(proxy.channel, PROXY_SERVICE) == "NOT_SERVING"
+    answer = await proxy.stub.Execute(request("still here", model="echo"))
+    assert answer.WhichOneof("result") == "success"
+
+
+async def test_health_watch_sees_the_shutdown(start_proxy: ProxyFactory) -> None:
+    proxy = await start_proxy()
+    stub = health_pb2_grpc.HealthStub(proxy.channel)
+    watch = stub.Watch(health_pb2.HealthCheckRequest(service=PROXY_SERVICE))
+    first = await watch.read()
+    assert first.status == health_pb2.HealthCheckResponse.SERVING
+    await proxy.running.begin_shutdown()
+    second = await asyncio.wait_for(watch.read(), 2)
+    assert second.status == health_pb2.HealthCheckResponse.NOT_SERVING
+    watch.cancel()
+
+
+async def test_health_and_reflection_can_be_turned_off(start_proxy: ProxyFactory) -> None:
+    proxy = await start_proxy({"server": {"health": False, "reflection": False}})
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        await _status(proxy.channel, "")
+    assert missing.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    with pytest.raises(grpc.aio.AioRpcError) as no_reflection:
+        await _list_services(proxy.channel)
+    assert no_reflection.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+# --------------------------------------------------------------------------- reflection
+
+
+async def _list_services(channel: grpc.aio.Channel) -> list[str]:
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    call = stub.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+    )
+    names: list[str] = []
+    async for response in call:
+        names.extend(service.name for service in response.list_services_response.service)
+    return names
+
+
+async def test_reflection_lists_the_proxy_service_and_describes_it(
+    start_proxy: ProxyFactory,
+) -> None:
+    proxy = await start_proxy()
+    names = await _list_services(proxy.channel)
+    assert PROXY_SERVICE in names
+    assert "grpc.health.v1.Health" in names
+    stub = reflection_pb2_grpc.ServerReflectionStub(proxy.channel)
+    call = stub.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(file_containing_symbol=PROXY_SERVICE)])
+    )
+    responses = [response async for response in call]
+    assert responses[0].file_descriptor_response.file_descriptor_proto
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def _scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text: str = response.read().decode()
+    return text
+
+
+def _value(text: str, name: str, **labels: str) -> float:
+    """The sample `name{labels}`; label order in the exposition does not matter."""
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and line.split(" ")[0] != name:
+            continue
+        sample, _, value = line.rpartition(" ")
+        found = dict(re.findall(r'(\w+)="([^"]*)"', sample))
+        if sample.split("{")[0] == name and found == labels:
+            return float(value)
+    raise AssertionError(f"no sample {name}{labels} in:\n{text}")
+
+
+async def test_metrics_count_real_calls_by_method_model_and_outcome(
+    start_proxy: ProxyFactory,
+) -> None:
+    proxy = await start_proxy({**METRICS_ON, "models": {"prices": PRICES}})
+    port = proxy.running.metrics_port
+    assert port is not None
+    for _ in range(3):
+        await proxy.stub.Execute(
+            request(script(chunks=["a"], usage={"input": 2, "output": 3}), model="scripted")
+        )
+    await collect(proxy.stub.StreamExecute(request(script(chunks=["x", "y"]), model="scripted")))
+    await proxy.stub.Execute(request("hi", model="no-such-model-from-a-client"))
+    await proxy.stub.Execute(
+        request(script(chunks=["a"], error="boom", fail_after=0), model="scripted")
+    )
+    text = _scrape(port)
+
+    requests = "llm_proxy_requests_total"
+    assert _value(text, requests, method="Execute", model="scripted", outcome="ok") == 3
+    assert _value(text, requests, method="StreamExecute", model="scripted", outcome="ok") == 1
+    # The unknown name a client sent is not a label value: it is counted as model="none".
+    assert _value(text, requests, method="Execute", model="none", outcome="MODEL_NOT_FOUND") == 1
+    assert "no-such-model-from-a-client" not in text
+    assert (
+        _value(text, "llm_proxy_upstream_errors_total", model="scripted", code="UPSTREAM_ERROR")
+        == 1
+    )
+    assert (
+        _value(text, "llm_proxy_request_duration_seconds_count", method="Execute", model="scripted")
+        == 4
+    )
+    assert _value(text, "llm_proxy_time_to_first_chunk_seconds_count", model="scripted") == 1
+    tokens = "llm_proxy_tokens_total"
+    assert _value(text, tokens, model="scripted", subject="anonymous", direction="input") == 6
+    assert _value(text, tokens, model="scripted", subject="anonymous", direction="output") == 9
+    # 6 input tokens at $1 each and 9 output tokens at $2 each.
+    assert _value(text, "llm_proxy_cost_usd_total", model="scripted", subject="anonymous") == 24
+    assert _value(text, "llm_proxy_in_flight_requests", method="Execute") == 0
+    assert _value(text, "llm_proxy_worker_up") == 1
+
+
+async def test_in_flight_gauge_counts_open_streams_and_cancellations_are_counted(
+    start_proxy: ProxyFactory,
+) -> None:
+    proxy = await start_proxy(METRICS_ON)
+    port = proxy.running.metrics_port
+    assert port is not None
+    calls = [
+        proxy.stub.StreamExecute(request(script(chunks=["a", "b"], delay=5), model="scripted"))
+        for _ in range(3)
+    ]
+    for _ in range(100):
+        text = _scrape(port)
+        if _value(text, "llm_proxy_in_flight_requests", method="StreamExecute") == 3:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError(f"three open streams never showed:\n{text}")
+    for call in calls:
+        call.cancel()
+    for _ in range(100):
+        text = _scrape(port)
+        if _value(text, "llm_proxy_in_flight_requests", method="StreamExecute") == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert _value(text, "llm_proxy_in_flight_requests", method="StreamExecute") == 0
+    assert _value(text, "llm_proxy_cancellations_total", method="StreamExecute") == 3
+
+
+async def test_metrics_are_off_by_default(start_proxy: ProxyFactory) -> None:
+    proxy = await start_proxy()
+    assert proxy.running.metrics_port is None
+    assert proxy.container.metrics() is None
+
+
+# --------------------------------------------------------------------------- tracing
+
+
+async def test_tracing_records_transport_use_case_and_model_spans_in_one_trace(
+    start_proxy: ProxyFactory,
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = build_provider(
+        service_name="test", exporter="none", processors=(SimpleSpanProcessor(exporter),)
+    )
+    proxy = await start_proxy(
+        {"tracing": {"enabled": True, "exporter": "none"}},
+        tracer_provider=providers.Object(provider),
+    )
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    parent_span = "00f067aa0ba902b7"
+    metadata = (("traceparent", f"00-{trace_id}-{parent_span}-01"),)
+    await proxy.stub.Execute(
+        request(script(chunks=["a"], usage={"input": 1, "output": 2}), model="scripted"),
+        metadata=metadata,
+    )
+    await collect(proxy.stub.StreamExecute(request("hello there", model="echo")))
+    spans = {span.name: span for span in exporter.get_finished_spans()}
+
+    transport = spans[f"{PROXY_SERVICE}/Execute"]
+    use_case = spans["llm_proxy.ExecutePrompt"]
+    model = spans["llm_proxy.model.complete"]
+    assert transport.kind == SpanKind.SERVER
+    # The caller's trace continues: same trace id, the caller's span as parent.
+    assert format(transport.context.trace_id, "032x") == trace_id
+    assert transport.parent is not None
+    assert format(transport.parent.span_id, "016x") == parent_span
+    assert use_case.parent is not None and use_case.parent.span_id == transport.context.span_id
+    assert model.parent is not None and model.parent.span_id == use_case.context.span_id
+    assert model.kind == SpanKind.CLIENT
+    assert use_case.attributes is not None and use_case.attributes["llm_proxy.model"] == "scripted"
+    assert model.attributes is not None
+    assert model.attributes["gen_ai.usage.output_tokens"] == 2
+
+    stream_transport = spans[f"{PROXY_SERVICE}/StreamExecute"]
+    stream_use_case = spans["llm_proxy.StreamPrompt"]
+    stream_model = spans["llm_proxy.model.stream"]
+    assert stream_use_case.parent is not None
+    assert stream_use_case.parent.span_id == stream_transport.context.span_id
+    assert stream_model.parent is not None
+    assert stream_model.parent.span_id == stream_use_case.context.span_id
+    assert stream_use_case.attributes is not None
+    assert stream_use_case.attributes["llm_proxy.outcome"] == "ok"
+    # A new trace, not the first call's.
+    assert stream_transport.context.trace_id != transport.context.trace_id
+
+
+async def test_tracing_off_builds_no_tracer(start_proxy: ProxyFactory) -> None:
+    proxy = await start_proxy()
+    assert proxy.container.tracer_provider() is None
+    assert proxy.container.tracer() is None
+
+
+# --------------------------------------------------------------------------- prompt logging
+
+
+async def test_prompts_are_logged_only_when_enabled(
+    start_proxy: ProxyFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=REQUEST_LOGGER)
+    quiet = await start_proxy()
+    await quiet.stub.Execute(request("quiet secret prompt", model="echo", request_id="quiet-1"))
+    loud = await start_proxy({"logging": {"log_prompts": True}})
+    await loud.stub.Execute(request("audited prompt", model="echo", request_id="loud-1"))
+    await collect(
+        loud.stub.StreamExecute(request("streamed prompt", model="echo", request_id="loud-2"))
+    )
+    by_id = {
+        getattr(r, "fields", {}).get("request_id"): r
+        for r in caplog.records
+        if r.name == REQUEST_LOGGER
+    }
+    assert "quiet secret prompt" not in by_id["quiet-1"].getMessage()
+    assert "prompt" not in by_id["quiet-1"].fields  # type: ignore[attr-defined]
+    loud_fields = by_id["loud-1"].fields  # type: ignore[attr-defined]
+    assert loud_fields["prompt"] == "audited prompt"
+    assert "audited prompt" in loud_fields["answer"]
+    assert "prompt='audited prompt'" in by_id["loud-1"].getMessage()
+    stream_fields = by_id["loud-2"].fields  # type: ignore[attr-defined]
+    assert stream_fields["prompt"] == "streamed prompt"
+    assert "streamed prompt" in stream_fields["answer"]
