@@ -19,9 +19,9 @@ EC_ALGORITHMS = {"ES256": ec.SECP256R1, "ES384": ec.SECP384R1, "ES512": ec.SECP5
 EDDSA_ALGORITHMS = ("EdDSA",)
 SUPPORTED_ALGORITHMS = (*HMAC_ALGORITHMS, *RSA_ALGORITHMS, *EC_ALGORITHMS, *EDDSA_ALGORITHMS)
 
-# RFC 7518 §3.2: an HMAC key must be at least as long as the hash output. 32 bytes is the
-# floor for every HS variant here; shorter secrets are guessable offline from one token.
-MIN_HMAC_SECRET_BYTES = 32
+# RFC 7518 §3.2: an HMAC key must be at least as long as the hash output; shorter secrets can
+# be guessed offline from a single token.
+MIN_HMAC_SECRET_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
 MIN_RSA_BITS = 2048
 
 
@@ -37,12 +37,13 @@ def _check_algorithm(algorithm: str) -> None:
         )
 
 
-def _hmac_secret(secret: str | bytes) -> bytes:
+def _hmac_secret(secret: str | bytes, algorithm: str) -> bytes:
     raw = secret.encode() if isinstance(secret, str) else secret
-    if len(raw) < MIN_HMAC_SECRET_BYTES:
+    minimum = MIN_HMAC_SECRET_BYTES[algorithm]
+    if len(raw) < minimum:
         raise KeyProblem(
-            f"the HMAC secret is {len(raw)} bytes; at least {MIN_HMAC_SECRET_BYTES} random bytes "
-            "are required (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+            f"the {algorithm} secret is {len(raw)} bytes; at least {minimum} are required "
+            f"(e.g. `python -c 'import secrets; print(secrets.token_urlsafe({minimum}))'`)"
         )
     return raw
 
@@ -89,7 +90,7 @@ class VerificationKey:
         _check_algorithm(algorithm)
         if algorithm not in HMAC_ALGORITHMS:
             raise KeyProblem(f"a shared secret is for HS256/384/512 only, not {algorithm}")
-        return cls(algorithm, _hmac_secret(secret), key_id)
+        return cls(algorithm, _hmac_secret(secret, algorithm), key_id)
 
     @classmethod
     def public_key(

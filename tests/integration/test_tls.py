@@ -1,0 +1,166 @@
+"""TLS and mutual TLS end to end on loopback, with certificates from `certs generate`'s code."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from adapters.grpc.generated import llm_proxy_pb2_grpc as pb_grpc
+from infrastructure import certificates
+from infrastructure.config.loader import deep_merge, validate
+from infrastructure.security import TlsCredentials
+from tests.integration.conftest import BASE_CONFIG, Proxy, ProxyFactory
+from tests.integration.helpers import read_chunk, request, script
+from tests.support.tokens import SECRET, bearer, claims, sign
+
+
+@dataclass(frozen=True)
+class Pki:
+    ca: Path
+    server: Path
+    server_key: Path
+    client: Path
+    client_key: Path
+
+    def tls(self, *, mutual: bool = False) -> dict[str, Any]:
+        section: dict[str, Any] = {"cert_file": str(self.server), "key_file": str(self.server_key)}
+        if mutual:
+            section["client_ca_file"] = str(self.ca)
+        return {"server": {"tls": section}}
+
+
+def make_pki(directory: Path, client: str = "alice") -> Pki:
+    directory.mkdir(parents=True, exist_ok=True)
+    pki = certificates.generate(("127.0.0.1", "localhost"), (client,), days=1)
+    files = {
+        "ca.pem": pki.ca.cert_pem,
+        "server.pem": pki.server.cert_pem,
+        "server-key.pem": pki.server.key_pem,
+        "client.pem": pki.clients[client].cert_pem,
+        "client-key.pem": pki.clients[client].key_pem,
+    }
+    for name, data in files.items():
+        (directory / name).write_bytes(data)
+    return Pki(*(directory / name for name in files))
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Pki:
+    return make_pki(tmp_path / "pki")
+
+
+@pytest.fixture
+def other_pki(tmp_path: Path) -> Pki:
+    return make_pki(tmp_path / "other", client="mallory")
+
+
+@pytest.fixture
+async def channels() -> AsyncIterator[list[grpc.aio.Channel]]:
+    opened: list[grpc.aio.Channel] = []
+    yield opened
+    for channel in opened:
+        await channel.close(None)
+
+
+def secure_stub(
+    opened: list[grpc.aio.Channel],
+    proxy: Proxy,
+    trust: Pki,
+    client: Pki | None = None,
+) -> pb_grpc.VibectlLLMProxyAsyncStub:
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=trust.ca.read_bytes(),
+        private_key=client.client_key.read_bytes() if client else None,
+        certificate_chain=client.client.read_bytes() if client else None,
+    )
+    channel = grpc.aio.secure_channel(
+        proxy.address, credentials, options=(("grpc.use_local_subchannel_pool", 1),)
+    )
+    opened.append(channel)
+    return pb_grpc.VibectlLLMProxyStub(channel)
+
+
+async def fails(stub: pb_grpc.VibectlLLMProxyAsyncStub) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Execute(request("hi", model="echo"), timeout=5)
+    return caught.value
+
+
+async def works(stub: pb_grpc.VibectlLLMProxyAsyncStub, **kwargs: Any) -> None:
+    answer = await stub.Execute(request("hi", model="echo"), timeout=5, **kwargs)
+    assert answer.WhichOneof("result") == "success"
+
+
+async def test_tls_serves_clients_that_trust_its_ca_only(
+    start_proxy: ProxyFactory, pki: Pki, other_pki: Pki, channels: list[grpc.aio.Channel]
+) -> None:
+    proxy = await start_proxy(pki.tls())
+
+    await works(secure_stub(channels, proxy, pki))
+    assert (await fails(secure_stub(channels, proxy, other_pki))).code() == (
+        grpc.StatusCode.UNAVAILABLE
+    )
+    # A plaintext client cannot talk to the TLS port at all.
+    assert (await fails(proxy.stub)).code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_mutual_tls_requires_a_client_certificate_from_the_client_ca(
+    start_proxy: ProxyFactory,
+    pki: Pki,
+    other_pki: Pki,
+    channels: list[grpc.aio.Channel],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="llm_proxy.requests")
+    proxy = await start_proxy(pki.tls(mutual=True))
+
+    no_cert = await fails(secure_stub(channels, proxy, pki))
+    wrong_ca = await fails(secure_stub(channels, proxy, pki, client=other_pki))
+    await works(secure_stub(channels, proxy, pki, client=pki))
+
+    assert no_cert.code() == grpc.StatusCode.UNAVAILABLE
+    assert wrong_ca.code() == grpc.StatusCode.UNAVAILABLE
+    # With JWT off, the certificate's common name is the caller.
+    assert any("subject=alice" in record.getMessage() for record in caplog.records)
+
+
+async def test_mutual_tls_and_jwt_together_need_both(
+    start_proxy: ProxyFactory, pki: Pki, channels: list[grpc.aio.Channel]
+) -> None:
+    auth = {"auth": {"enabled": True, "secret": SECRET}}
+    proxy = await start_proxy(deep_merge(pki.tls(mutual=True), auth))
+    stub = secure_stub(channels, proxy, pki, client=pki)
+
+    error = await fails(stub)
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    await works(stub, metadata=bearer(sign(claims("svc"), SECRET)))
+
+
+async def test_new_certificates_apply_to_new_connections_without_dropping_streams(
+    start_proxy: ProxyFactory, pki: Pki, other_pki: Pki, channels: list[grpc.aio.Channel]
+) -> None:
+    proxy = await start_proxy(pki.tls())
+    before = secure_stub(channels, proxy, pki)
+    words = [f"w{i} " for i in range(10)]
+    stream = before.StreamExecute(request(script(chunks=words, delay=0.05), model="scripted"))
+    first = await read_chunk(stream)
+    assert first is not None
+
+    # What SIGHUP does after the certificate files changed.
+    tls = proxy.container.tls()
+    assert isinstance(tls, TlsCredentials)
+    tls.prepare(validate(deep_merge(BASE_CONFIG, other_pki.tls())))()
+
+    await works(secure_stub(channels, proxy, other_pki))
+    assert (await fails(secure_stub(channels, proxy, pki))).code() == grpc.StatusCode.UNAVAILABLE
+    rest = []
+    while (chunk := await read_chunk(stream)) is not None:
+        rest.append(chunk)
+    assert first.text_chunk + "".join(c.text_chunk for c in rest) == "".join(words)
+    assert rest[-1].WhichOneof("chunk_type") == "complete"
