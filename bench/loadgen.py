@@ -61,6 +61,8 @@ class OpenStreamsSpec:
     total_timeout_s: float
     token: str | None = None
     channels: int = 1
+    # Streams started at a time, the next batch once this one is open; 0 starts all at once.
+    batch: int = 0
 
 
 @dataclass(slots=True)
@@ -234,8 +236,15 @@ async def _run_open_streams(spec: OpenStreamsSpec, outbox: MpQueue[Any], me: int
     result = OpenStreamsResult()
     errors: Counter[str] = Counter()
     all_open = asyncio.Event()
+    progress = asyncio.Event()
     current = 0
+    settled = 0  # streams that are open or already over
     started = time.perf_counter()
+
+    def settle() -> None:
+        nonlocal settled
+        settled += 1
+        progress.set()
 
     async def one(index: int) -> None:
         nonlocal current
@@ -254,6 +263,7 @@ async def _run_open_streams(spec: OpenStreamsSpec, outbox: MpQueue[Any], me: int
                     result.opened += 1
                     current += 1
                     result.peak_open = max(result.peak_open, current)
+                    settle()
                     if result.opened == spec.streams:
                         all_open.set()
                 elif kind == "complete":
@@ -268,6 +278,8 @@ async def _run_open_streams(spec: OpenStreamsSpec, outbox: MpQueue[Any], me: int
         finally:
             if is_open:
                 current -= 1
+            else:
+                settle()
         if error is None and not complete:
             error = "stream_incomplete"
         if error is None:
@@ -275,9 +287,19 @@ async def _run_open_streams(spec: OpenStreamsSpec, outbox: MpQueue[Any], me: int
         else:
             errors[error] += 1
 
-    tasks = [asyncio.create_task(one(index)) for index in range(spec.streams)]
+    tasks: list[asyncio.Task[None]] = []
+    batch = spec.batch or spec.streams
+    open_deadline = started + spec.open_timeout_s
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(all_open.wait(), spec.open_timeout_s)
+        while len(tasks) < spec.streams:
+            tasks.extend(
+                asyncio.create_task(one(index))
+                for index in range(len(tasks), min(len(tasks) + batch, spec.streams))
+            )
+            while settled < len(tasks):
+                progress.clear()
+                await asyncio.wait_for(progress.wait(), open_deadline - time.perf_counter())
+        await asyncio.wait_for(all_open.wait(), open_deadline - time.perf_counter())
     result.open_s = time.perf_counter() - started
     outbox.put(("open", me, result.opened, result.open_s))
     remaining = max(spec.total_timeout_s - result.open_s, 1.0)
@@ -286,6 +308,8 @@ async def _run_open_streams(spec: OpenStreamsSpec, outbox: MpQueue[Any], me: int
         task.cancel()
     if pending:
         await asyncio.wait(pending)
+    if len(tasks) < spec.streams:
+        errors["not_started"] += spec.streams - len(tasks)
     result.wall_s = time.perf_counter() - started
     result.errors = dict(errors)
     result.rss_kb = procinfo.rss_kb(os.getpid())

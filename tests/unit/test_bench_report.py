@@ -114,6 +114,23 @@ def test_auth_cost_prefers_the_adjacent_auth_off_run() -> None:
     assert verdicts(results)["auth cost c=16"] is False
 
 
+def test_open_streams_are_judged_on_the_ramped_run_and_mention_the_burst() -> None:
+    results = passing_run()
+    results.append(
+        ScenarioResult(
+            name="open-streams-burst-10000",
+            target="proxy",
+            mode="open-streams",
+            requests=4_000,
+            extra={"streams": 10_000, "batch": 10_000, "dropped": 6_000},
+        )
+    )
+    results[-3].extra["batch"] = 1_000
+    check = next(c for c in report.check_targets(results) if c.name == "open streams")
+    assert check.met is True
+    assert "in one burst instead, 6,000 dropped" in check.detail
+
+
 def test_small_runs_cannot_pass_the_scale_targets() -> None:
     results = passing_run()
     results[-2] = ScenarioResult(
