@@ -47,7 +47,7 @@ QUICK = Profile(
     name="quick",
     duration_s=1.5,
     warmup_s=0.3,
-    open_streams=((1_000, 0),),
+    open_streams=((1_000, 500),),
     soak_requests=10_000,
     soak_warmup_requests=2_000,
     soak_cap_s=30.0,
@@ -61,7 +61,7 @@ FULL = Profile(
     warmup_s=1.0,
     # grpc.aio's defaults cancel calls that wait too long to be accepted, which a burst of
     # thousands does: the ramped run measures memory per stream, the burst shows that limit.
-    open_streams=((1_000, 0), (10_000, 1_000), (10_000, 0)),
+    open_streams=((1_000, 500), (10_000, 1_000), (10_000, 0)),
     soak_requests=200_000,
     soak_warmup_requests=20_000,
     soak_cap_s=300.0,
