@@ -159,12 +159,12 @@ class FileWatcher:
     by swapping a symlink, which stat() through the link notices too."""
 
     def __init__(self, path: Path) -> None:
-        self._path = path
+        self.path = path
         self._seen = self._stamp()
 
     def _stamp(self) -> tuple[int, int, int] | None:
         try:
-            st = os.stat(self._path)
+            st = os.stat(self.path)
         except OSError:
             return None
         return (st.st_ino, st.st_mtime_ns, st.st_size)
@@ -177,9 +177,8 @@ class FileWatcher:
         return True
 
 
-async def watch(path: Path, interval_s: float, reloader: Reloader) -> None:
-    watcher = FileWatcher(path)
+async def watch(watcher: FileWatcher, interval_s: float, reloader: Reloader) -> None:
     while True:
         await asyncio.sleep(interval_s)
         if watcher.changed():
-            await reloader.reload_logged(f"{path} changed")
+            await reloader.reload_logged(f"{watcher.path} changed")

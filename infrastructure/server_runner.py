@@ -20,7 +20,7 @@ from infrastructure import security
 from infrastructure.config.settings import Settings
 from infrastructure.container import Container
 from infrastructure.observability import SINGLE, WORKER, shutdown_tracing
-from infrastructure.reload import Reloader, SettingsLoader, watch
+from infrastructure.reload import FileWatcher, Reloader, SettingsLoader, watch
 
 if TYPE_CHECKING:
     from adapters.metrics import MetricsEndpoint
@@ -117,7 +117,13 @@ async def serve_until_signalled(container: Container) -> None:
     """Serve; SIGHUP reloads the configuration; SIGTERM or SIGINT drains and returns, and a
     second one cancels whatever is still in flight at once."""
     settings: Settings = container.settings()
-    running = await start(container)
+    config_path = container.config_path()
+    # Stamped before serving, so that an edit made as soon as the server listens is noticed.
+    watcher = (
+        FileWatcher(config_path)
+        if settings.server.reload_on_change and config_path is not None
+        else None
+    )
     reloader: Reloader = container.reloader()
     loop = asyncio.get_running_loop()
     background: set[asyncio.Task[Any]] = set()
@@ -127,13 +133,14 @@ async def serve_until_signalled(container: Container) -> None:
         background.add(task)
         task.add_done_callback(background.discard)
 
+    # Handlers first: a signal that arrives while the catalog loads must not kill the process.
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: spawn(reloader.reload_logged("SIGHUP")))
-    config_path = container.config_path()
-    if settings.server.reload_on_change and config_path is not None:
-        spawn(watch(config_path, settings.server.reload_check_seconds, reloader))
+    running = await start(container)
+    if watcher is not None:
+        spawn(watch(watcher, settings.server.reload_check_seconds, reloader))
     if container.role() == WORKER:
         spawn(_stop_when_orphaned(stop))
     try:

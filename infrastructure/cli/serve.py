@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,6 +49,8 @@ def serve(
     in-flight calls finish within server.grace_period_seconds, then exits 0. SIGHUP re-reads
     the configuration and applies what can change without a restart.
     """
+    # Until the server installs its own handler, a SIGHUP (a reload) must not kill it.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     overrides: dict[str, Any] = {}
     if host is not None:
         overrides.setdefault("server", {})["host"] = host
