@@ -1,0 +1,101 @@
+"""PrometheusObserver: what each record counts, and that label values stay bounded."""
+
+from __future__ import annotations
+
+from adapters.metrics import PrometheusObserver
+from domain.outcome import Method, RequestRecord
+from domain.usage import Usage
+
+
+def record(**changes: object) -> RequestRecord:
+    fields: dict[str, object] = {
+        "method": Method.EXECUTE,
+        "request_id": "r-1",
+        "subject": "alice",
+        "model_id": "echo",
+        "outcome": "ok",
+        "duration_s": 0.01,
+    }
+    fields.update(changes)
+    return RequestRecord(**fields)  # type: ignore[arg-type]
+
+
+def value(observer: PrometheusObserver, name: str, **labels: str) -> float | None:
+    result: float | None = observer.registry.get_sample_value(name, labels)
+    return result
+
+
+def test_in_flight_rises_on_start_and_falls_on_finish() -> None:
+    observer = PrometheusObserver()
+    observer.request_started(Method.STREAM)
+    observer.request_started(Method.STREAM)
+    assert value(observer, "llm_proxy_in_flight_requests", method="StreamExecute") == 2
+    observer.request_finished(record(method=Method.STREAM))
+    assert value(observer, "llm_proxy_in_flight_requests", method="StreamExecute") == 1
+    assert value(observer, "llm_proxy_in_flight_requests", method="Execute") == 0
+
+
+def test_failures_are_sorted_into_upstream_errors_timeouts_and_cancellations() -> None:
+    observer = PrometheusObserver()
+    for outcome in ("UPSTREAM_ERROR", "MODEL_UNAVAILABLE", "TIMEOUT", "CANCELLED", "EMPTY_REQUEST"):
+        observer.request_started(Method.EXECUTE)
+        observer.request_finished(record(outcome=outcome))
+    assert value(observer, "llm_proxy_upstream_errors_total", model="echo", code="UPSTREAM_ERROR")
+    assert value(
+        observer, "llm_proxy_upstream_errors_total", model="echo", code="MODEL_UNAVAILABLE"
+    )
+    assert value(observer, "llm_proxy_upstream_timeouts_total", model="echo") == 1
+    assert value(observer, "llm_proxy_cancellations_total", method="Execute") == 1
+    assert (
+        value(
+            observer,
+            "llm_proxy_requests_total",
+            method="Execute",
+            model="echo",
+            outcome="EMPTY_REQUEST",
+        )
+        == 1
+    )
+
+
+def test_a_request_whose_model_never_resolved_is_counted_without_a_model_name() -> None:
+    observer = PrometheusObserver()
+    observer.request_started(Method.EXECUTE)
+    observer.request_finished(record(model_id=None, outcome="MODEL_NOT_FOUND"))
+    assert (
+        value(
+            observer,
+            "llm_proxy_requests_total",
+            method="Execute",
+            model="none",
+            outcome="MODEL_NOT_FOUND",
+        )
+        == 1
+    )
+
+
+def test_subjects_beyond_the_cap_share_one_label() -> None:
+    observer = PrometheusObserver(max_subjects=2)
+    for subject in ("a", "b", "c", "d", "a"):
+        observer.request_started(Method.EXECUTE)
+        observer.request_finished(record(subject=subject, usage=Usage(1, 1), cost_usd=0.5))
+    tokens = "llm_proxy_tokens_total"
+    assert value(observer, tokens, model="echo", subject="a", direction="input") == 2
+    assert value(observer, tokens, model="echo", subject="b", direction="output") == 1
+    assert value(observer, tokens, model="echo", subject="other", direction="input") == 2
+    assert value(observer, tokens, model="echo", subject="c", direction="input") is None
+    assert value(observer, "llm_proxy_cost_usd_total", model="echo", subject="other") == 1.0
+
+
+def test_stream_records_feed_the_first_chunk_histogram() -> None:
+    observer = PrometheusObserver()
+    observer.request_started(Method.STREAM)
+    observer.request_finished(record(method=Method.STREAM, first_chunk_s=0.003, chunks=4))
+    assert value(observer, "llm_proxy_time_to_first_chunk_seconds_count", model="echo") == 1
+    assert value(observer, "llm_proxy_time_to_first_chunk_seconds_sum", model="echo") == 0.003
+
+
+def test_two_observers_in_one_process_do_not_collide() -> None:
+    first, second = PrometheusObserver(), PrometheusObserver()
+    first.request_started(Method.EXECUTE)
+    assert value(second, "llm_proxy_in_flight_requests", method="Execute") == 0
