@@ -283,3 +283,30 @@ async def test_prompts_are_logged_only_when_enabled(
     stream_fields = by_id["loud-2"].fields  # type: ignore[attr-defined]
     assert stream_fields["prompt"] == "streamed prompt"
     assert "streamed prompt" in stream_fields["answer"]
+
+
+# --------------------------------------------------------------------------- health command
+
+
+async def test_health_command_exits_zero_only_while_serving(start_proxy: ProxyFactory) -> None:
+    from click.testing import CliRunner
+
+    from infrastructure.cli import main
+
+    proxy = await start_proxy()
+    runner = CliRunner()
+
+    def run(*args: str) -> tuple[int, str]:
+        result = runner.invoke(main, ["health", *args])
+        return result.exit_code, result.output
+
+    # The probe is a blocking client; the server under test runs on this loop.
+    code, output = await asyncio.to_thread(run, "--address", proxy.address)
+    assert (code, output.strip()) == (0, f"{proxy.address}: SERVING")
+    code, _ = await asyncio.to_thread(run, "--address", proxy.address, "--service", PROXY_SERVICE)
+    assert code == 0
+    await proxy.running.begin_shutdown()
+    code, output = await asyncio.to_thread(run, "--address", proxy.address)
+    assert code == 1 and "NOT_SERVING" in output
+    code, output = await asyncio.to_thread(run, "--address", "127.0.0.1:1", "--timeout", "1")
+    assert code == 1 and "127.0.0.1:1" in output
