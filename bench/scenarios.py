@@ -41,6 +41,8 @@ class Profile:
     startup_runs: int
     direct_duration_s: float
     rounds: int
+    # Auth at c=1 and on streams, beyond the c=16 unary comparison the target is about.
+    auth_extras: bool
 
 
 QUICK = Profile(
@@ -54,6 +56,7 @@ QUICK = Profile(
     startup_runs=2,
     direct_duration_s=0.5,
     rounds=2,
+    auth_extras=False,
 )
 FULL = Profile(
     name="full",
@@ -68,6 +71,7 @@ FULL = Profile(
     startup_runs=5,
     direct_duration_s=3.0,
     rounds=4,
+    auth_extras=True,
 )
 
 
@@ -817,11 +821,11 @@ def all_scenarios(profile: Profile) -> list[Scenario]:
                 prompt=f"chunks={STREAM_CHUNKS}",
             ),
             _auth_comparison("unary", 16),
-            _auth_comparison("unary", 1),
-            _auth_comparison("stream", 16),
-            _workers_comparison(64),
         ]
     )
+    if profile.auth_extras:
+        found.extend([_auth_comparison("unary", 1), _auth_comparison("stream", 16)])
+    found.append(_workers_comparison(64))
     found.extend(_open_streams_scenario(count, batch) for count, batch in profile.open_streams)
     found.extend(
         [
