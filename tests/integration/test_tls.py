@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import socket
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,3 +167,26 @@ async def test_new_certificates_apply_to_new_connections_without_dropping_stream
         rest.append(chunk)
     assert first.text_chunk + "".join(c.text_chunk for c in rest) == "".join(words)
     assert rest[-1].WhichOneof("chunk_type") == "complete"
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+async def test_tls_1_2_and_1_3_are_negotiated(
+    start_proxy: ProxyFactory, pki: Pki, version: ssl.TLSVersion
+) -> None:
+    # Existing clients speak TLS 1.3; grpc's Python API cannot pin versions, so this records
+    # what grpc's default (1.2 to 1.3) actually offers.
+    proxy = await start_proxy(pki.tls())
+
+    def handshake() -> str | None:
+        context = ssl.create_default_context(cafile=str(pki.ca))
+        context.set_alpn_protocols(["h2"])
+        context.minimum_version = context.maximum_version = version
+        with (
+            socket.create_connection(("127.0.0.1", proxy.running.port), timeout=5) as raw,
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        ):
+            return tls.version()
+
+    negotiated = await asyncio.get_running_loop().run_in_executor(None, handshake)
+
+    assert negotiated == {"TLSv1_2": "TLSv1.2", "TLSv1_3": "TLSv1.3"}[version.name]
