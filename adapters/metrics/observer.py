@@ -2,8 +2,7 @@
 
 Every label value comes from a closed set: methods and outcome codes are fixed by the code,
 model ids are the *resolved* served ids (a name a client made up never resolves, so it is
-counted under model="none"), and subjects are capped. Label children are cached so that the
-hot path does one dict lookup per metric instead of prometheus_client's locked label lookup.
+counted under model="none"), and subjects are capped.
 """
 
 from __future__ import annotations
@@ -31,6 +30,11 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 
 
+# in-flight, requests, duration, first chunk, and the failure counter (None when ok).
+_OutcomeChildren = tuple[Any, Any, Any, Any, Any]
+_CallerChildren = tuple[Any, Any, Any]
+
+
 class PrometheusObserver:
     """Implements application.ports.RequestObserver with prometheus_client metrics."""
 
@@ -44,7 +48,6 @@ class PrometheusObserver:
         self.registry = registry if registry is not None else CollectorRegistry()
         self._max_subjects = max_subjects
         self._subjects: set[str] = set()
-        self._children: dict[tuple[Any, ...], Any] = {}
         reg = self.registry
         self._requests = Counter(
             "llm_proxy_requests",
@@ -110,16 +113,12 @@ class PrometheusObserver:
             multiprocess_mode="liveall",
         )
         worker.set(1)
-        # Start every method at zero so that dashboards see the series before the first call.
-        for method in Method:
-            self._in_flight.labels(method.value)
-
-    def _child(self, metric: Any, *labels: str) -> Any:
-        key = (id(metric), *labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
+        # Every method starts at zero, so dashboards see the series before the first call.
+        self._started = {method: self._in_flight.labels(method.value) for method in Method}
+        # Label children fetched once per label combination (all bounded, see the module doc):
+        # the hot path then does one dict lookup instead of a locked lookup per metric.
+        self._by_outcome: dict[tuple[Method, str | None, str], _OutcomeChildren] = {}
+        self._by_caller: dict[tuple[str, str], _CallerChildren] = {}
 
     def subject_label(self, subject: str) -> str:
         if subject in self._subjects:
@@ -130,36 +129,66 @@ class PrometheusObserver:
         return OTHER_SUBJECTS
 
     def request_started(self, method: Method) -> None:
-        self._child(self._in_flight, method.value).inc()
+        self._started[method].inc()
 
     def request_finished(self, record: RequestRecord) -> None:
-        method = record.method.value
-        model = record.model_id or NO_MODEL
-        outcome = record.outcome
-        self._child(self._in_flight, method).dec()
-        self._child(self._requests, method, model, outcome).inc()
-        self._child(self._duration, method, model).observe(record.duration_s)
+        key = (record.method, record.model_id, record.outcome)
+        children = self._by_outcome.get(key)
+        if children is None:
+            children = self._by_outcome[key] = self._outcome_children(*key)
+        in_flight, requests, duration, first_chunk, failure = children
+        in_flight.dec()
+        requests.inc()
+        duration.observe(record.duration_s)
         if record.first_chunk_s is not None:
-            self._child(self._first_chunk, model).observe(record.first_chunk_s)
-        if outcome != "ok":
-            self._count_failure(method, model, outcome)
+            first_chunk.observe(record.first_chunk_s)
+        if failure is not None:
+            failure.inc()
         usage = record.usage
         if usage.input_tokens or usage.output_tokens or record.cost_usd:
-            subject = self.subject_label(record.subject)
-            if usage.input_tokens:
-                self._child(self._tokens, model, subject, "input").inc(usage.input_tokens)
-            if usage.output_tokens:
-                self._child(self._tokens, model, subject, "output").inc(usage.output_tokens)
-            if record.cost_usd:
-                self._child(self._cost, model, subject).inc(record.cost_usd)
+            self._count_usage(record)
 
-    def _count_failure(self, method: str, model: str, outcome: str) -> None:
+    def _count_usage(self, record: RequestRecord) -> None:
+        model = record.model_id or NO_MODEL
+        key = (model, record.subject)
+        children = self._by_caller.get(key)
+        if children is None:
+            subject = self.subject_label(record.subject)
+            children = (
+                self._tokens.labels(model, subject, "input"),
+                self._tokens.labels(model, subject, "output"),
+                self._cost.labels(model, subject),
+            )
+            # Past the cap, "other" subjects share children without growing this cache.
+            if subject != OTHER_SUBJECTS:
+                self._by_caller[key] = children
+        tokens_in, tokens_out, cost = children
+        usage = record.usage
+        if usage.input_tokens:
+            tokens_in.inc(usage.input_tokens)
+        if usage.output_tokens:
+            tokens_out.inc(usage.output_tokens)
+        if record.cost_usd:
+            cost.inc(record.cost_usd)
+
+    def _outcome_children(
+        self, method: Method, model_id: str | None, outcome: str
+    ) -> _OutcomeChildren:
+        model = model_id or NO_MODEL
+        failure: Any = None
         if outcome == _CANCELLED:
-            self._child(self._cancellations, method).inc()
+            failure = self._cancellations.labels(method.value)
         elif outcome == _TIMEOUT:
-            self._child(self._timeouts, model).inc()
+            failure = self._timeouts.labels(model)
         elif outcome in _UPSTREAM_ERRORS:
-            self._child(self._upstream_errors, model, outcome).inc()
+            failure = self._upstream_errors.labels(model, outcome)
+        return (
+            self._started[method],
+            self._requests.labels(method.value, model, outcome),
+            self._duration.labels(method.value, model),
+            self._first_chunk.labels(model),
+            failure,
+        )
 
 
 def multiprocess_dir() -> str | None:
