@@ -310,3 +310,53 @@ async def test_health_command_exits_zero_only_while_serving(start_proxy: ProxyFa
     assert code == 1 and "NOT_SERVING" in output
     code, output = await asyncio.to_thread(run, "--address", "127.0.0.1:1", "--timeout", "1")
     assert code == 1 and "127.0.0.1:1" in output
+
+
+# --------------------------------------------------------------------------- zero cost when off
+
+_SERVE_ONCE = """
+import asyncio, sys
+from adapters.grpc.generated import llm_proxy_pb2 as pb, llm_proxy_pb2_grpc as pb_grpc
+import grpc
+from infrastructure.config.loader import validate
+from infrastructure.server_runner import build_container, start
+
+async def main():
+    settings = validate({"server": {"port": 0}, "auth": {"enabled": False}})
+    container = build_container(settings)
+    running = await start(container)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        stub = pb_grpc.VibectlLLMProxyStub(channel)
+        ask = pb.ExecuteRequest(user_fragments=["hi"], model_name="echo")
+        answer = await stub.Execute(ask)
+        assert answer.WhichOneof("result") == "success"
+        await collect(stub.StreamExecute(ask))
+    await running.stop(0)
+    container.gateway().close()
+    loaded = sorted({name.split(".")[0] for name in sys.modules})
+    print(" ".join(loaded))
+
+async def collect(call):
+    return [chunk async for chunk in call]
+
+asyncio.run(main())
+"""
+
+
+def test_with_tracing_and_metrics_off_their_libraries_are_never_imported() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    result = subprocess.run(
+        [sys.executable, "-c", _SERVE_ONCE],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    loaded = set(result.stdout.split())
+    assert "grpc" in loaded  # the probe did run a server
+    assert "opentelemetry" not in loaded
+    assert "prometheus_client" not in loaded
