@@ -27,9 +27,11 @@ class Served:
 
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
-        out, err = self.process.communicate(timeout=15)
-        self.stdout.append(out)
-        self.stderr.append(err)
+        # read(), not communicate(): lines the fixture's readers already buffered would be lost.
+        assert self.process.stderr is not None and self.process.stdout is not None
+        self.stderr.append(self.process.stderr.read())
+        self.stdout.append(self.process.stdout.read())
+        self.process.wait(timeout=15)
 
 
 def _env(config_home: Path) -> dict[str, str]:
