@@ -363,3 +363,26 @@ async def test_two_workers_share_the_port_and_a_killed_one_is_replaced(
     for pid in replaced:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+async def test_a_second_sigterm_cancels_what_is_left_at_once(tmp_path: Path, spawn: Any) -> None:
+    server = spawn(write_config(tmp_path / "proxy.yaml", grace=60))
+    channel, stub = _stub(server.port)
+    async with channel:
+        call = stub.StreamExecute(request(script(chunks=["a"] * 600, delay=0.1), model="scripted"))
+        assert await read_chunk(call) is not None
+        seen = server.signal(signal.SIGTERM)
+        server.wait_for(r"draining in-flight calls", after=seen)
+        hurried = time.monotonic()
+        server.signal(signal.SIGTERM)
+
+        async def drain(call: Any) -> None:
+            while await read_chunk(call) is not None:
+                pass
+
+        with pytest.raises(grpc.aio.AioRpcError) as cut:
+            await drain(call)
+        assert cut.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert server.process.wait(timeout=10) == 0
+    # Far sooner than the 60 s grace period.
+    assert time.monotonic() - hurried < 10
