@@ -6,6 +6,7 @@ import asyncio
 import logging
 import re
 import urllib.request
+from pathlib import Path
 
 import grpc
 import pytest
@@ -346,7 +347,6 @@ asyncio.run(main())
 def test_with_tracing_and_metrics_off_their_libraries_are_never_imported() -> None:
     import subprocess
     import sys
-    from pathlib import Path
 
     result = subprocess.run(
         [sys.executable, "-c", _SERVE_ONCE],
@@ -360,3 +360,43 @@ def test_with_tracing_and_metrics_off_their_libraries_are_never_imported() -> No
     assert "grpc" in loaded  # the probe did run a server
     assert "opentelemetry" not in loaded
     assert "prometheus_client" not in loaded
+
+
+async def test_health_command_speaks_mutual_tls(start_proxy: ProxyFactory, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from infrastructure import certificates
+    from infrastructure.cli import main
+
+    pki = certificates.generate(("127.0.0.1", "localhost"), ("prober",), days=1)
+    files = {
+        "ca": pki.ca.cert_pem,
+        "server": pki.server.cert_pem,
+        "server-key": pki.server.key_pem,
+        "client": pki.clients["prober"].cert_pem,
+        "client-key": pki.clients["prober"].key_pem,
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    tls = {
+        "cert_file": str(tmp_path / "server"),
+        "key_file": str(tmp_path / "server-key"),
+        "client_ca_file": str(tmp_path / "ca"),
+    }
+    proxy = await start_proxy({"server": {"tls": tls}})
+    runner = CliRunner()
+
+    def run(*args: str) -> int:
+        return runner.invoke(main, ["health", "--address", proxy.address, *args]).exit_code
+
+    tls_args = ["--ca-file", str(tmp_path / "ca")]
+    client_args = [
+        "--cert-file",
+        str(tmp_path / "client"),
+        "--key-file",
+        str(tmp_path / "client-key"),
+    ]
+    assert await asyncio.to_thread(run, *tls_args, *client_args) == 0
+    # Without a client certificate the handshake, and so the probe, fails.
+    assert await asyncio.to_thread(run, *tls_args, "--timeout", "1") == 1
+    assert await asyncio.to_thread(run, "--timeout", "1") == 1
