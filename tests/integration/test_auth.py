@@ -9,6 +9,7 @@ from typing import Any
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from adapters.grpc.generated import llm_proxy_pb2 as pb
 from infrastructure.config.loader import deep_merge, validate
@@ -143,7 +144,11 @@ async def test_crafted_bad_tokens_are_refused_on_every_method(
             details = error.details() or ""
             assert expected in details, (case, details)
             assert token not in details, case
-    # Still healthy: a good token works on both methods afterwards.
+    # Still healthy: the health service (which needs no token) says so, and a good token works
+    # on both methods.
+    health = health_pb2_grpc.HealthStub(secured.channel)
+    status = await health.Check(health_pb2.HealthCheckRequest(service=""))
+    assert status.status == health_pb2.HealthCheckResponse.SERVING
     md = bearer(valid_token())
     answer = await secured.stub.Execute(request("still there?", model="echo"), metadata=md)
     assert answer.WhichOneof("result") == "success"
