@@ -140,7 +140,7 @@ class PrometheusObserver:
         in_flight.dec()
         requests.inc()
         duration.observe(record.duration_s)
-        if record.first_chunk_s is not None:
+        if first_chunk is not None and record.first_chunk_s is not None:
             first_chunk.observe(record.first_chunk_s)
         if failure is not None:
             failure.inc()
@@ -152,12 +152,14 @@ class PrometheusObserver:
         model = record.model_id or NO_MODEL
         key = (model, record.subject)
         children = self._by_caller.get(key)
-        if children is None:
+        # Rebuilt once if a price appears for the model (a reload), to add its cost series.
+        if children is None or (children[2] is None and record.cost_usd is not None):
             subject = self.subject_label(record.subject)
             children = (
                 self._tokens.labels(model, subject, "input"),
                 self._tokens.labels(model, subject, "output"),
-                self._cost.labels(model, subject),
+                # Unpriced models get no cost series rather than one stuck at zero.
+                self._cost.labels(model, subject) if record.cost_usd is not None else None,
             )
             # Past the cap, "other" subjects share children without growing this cache.
             if subject != OTHER_SUBJECTS:
@@ -168,7 +170,7 @@ class PrometheusObserver:
             tokens_in.inc(usage.input_tokens)
         if usage.output_tokens:
             tokens_out.inc(usage.output_tokens)
-        if record.cost_usd:
+        if record.cost_usd and cost is not None:
             cost.inc(record.cost_usd)
 
     def _outcome_children(
@@ -186,7 +188,8 @@ class PrometheusObserver:
             self._started[method],
             self._requests.labels(method.value, model, outcome),
             self._duration.labels(method.value, model),
-            self._first_chunk.labels(model),
+            # Only streams have a first chunk; no empty histogram for the other methods.
+            self._first_chunk.labels(model) if method is Method.STREAM else None,
             failure,
         )
 

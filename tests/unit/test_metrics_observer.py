@@ -99,3 +99,15 @@ def test_two_observers_in_one_process_do_not_collide() -> None:
     first, second = PrometheusObserver(), PrometheusObserver()
     first.request_started(Method.EXECUTE)
     assert value(second, "llm_proxy_in_flight_requests", method="Execute") == 0
+
+
+def test_no_empty_series_for_unpriced_models_or_unary_first_chunks() -> None:
+    observer = PrometheusObserver()
+    observer.request_started(Method.EXECUTE)
+    observer.request_finished(record(usage=Usage(2, 3), cost_usd=None))
+    assert value(observer, "llm_proxy_cost_usd_total", model="echo", subject="alice") is None
+    assert value(observer, "llm_proxy_time_to_first_chunk_seconds_count", model="echo") is None
+    # A price added by a reload starts the cost series.
+    observer.request_started(Method.EXECUTE)
+    observer.request_finished(record(usage=Usage(2, 3), cost_usd=0.25))
+    assert value(observer, "llm_proxy_cost_usd_total", model="echo", subject="alice") == 0.25
