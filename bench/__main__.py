@@ -58,6 +58,14 @@ def _patterns(values: list[str]) -> list[str]:
     return [part.strip() for value in values for part in value.split(",") if part.strip()]
 
 
+def _loadavg() -> str:
+    """1, 5 and 15-minute load averages: anything near the core count means a busy machine."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
 def default_clients() -> int:
     cores = os.cpu_count() or 1
     return 1 if cores <= 2 else min(cores - 1, 4)
@@ -81,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{os.cpu_count()} cores, Python {platform.python_version()}",
         "client processes": clients,
+        "load average at start": _loadavg(),
+        "PYTHONDONTWRITEBYTECODE": os.environ.get("PYTHONDONTWRITEBYTECODE", "unset"),
     }
     if args.report_only:
         for path in report.write(report.read_jsonl(jsonl), out_dir, meta):
@@ -124,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             bench.close()
     meta["wall time"] = f"{time.monotonic() - started:.0f} s"
+    meta["load average at end"] = _loadavg()
     for path in report.write(results, out_dir, meta):
         print(f"wrote {path}", file=sys.stderr)
     for check in report.check_targets(results):
