@@ -12,6 +12,7 @@ import logging
 import os
 import secrets
 import stat
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -403,7 +404,7 @@ def startup_notice(
         "generated at" if material.created else "read from",
         material.auto_secret,
     )
-    command = "python -m infrastructure.cli"
+    command = _cli_command()
     if not is_loopback(host):
         log.info("mint tokens on this machine with: %s token issue --subject NAME", command)
         return None
@@ -429,3 +430,13 @@ def startup_notice(
         f"  {command} prompt{server} -m echo 'hello'\n\n"
         f"More tokens: {command} token issue --subject NAME --expires-in 30d\n"
     )
+
+
+def _cli_command() -> str:
+    """How the person who just ran `serve` can run the CLI: the console script installed beside
+    this interpreter (a bare `python` may not be the one with llm-proxy installed)."""
+    script = Path(sys.executable).with_name("llm-proxy")
+    if not script.exists():
+        return f"{sys.executable} -m infrastructure.cli"
+    relative = os.path.relpath(script)
+    return relative if not relative.startswith("..") else str(script)
