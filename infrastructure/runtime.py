@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import random
 import time
-import uuid
 from importlib import metadata
 
 from domain.policy import Limits, ServerPolicy
@@ -20,8 +20,14 @@ class SystemClock:
 
 
 class UuidRequestIds:
+    """Random 128-bit ids in uuid4's hex form. Ids must be unique, not unguessable, so the
+    process's PRNG serves instead of a system call per request."""
+
+    def __init__(self) -> None:
+        self._random = random.Random()  # noqa: S311 - uniqueness, not secrecy
+
     def new_request_id(self) -> str:
-        return uuid.uuid4().hex
+        return f"{self._random.getrandbits(128):032x}"
 
 
 def server_version() -> str:

@@ -52,19 +52,17 @@ class LlmGateway:
             stop.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    async def _events(
+    def _events(
         self, invocation: ModelInvocation, *, stream: bool
     ) -> AsyncGenerator[GatewayEvent, None]:
+        # Returns the chosen generator itself rather than re-yielding from it: one async
+        # generator layer less on every chunk.
         served = self._registry.served_model(invocation.model_id)
         model = served.preferred
         kwargs = self._prompt_kwargs(invocation, served, model, stream=stream)
         if served.async_model is not None:
-            events = self._async_events(served.model_id, model, kwargs)
-        else:
-            events = self._threaded_events(served.model_id, model, kwargs)
-        async with aclosing(events) as upstream:
-            async for event in upstream:
-                yield event
+            return self._async_events(served.model_id, model, kwargs)
+        return self._threaded_events(served.model_id, model, kwargs)
 
     def _prompt_kwargs(
         self,
