@@ -10,6 +10,8 @@ from adapters.grpc.generated import llm_proxy_pb2_grpc as pb_grpc
 from adapters.grpc.health import GrpcHealth, enable_reflection
 from adapters.grpc.servicer import ProxyServicer
 
+MAX_PENDING_CALLS = 16_384
+
 
 def server_options(
     *, min_ping_interval_s: float, max_message_bytes: int, reuse_port: bool = False
@@ -25,6 +27,11 @@ def server_options(
         # Off by default so a second server on a taken port fails loudly instead of splitting
         # traffic; on only for the worker processes of `serve --workers N`, which share a port.
         ("grpc.so_reuseport", 1 if reuse_port else 0),
+        # A burst of new calls waits in gRPC's core until the event loop takes each one; the
+        # defaults (1,000 soft, 3,000 hard) cancel a burst of thousands of streams outright.
+        ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
+        ("grpc.server.max_pending_requests_hard_limit", 2 * MAX_PENDING_CALLS),
+        ("grpc.server_max_unrequested_time_in_server", 60),
     ]
 
 
