@@ -6,9 +6,11 @@ import asyncio
 from dataclasses import dataclass
 
 from application.admission import Admission
-from application.ports import Clock, IdGenerator, ModelCatalog, PolicySource
+from application.observability import prompt_text
+from application.ports import Clock, IdGenerator, ModelCatalog, PolicySource, RequestObserver
 from domain.catalog import Catalog, ModelDescription
 from domain.errors import PermissionDenied, ProxyError, UnknownModel
+from domain.outcome import Method, RequestRecord
 from domain.policy import ServerPolicy
 from domain.principal import CallContext, Principal
 from domain.request import ModelInvocation, PromptRequest
@@ -24,6 +26,25 @@ class Admitted:
     invocation: ModelInvocation
     policy: ServerPolicy
     timeout_s: float
+
+
+@dataclass(slots=True)
+class Tally:
+    """What is known about one request so far; it becomes the request's record at the end."""
+
+    method: Method
+    request_id: str
+    subject: str
+    started: float
+    admitted: Admitted | None = None
+    outcome: str = "ok"
+    usage: Usage = Usage()
+    cost_usd: float | None = None
+    first_chunk_s: float | None = None
+    chunks: int = 0
+    # Set only while prompt logging is on, so a normal request keeps no copy of the text.
+    prompt: str | None = None
+    answer: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +103,37 @@ class PromptPipeline:
         """Pair of a successful admit(): the request no longer counts as in flight."""
         if self.admission is not None:
             self.admission.leave()
+
+    def open_tally(self, method: Method, request_id: str, context: CallContext) -> Tally:
+        return Tally(method, request_id, context.principal.subject, self.clock.monotonic())
+
+    def admit_into(self, tally: Tally, request: PromptRequest, context: CallContext) -> Admitted:
+        admitted = self.admit(request, tally.request_id, context)
+        tally.admitted = admitted
+        if admitted.policy.log_prompts:
+            tally.prompt = prompt_text(request)
+        return admitted
+
+    def close_tally(self, tally: Tally, observer: RequestObserver) -> None:
+        """Release the request's admission and report it, whatever way it ended."""
+        if tally.admitted is not None:
+            self.release()
+        observer.request_finished(
+            RequestRecord(
+                method=tally.method,
+                request_id=tally.request_id,
+                subject=tally.subject,
+                model_id=tally.admitted.model.model_id if tally.admitted is not None else None,
+                outcome=tally.outcome,
+                duration_s=self.clock.monotonic() - tally.started,
+                usage=tally.usage,
+                cost_usd=tally.cost_usd,
+                first_chunk_s=tally.first_chunk_s,
+                chunks=tally.chunks,
+                prompt=tally.prompt,
+                answer=tally.answer,
+            )
+        )
 
     def metrics(self, admitted: Admitted, started: float, usage: Usage) -> ExecutionMetrics:
         price = admitted.policy.price_for(admitted.model.model_id)

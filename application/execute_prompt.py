@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-from application._common import Admitted, PromptPipeline, outcome_of
-from application.observability import prompt_text
+from application._common import PromptPipeline, outcome_of
 from application.ports import ModelGateway, RequestObserver, Tracer
 from domain.answer import Answer, Failure
 from domain.errors import ProxyError, UpstreamTimeout
-from domain.outcome import Method, RequestRecord
+from domain.outcome import Method
 from domain.principal import CallContext
 from domain.request import PromptRequest
-from domain.usage import Usage
 
 
 class ExecutePrompt:
@@ -44,52 +42,26 @@ class ExecutePrompt:
 
     async def _run(self, request: PromptRequest, context: CallContext) -> Answer | Failure:
         self._observer.request_started(Method.EXECUTE)
-        clock = self._pipeline.clock
-        started = clock.monotonic()
-        request_id = self._pipeline.request_id_for(request)
-        model_id: str | None = None
-        usage = Usage()
-        cost: float | None = None
-        prompt: str | None = None
-        answer: str | None = None
-        outcome = "ok"
-        admitted: Admitted | None = None
+        pipeline = self._pipeline
+        tally = pipeline.open_tally(Method.EXECUTE, pipeline.request_id_for(request), context)
         try:
-            admitted = self._pipeline.admit(request, request_id, context)
-            model_id = admitted.model.model_id
-            if admitted.policy.log_prompts:
-                prompt = prompt_text(request)
+            admitted = pipeline.admit_into(tally, request, context)
             try:
                 async with asyncio.timeout(admitted.timeout_s):
                     output = await self._gateway.complete(admitted.invocation)
             except TimeoutError:
                 raise UpstreamTimeout(admitted.timeout_s) from None
-            usage = output.usage
-            if prompt is not None:
-                answer = output.text
-            metrics = self._pipeline.metrics(admitted, started, usage)
-            cost = metrics.cost_usd
-            return Answer(request_id, output.text, model_id, metrics)
+            tally.usage = output.usage
+            if tally.prompt is not None:
+                tally.answer = output.text
+            metrics = pipeline.metrics(admitted, tally.started, output.usage)
+            tally.cost_usd = metrics.cost_usd
+            return Answer(tally.request_id, output.text, admitted.model.model_id, metrics)
         except ProxyError as error:
-            outcome = error.code
-            return Failure(request_id, error)
+            tally.outcome = error.code
+            return Failure(tally.request_id, error)
         except BaseException as error:
-            outcome = outcome_of(error)
+            tally.outcome = outcome_of(error)
             raise
         finally:
-            if admitted is not None:
-                self._pipeline.release()
-            self._observer.request_finished(
-                RequestRecord(
-                    method=Method.EXECUTE,
-                    request_id=request_id,
-                    subject=context.principal.subject,
-                    model_id=model_id,
-                    outcome=outcome,
-                    duration_s=clock.monotonic() - started,
-                    usage=usage,
-                    cost_usd=cost,
-                    prompt=prompt,
-                    answer=answer,
-                )
-            )
+            pipeline.close_tally(tally, self._observer)

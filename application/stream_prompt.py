@@ -8,14 +8,12 @@ from contextlib import aclosing
 from dataclasses import dataclass
 
 from application._common import Admitted, PromptPipeline, outcome_of
-from application.observability import prompt_text
 from application.ports import ModelGateway, RequestObserver, Tracer
 from domain.answer import Failure, StreamEvent, StreamFinished, TextChunk, UsageReport
 from domain.errors import ProxyError, UpstreamTimeout
-from domain.outcome import Method, RequestRecord
+from domain.outcome import Method
 from domain.principal import CallContext
 from domain.request import PromptRequest
-from domain.usage import Usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,64 +67,39 @@ class StreamPrompt:
         self, request: PromptRequest, request_id: str, context: CallContext
     ) -> AsyncGenerator[StreamEvent, None]:
         self._observer.request_started(Method.STREAM)
-        clock = self._pipeline.clock
-        started = clock.monotonic()
-        model_id: str | None = None
-        usage = Usage()
-        cost: float | None = None
-        prompt: str | None = None
-        # Collected only while prompt logging is on, so a normal stream keeps no copy.
+        pipeline = self._pipeline
+        clock = pipeline.clock
+        tally = pipeline.open_tally(Method.STREAM, request_id, context)
         answer_parts: list[str] | None = None
-        first_chunk_s: float | None = None
-        chunks = 0
-        outcome = "ok"
-        admitted: Admitted | None = None
         try:
-            admitted = self._pipeline.admit(request, request_id, context)
-            model_id = admitted.model.model_id
-            if admitted.policy.log_prompts:
-                prompt = prompt_text(request)
+            admitted = pipeline.admit_into(tally, request, context)
+            if tally.prompt is not None:
                 answer_parts = []
             # aclosing: a consumer that stops early must stop the model call now, not at GC.
-            async with aclosing(self._model_events(admitted, started)) as model_events:
+            async with aclosing(self._model_events(admitted, tally.started)) as model_events:
                 async for event in model_events:
                     if isinstance(event, UsageReport):
-                        usage = event.usage
+                        tally.usage = event.usage
                         continue
-                    if first_chunk_s is None:
-                        first_chunk_s = clock.monotonic() - started
-                    chunks += 1
+                    if tally.first_chunk_s is None:
+                        tally.first_chunk_s = clock.monotonic() - tally.started
+                    tally.chunks += 1
                     if answer_parts is not None:
                         answer_parts.append(event.text)
                     yield event
-            metrics = self._pipeline.metrics(admitted, started, usage)
-            cost = metrics.cost_usd
-            yield StreamFinished(model_id, metrics)
+            metrics = pipeline.metrics(admitted, tally.started, tally.usage)
+            tally.cost_usd = metrics.cost_usd
+            yield StreamFinished(admitted.model.model_id, metrics)
         except ProxyError as error:
-            outcome = error.code
+            tally.outcome = error.code
             yield Failure(request_id, error)
         except BaseException as error:
-            outcome = outcome_of(error)
+            tally.outcome = outcome_of(error)
             raise
         finally:
-            if admitted is not None:
-                self._pipeline.release()
-            self._observer.request_finished(
-                RequestRecord(
-                    method=Method.STREAM,
-                    request_id=request_id,
-                    subject=context.principal.subject,
-                    model_id=model_id,
-                    outcome=outcome,
-                    duration_s=clock.monotonic() - started,
-                    usage=usage,
-                    cost_usd=cost,
-                    first_chunk_s=first_chunk_s,
-                    chunks=chunks,
-                    prompt=prompt,
-                    answer="".join(answer_parts) if answer_parts is not None else None,
-                )
-            )
+            if answer_parts is not None:
+                tally.answer = "".join(answer_parts)
+            pipeline.close_tally(tally, self._observer)
 
     async def _model_events(
         self, admitted: Admitted, started: float
