@@ -86,18 +86,25 @@ def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _run_printed(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
 def test_a_newcomer_gets_a_token_and_a_command_that_works(
     default_server: Served, tmp_path: Path
 ) -> None:
     notice = "".join(default_server.stdout)
     token = re.search(r"export LLM_PROXY_TOKEN=(\S+)", notice)
-    command = re.search(r"^\s+python -m infrastructure\.cli (prompt .*)$", notice, re.MULTILINE)
+    command = re.search(r"^\s+(\S*llm-proxy prompt .*)$", notice, re.MULTILINE)
     assert token and command, notice
     env = _env(tmp_path / "xdg")
 
+    # Run the command exactly as printed, from where the newcomer ran `serve`.
     argv = shlex.split(command.group(1))
-    refused = _cli(*argv, env=env)
-    allowed = _cli(*argv, env={**env, "LLM_PROXY_TOKEN": token.group(1)})
+    refused = _run_printed(argv, env=env)
+    allowed = _run_printed(argv, env={**env, "LLM_PROXY_TOKEN": token.group(1)})
 
     assert refused.returncode != 0
     assert "missing credentials" in refused.stderr
