@@ -331,13 +331,20 @@ async def test_two_workers_share_the_port_and_a_killed_one_is_replaced(
                 assert answer.WhichOneof("result") == "success"
 
     await call_on_new_connections(30)
-    # Each worker logs its own request lines, tagged with its pid.
-    serving = {
-        int(match.group(1))
-        for line in server.lines
-        if (match := re.search(r"\[(\d+)\] llm_proxy\.requests: request_id=w-", line))
-    }
-    assert serving == pids
+
+    def serving() -> set[int]:
+        # Each worker logs its own request lines, tagged with its pid.
+        return {
+            int(match.group(1))
+            for line in server.lines
+            if (match := re.search(r"\[(\d+)\] llm_proxy\.requests: request_id=w-", line))
+        }
+
+    # Request lines are written in batches within 0.1 s; allow for that and a slow reader.
+    deadline = time.monotonic() + 5
+    while serving() != pids and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert serving() == pids
     text = _scrape(metrics_port)
     total = re.search(
         r'llm_proxy_requests_total\{method="Execute",model="echo",outcome="ok"\} (\S+)', text
