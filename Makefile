@@ -3,8 +3,6 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
-# Keep llm's own state (keys, aliases, logs) out of the user's home unless they point elsewhere.
-export LLM_USER_PATH ?= $(CURDIR)/.llm-user
 
 .PHONY: install serve check lint typecheck layers proto proto-check test unit integration bench clean
 
