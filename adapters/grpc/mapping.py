@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from adapters.grpc.generated import llm_proxy_pb2 as pb
 from application.describe_server import ServerDescription
 from domain.catalog import ModelDescription
@@ -71,7 +73,8 @@ def to_model_info(model: ModelDescription) -> pb.ModelInfo:
 def to_server_info(description: ServerDescription) -> pb.GetServerInfoResponse:
     limits = description.limits
     server_limits = pb.ServerLimits(
-        request_timeout_seconds=_int32(round(limits.request_timeout_seconds))
+        # Rounded up: a sub-second timeout reported as 0 would read as "no timeout".
+        request_timeout_seconds=_int32(math.ceil(limits.request_timeout_seconds))
     )
     if limits.max_input_length is not None:
         server_limits.max_input_length = _int32(limits.max_input_length)

@@ -248,3 +248,8 @@ def test_a_huge_context_length_is_reported_as_the_largest_int32() -> None:
     info = mapping.to_model_info(model("m", max_context_length=10_000_000_000))
 
     assert info.max_context_length == INT32_MAX
+
+
+def test_sub_second_timeout_is_reported_as_one_second_not_zero() -> None:
+    server_limits = mapping.to_server_info(describe(Limits(request_timeout_seconds=0.4))).limits
+    assert server_limits.request_timeout_seconds == 1
