@@ -36,6 +36,8 @@ class Tally:
     request_id: str
     subject: str
     started: float
+    # Known once the requested name resolves, even if the request is refused after that.
+    model_id: str | None = None
     admitted: Admitted | None = None
     outcome: str = "ok"
     usage: Usage = Usage()
@@ -59,7 +61,9 @@ class PromptPipeline:
     def request_id_for(self, request: PromptRequest) -> str:
         return request.request_id or self.ids.new_request_id()
 
-    def admit(self, request: PromptRequest, request_id: str, context: CallContext) -> Admitted:
+    def admit(self, tally: Tally, request: PromptRequest, context: CallContext) -> Admitted:
+        """Validate, resolve, authorize and admit; the tally learns the model as soon as it is
+        known, so a request refused after that is still recorded against its model."""
         policy = self.policy.current()
         request.validate(policy.limits.max_input_length)
         catalog = self.catalog.current()
@@ -72,6 +76,7 @@ class PromptPipeline:
             raise UnknownModel(
                 unknown.requested, names_visible_to(catalog, context.principal)
             ) from None
+        tally.model_id = model.model_id
         if not context.principal.may_use(model):
             raise PermissionDenied(
                 f"{context.principal.subject!r} may not use model {model.model_id!r}; "
@@ -86,8 +91,8 @@ class PromptPipeline:
         # Last, so that requests rejected above do not spend the caller's rate allowance.
         if self.admission is not None:
             self.admission.enter(context.principal.subject)
-        return Admitted(
-            request_id=request_id,
+        admitted = Admitted(
+            request_id=tally.request_id,
             model=model,
             invocation=ModelInvocation(
                 model_id=model.model_id,
@@ -98,6 +103,10 @@ class PromptPipeline:
             policy=policy,
             timeout_s=timeout_s,
         )
+        tally.admitted = admitted
+        if policy.log_prompts:
+            tally.prompt = prompt_text(request)
+        return admitted
 
     def release(self) -> None:
         """Pair of a successful admit(): the request no longer counts as in flight."""
@@ -106,13 +115,6 @@ class PromptPipeline:
 
     def open_tally(self, method: Method, request_id: str, context: CallContext) -> Tally:
         return Tally(method, request_id, context.principal.subject, self.clock.monotonic())
-
-    def admit_into(self, tally: Tally, request: PromptRequest, context: CallContext) -> Admitted:
-        admitted = self.admit(request, tally.request_id, context)
-        tally.admitted = admitted
-        if admitted.policy.log_prompts:
-            tally.prompt = prompt_text(request)
-        return admitted
 
     def close_tally(self, tally: Tally, observer: RequestObserver) -> None:
         """Release the request's admission and report it, whatever way it ended."""
@@ -123,7 +125,7 @@ class PromptPipeline:
                 method=tally.method,
                 request_id=tally.request_id,
                 subject=tally.subject,
-                model_id=tally.admitted.model.model_id if tally.admitted is not None else None,
+                model_id=tally.model_id,
                 outcome=tally.outcome,
                 duration_s=self.clock.monotonic() - tally.started,
                 usage=tally.usage,

@@ -45,7 +45,7 @@ class ExecutePrompt:
         pipeline = self._pipeline
         tally = pipeline.open_tally(Method.EXECUTE, pipeline.request_id_for(request), context)
         try:
-            admitted = pipeline.admit_into(tally, request, context)
+            admitted = pipeline.admit(tally, request, context)
             try:
                 async with asyncio.timeout(admitted.timeout_s):
                     output = await self._gateway.complete(admitted.invocation)

@@ -72,7 +72,7 @@ class StreamPrompt:
         tally = pipeline.open_tally(Method.STREAM, request_id, context)
         answer_parts: list[str] | None = None
         try:
-            admitted = pipeline.admit_into(tally, request, context)
+            admitted = pipeline.admit(tally, request, context)
             if tally.prompt is not None:
                 answer_parts = []
             # aclosing: a consumer that stops early must stop the model call now, not at GC.

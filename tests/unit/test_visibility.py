@@ -35,3 +35,18 @@ def test_default_model_is_hidden_from_a_caller_who_may_not_use_it() -> None:
     harness = Harness()
     assert harness.describe(CallContext()).default_model == "echo"
     assert harness.describe(RESTRICTED).default_model == ""
+
+
+async def test_a_refused_request_is_still_recorded_against_its_model() -> None:
+    harness = Harness()
+    result = await harness.execute(PromptRequest(user_fragments=("hi",), model="big"), RESTRICTED)
+    assert isinstance(result, Failure)
+    record = harness.observer.only()
+    assert record.outcome == "PERMISSION_DENIED"
+    assert record.model_id == "large"
+
+
+async def test_an_unknown_model_is_recorded_without_one() -> None:
+    harness = Harness()
+    await harness.execute(PromptRequest(user_fragments=("hi",), model="nope"), CallContext())
+    assert harness.observer.only().model_id is None
