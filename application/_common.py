@@ -7,7 +7,15 @@ from dataclasses import dataclass
 
 from application.admission import Admission
 from application.observability import prompt_text
-from application.ports import Clock, IdGenerator, ModelCatalog, PolicySource, RequestObserver
+from application.ports import (
+    Clock,
+    IdGenerator,
+    ModelCatalog,
+    ModelGateway,
+    PolicySource,
+    RequestObserver,
+    Tracer,
+)
 from domain.catalog import Catalog, ModelDescription
 from domain.errors import PermissionDenied, ProxyError, UnknownModel
 from domain.outcome import Method, RequestRecord
@@ -159,3 +167,19 @@ def outcome_of(error: BaseException) -> str:
 def names_visible_to(catalog: Catalog, principal: Principal) -> tuple[str, ...]:
     """The model ids and aliases of `catalog` that `principal` may use."""
     return tuple(name for name in catalog.names() if principal.may_use(catalog.resolve(name)))
+
+
+class PromptUseCase:
+    """What both prompt use cases are built from."""
+
+    def __init__(
+        self,
+        pipeline: PromptPipeline,
+        gateway: ModelGateway,
+        observer: RequestObserver,
+        tracer: Tracer | None = None,
+    ) -> None:
+        self._pipeline = pipeline
+        self._gateway = gateway
+        self._observer = observer
+        self._tracer = tracer

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from application._common import PromptPipeline, outcome_of
-from application.ports import ModelGateway, RequestObserver, Tracer
+from application._common import PromptUseCase, outcome_of
 from domain.answer import Answer, Failure
 from domain.errors import ProxyError, UpstreamTimeout
 from domain.outcome import Method
@@ -13,19 +12,7 @@ from domain.principal import CallContext
 from domain.request import PromptRequest
 
 
-class ExecutePrompt:
-    def __init__(
-        self,
-        pipeline: PromptPipeline,
-        gateway: ModelGateway,
-        observer: RequestObserver,
-        tracer: Tracer | None = None,
-    ) -> None:
-        self._pipeline = pipeline
-        self._gateway = gateway
-        self._observer = observer
-        self._tracer = tracer
-
+class ExecutePrompt(PromptUseCase):
     async def __call__(self, request: PromptRequest, context: CallContext) -> Answer | Failure:
         # Without tracing the span is skipped entirely rather than opened as a no-op.
         if self._tracer is None:

@@ -7,8 +7,8 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
 
-from application._common import Admitted, PromptPipeline, outcome_of
-from application.ports import ModelGateway, RequestObserver, Tracer
+from application._common import Admitted, PromptUseCase, outcome_of
+from application.ports import Tracer
 from domain.answer import Failure, StreamEvent, StreamFinished, TextChunk, UsageReport
 from domain.errors import ProxyError, UpstreamTimeout
 from domain.outcome import Method
@@ -22,19 +22,7 @@ class OpenedStream:
     events: AsyncIterator[StreamEvent]
 
 
-class StreamPrompt:
-    def __init__(
-        self,
-        pipeline: PromptPipeline,
-        gateway: ModelGateway,
-        observer: RequestObserver,
-        tracer: Tracer | None = None,
-    ) -> None:
-        self._pipeline = pipeline
-        self._gateway = gateway
-        self._observer = observer
-        self._tracer = tracer
-
+class StreamPrompt(PromptUseCase):
     def __call__(self, request: PromptRequest, context: CallContext) -> OpenedStream:
         request_id = self._pipeline.request_id_for(request)
         events = self._events(request, request_id, context)
