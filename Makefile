@@ -37,14 +37,16 @@ proto: install
 proto-check: install
 	$(BIN)/python proto/generate.py --check
 
+## Tests run beside a private Redis and PostgreSQL (installed from Debian packages if missing,
+## on loopback ports of their own, stopped afterwards): scripts/services.sh.
 test: install
-	$(BIN)/pytest
+	scripts/services.sh run -- $(BIN)/pytest
 
 unit: install
 	$(BIN)/pytest tests/unit
 
 integration: install
-	$(BIN)/pytest tests/integration
+	scripts/services.sh run -- $(BIN)/pytest tests/integration
 
 ## Benchmarks against a no-op grpc.aio floor; results in bench/results/. BENCH_ARGS=--quick for
 ## a run under two minutes, BENCH_ARGS="--only 'proxy-unary-*'" to pick scenarios, --list to list.
