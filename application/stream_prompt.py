@@ -18,8 +18,20 @@ from domain.request import PromptRequest
 
 @dataclass(frozen=True, slots=True)
 class OpenedStream:
+    """A stream's events; the request is recorded when its last event is produced.
+
+    Consume it as `async with opened as events:`, so that a consumer that stops before the end
+    (an error while sending, an abort) ends the request on leaving the block, not at GC.
+    """
+
     request_id: str
-    events: AsyncIterator[StreamEvent]
+    events: AsyncGenerator[StreamEvent, None]
+
+    async def __aenter__(self) -> AsyncIterator[StreamEvent]:
+        return self.events
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.events.aclose()
 
 
 class StreamPrompt(PromptUseCase):
@@ -59,6 +71,7 @@ class StreamPrompt(PromptUseCase):
         clock = pipeline.clock
         tally = pipeline.open_tally(Method.STREAM, request_id, context)
         answer_parts: list[str] | None = None
+        last: StreamFinished | Failure
         try:
             admitted = pipeline.admit(tally, request, context)
             if tally.prompt is not None:
@@ -77,10 +90,10 @@ class StreamPrompt(PromptUseCase):
                     yield event
             metrics = pipeline.metrics(admitted, tally.started, tally.usage)
             tally.cost_usd = metrics.cost_usd
-            yield StreamFinished(admitted.model.model_id, metrics)
+            last = StreamFinished(admitted.model.model_id, metrics)
         except ProxyError as error:
             tally.outcome = error.code
-            yield Failure(request_id, error)
+            last = Failure(request_id, error)
         except BaseException as error:
             tally.outcome = outcome_of(error)
             raise
@@ -88,6 +101,9 @@ class StreamPrompt(PromptUseCase):
             if answer_parts is not None:
                 tally.answer = "".join(answer_parts)
             pipeline.close_tally(tally, self._observer)
+        # Recorded before the last event is handed over: what the consumer does with it (a
+        # transport aborts the call on a refusal) is no concern of the request's record.
+        yield last
 
     async def _model_events(
         self, admitted: Admitted, started: float

@@ -84,24 +84,29 @@ class ProxyServicer(pb_grpc.VibectlLLMProxyServicer):
         await self._check_request(request, context)
         opened = self._stream(mapping.to_prompt_request(request), self._context(context))
         request_id = opened.request_id
+        failure: Failure | None = None
         try:
-            async for event in opened.events:
-                if isinstance(event, TextChunk):
-                    yield pb.StreamChunk(request_id=request_id, text_chunk=event.text)
-                elif isinstance(event, StreamFinished):
-                    yield pb.StreamChunk(
-                        request_id=request_id, final_metrics=mapping.to_metrics(event.metrics)
-                    )
-                    yield pb.StreamChunk(
-                        request_id=request_id,
-                        complete=pb.StreamComplete(actual_model_used=event.model_id),
-                    )
-                else:
-                    await self._abort_if_status(event, context)
-                    yield pb.StreamChunk(request_id=request_id, error=mapping.to_error(event.error))
+            async with opened as events:
+                async for event in events:
+                    if isinstance(event, TextChunk):
+                        yield pb.StreamChunk(request_id=request_id, text_chunk=event.text)
+                    elif isinstance(event, StreamFinished):
+                        yield pb.StreamChunk(
+                            request_id=request_id, final_metrics=mapping.to_metrics(event.metrics)
+                        )
+                        yield pb.StreamChunk(
+                            request_id=request_id,
+                            complete=pb.StreamComplete(actual_model_used=event.model_id),
+                        )
+                    else:
+                        failure = event
         except Exception:
             log.exception("StreamExecute failed unexpectedly")
             await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
+        # Outside the try: grpc's abort raises, and that must reach grpc, not the handler above.
+        if failure is not None:
+            await self._abort_if_status(failure, context)
+            yield pb.StreamChunk(request_id=request_id, error=mapping.to_error(failure.error))
 
     async def GetServerInfo(
         self, request: pb.GetServerInfoRequest, context: grpc.aio.ServicerContext[object, object]

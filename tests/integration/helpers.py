@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import urllib.request
 from typing import Any
 
 import grpc
@@ -47,3 +49,22 @@ async def read_chunk(call: Any) -> pb.StreamChunk | None:
         return None
     assert isinstance(chunk, pb.StreamChunk)
     return chunk
+
+
+def scrape(port: int) -> str:
+    """The metrics endpoint's exposition text."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text: str = response.read().decode()
+    return text
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The sample `name{labels}`; label order in the exposition does not matter."""
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and line.split(" ")[0] != name:
+            continue
+        found_sample, _, value = line.rpartition(" ")
+        found = dict(re.findall(r'(\w+)="([^"]*)"', found_sample))
+        if found_sample.split("{")[0] == name and found == labels:
+            return float(value)
+    raise AssertionError(f"no sample {name}{labels} in:\n{text}")

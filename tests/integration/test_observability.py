@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
-import urllib.request
 from pathlib import Path
 
 import grpc
@@ -20,7 +18,7 @@ from opentelemetry.trace import SpanKind
 from adapters.tracing import build_provider
 from infrastructure.log import REQUEST_LOGGER
 from tests.integration.conftest import ProxyFactory
-from tests.integration.helpers import collect, request, script
+from tests.integration.helpers import collect, request, sample, scrape, script
 
 PROXY_SERVICE = "vibectl.llm_proxy.VibectlLLMProxy"
 METRICS_ON = {"metrics": {"enabled": True, "port": 0}}
@@ -105,24 +103,6 @@ async def test_reflection_lists_the_proxy_service_and_describes_it(
 # --------------------------------------------------------------------------- metrics
 
 
-def _scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text: str = response.read().decode()
-    return text
-
-
-def _value(text: str, name: str, **labels: str) -> float:
-    """The sample `name{labels}`; label order in the exposition does not matter."""
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and line.split(" ")[0] != name:
-            continue
-        sample, _, value = line.rpartition(" ")
-        found = dict(re.findall(r'(\w+)="([^"]*)"', sample))
-        if sample.split("{")[0] == name and found == labels:
-            return float(value)
-    raise AssertionError(f"no sample {name}{labels} in:\n{text}")
-
-
 async def test_metrics_count_real_calls_by_method_model_and_outcome(
     start_proxy: ProxyFactory,
 ) -> None:
@@ -138,30 +118,30 @@ async def test_metrics_count_real_calls_by_method_model_and_outcome(
     await proxy.stub.Execute(
         request(script(chunks=["a"], error="boom", fail_after=0), model="scripted")
     )
-    text = _scrape(port)
+    text = scrape(port)
 
     requests = "llm_proxy_requests_total"
-    assert _value(text, requests, method="Execute", model="scripted", outcome="ok") == 3
-    assert _value(text, requests, method="StreamExecute", model="scripted", outcome="ok") == 1
+    assert sample(text, requests, method="Execute", model="scripted", outcome="ok") == 3
+    assert sample(text, requests, method="StreamExecute", model="scripted", outcome="ok") == 1
     # The unknown name a client sent is not a label value: it is counted as model="none".
-    assert _value(text, requests, method="Execute", model="none", outcome="MODEL_NOT_FOUND") == 1
+    assert sample(text, requests, method="Execute", model="none", outcome="MODEL_NOT_FOUND") == 1
     assert "no-such-model-from-a-client" not in text
     assert (
-        _value(text, "llm_proxy_upstream_errors_total", model="scripted", code="UPSTREAM_ERROR")
+        sample(text, "llm_proxy_upstream_errors_total", model="scripted", code="UPSTREAM_ERROR")
         == 1
     )
     assert (
-        _value(text, "llm_proxy_request_duration_seconds_count", method="Execute", model="scripted")
+        sample(text, "llm_proxy_request_duration_seconds_count", method="Execute", model="scripted")
         == 4
     )
-    assert _value(text, "llm_proxy_time_to_first_chunk_seconds_count", model="scripted") == 1
+    assert sample(text, "llm_proxy_time_to_first_chunk_seconds_count", model="scripted") == 1
     tokens = "llm_proxy_tokens_total"
-    assert _value(text, tokens, model="scripted", subject="anonymous", direction="input") == 6
-    assert _value(text, tokens, model="scripted", subject="anonymous", direction="output") == 9
+    assert sample(text, tokens, model="scripted", subject="anonymous", direction="input") == 6
+    assert sample(text, tokens, model="scripted", subject="anonymous", direction="output") == 9
     # 6 input tokens at $1 each and 9 output tokens at $2 each.
-    assert _value(text, "llm_proxy_cost_usd_total", model="scripted", subject="anonymous") == 24
-    assert _value(text, "llm_proxy_in_flight_requests", method="Execute") == 0
-    assert _value(text, "llm_proxy_worker_up") == 1
+    assert sample(text, "llm_proxy_cost_usd_total", model="scripted", subject="anonymous") == 24
+    assert sample(text, "llm_proxy_in_flight_requests", method="Execute") == 0
+    assert sample(text, "llm_proxy_worker_up") == 1
 
 
 async def test_in_flight_gauge_counts_open_streams_and_cancellations_are_counted(
@@ -175,8 +155,8 @@ async def test_in_flight_gauge_counts_open_streams_and_cancellations_are_counted
         for _ in range(3)
     ]
     for _ in range(100):
-        text = _scrape(port)
-        if _value(text, "llm_proxy_in_flight_requests", method="StreamExecute") == 3:
+        text = scrape(port)
+        if sample(text, "llm_proxy_in_flight_requests", method="StreamExecute") == 3:
             break
         await asyncio.sleep(0.05)
     else:
@@ -184,12 +164,12 @@ async def test_in_flight_gauge_counts_open_streams_and_cancellations_are_counted
     for call in calls:
         call.cancel()
     for _ in range(100):
-        text = _scrape(port)
-        if _value(text, "llm_proxy_in_flight_requests", method="StreamExecute") == 0:
+        text = scrape(port)
+        if sample(text, "llm_proxy_in_flight_requests", method="StreamExecute") == 0:
             break
         await asyncio.sleep(0.05)
-    assert _value(text, "llm_proxy_in_flight_requests", method="StreamExecute") == 0
-    assert _value(text, "llm_proxy_cancellations_total", method="StreamExecute") == 3
+    assert sample(text, "llm_proxy_in_flight_requests", method="StreamExecute") == 0
+    assert sample(text, "llm_proxy_cancellations_total", method="StreamExecute") == 3
 
 
 async def test_metrics_are_off_by_default(start_proxy: ProxyFactory) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -362,3 +363,46 @@ async def test_a_consumer_that_stops_early_closes_the_model_stream(h: Harness) -
     record = h.observer.only()
     assert record.outcome == "CANCELLED"
     assert record.chunks == 1
+
+
+async def test_leaving_the_stream_block_early_ends_the_request_at_once(h: Harness) -> None:
+    h.script("a", "b", "c")
+
+    async with h.stream(request("hi"), ANON) as events:
+        first = await anext(events)
+        # Stopping here is what a transport does when it fails to send a chunk.
+
+    assert first == TextChunk("a")
+    assert h.gateway.last_call.closed
+    assert h.observer.in_flight == 0
+    record = h.observer.only()
+    assert record.outcome == "CANCELLED"
+
+
+@pytest.mark.parametrize(
+    ("script", "limits", "context", "code"),
+    [
+        (("a",), Limits(), CallContext(Principal("eve", allowed_models=("echo",))), "PERMISSION"),
+        (("a",), Limits(max_input_length=1), ANON, "INPUT_TOO_LONG"),
+        (("a", Raise(UpstreamFailure("boom"))), Limits(), ANON, "UPSTREAM_ERROR"),
+        (("a", Usage()), Limits(), ANON, "ok"),
+    ],
+)
+async def test_the_request_is_recorded_before_its_last_event_is_handed_over(
+    h: Harness, script: tuple[Any, ...], limits: Limits, context: CallContext, code: str
+) -> None:
+    """A transport may abandon the stream on its last event (grpc aborts a refused call by
+    raising) without ever closing it; the record must not wait for that."""
+    h.script(*script)
+    h.set_limits(limits)
+    events = h.stream(request("hi", model="small"), context).events
+
+    last: StreamEvent | None = None
+    async for event in events:
+        if isinstance(event, StreamFinished | Failure):
+            last = event
+            break
+
+    assert last is not None
+    assert h.observer.in_flight == 0
+    assert h.observer.only().outcome.startswith(code)

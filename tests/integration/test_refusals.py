@@ -1,0 +1,244 @@
+"""The server's side of every refusal: whatever the client is told, and however the transport
+gives up on the call, the server records the request exactly once and lets go of it.
+
+Each case runs against the real server over real gRPC, for Execute and StreamExecute, and
+checks the server's bookkeeping: one request log line, llm_proxy_requests_total counted once
+under the refusal's outcome, the in-flight gauge back at zero, and no ERROR line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import pytest
+
+from adapters.grpc.generated import llm_proxy_pb2 as pb
+from infrastructure.log import REQUEST_LOGGER
+from tests.integration.conftest import Proxy, ProxyFactory
+from tests.integration.helpers import collect, read_chunk, request, sample, scrape, script
+from tests.support.tokens import SECRET, bearer, claims, sign
+
+AUTH: dict[str, Any] = {"enabled": True, "keys": [{"id": "k", "secret": SECRET}]}
+METHODS = ("Execute", "StreamExecute")
+SETTLE_S = 5.0
+
+
+def token(subject: str, **extra: Any) -> tuple[tuple[str, str], ...]:
+    return bearer(sign(claims(subject, **extra), SECRET, kid="k"))
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """What the client should see: a status (None: answered in-band with `code`)."""
+
+    status: grpc.StatusCode | None
+    code: str
+
+
+async def call(
+    proxy: Proxy, method: str, message: pb.ExecuteRequest, metadata: Any = None
+) -> tuple[grpc.StatusCode | None, str]:
+    """The status the call ended with and the in-band error code, if any."""
+    try:
+        if method == "Execute":
+            reply = await proxy.stub.Execute(message, metadata=metadata)
+            return None, reply.error.error_code if reply.HasField("error") else "ok"
+        chunks = await collect(proxy.stub.StreamExecute(message, metadata=metadata))
+        last = chunks[-1]
+        return None, last.error.error_code if last.HasField("error") else "ok"
+    except grpc.aio.AioRpcError as error:
+        return error.code(), ""
+
+
+class Books:
+    """The server's bookkeeping, read from its request log and its metrics endpoint."""
+
+    def __init__(self, proxy: Proxy, caplog: pytest.LogCaptureFixture) -> None:
+        port = proxy.running.metrics_port
+        assert port is not None
+        self._port = port
+        self._caplog = caplog
+
+    def requests_total(self, method: str, outcome: str, model: str = "none") -> float:
+        try:
+            return sample(
+                scrape(self._port),
+                "llm_proxy_requests_total",
+                method=method,
+                model=model,
+                outcome=outcome,
+            )
+        except AssertionError:
+            return 0.0
+
+    def in_flight(self, method: str) -> float:
+        return sample(scrape(self._port), "llm_proxy_in_flight_requests", method=method)
+
+    def lines(self, request_id: str) -> list[logging.LogRecord]:
+        return [
+            record
+            for record in self._caplog.records
+            if record.name == REQUEST_LOGGER
+            and getattr(record, "fields", {}).get("request_id") == request_id
+        ]
+
+    def errors(self) -> list[logging.LogRecord]:
+        return [record for record in self._caplog.records if record.levelno >= logging.ERROR]
+
+    async def settle(self, done: Callable[[], bool]) -> None:
+        """Waits for the server to finish its side of a call the client has already seen end."""
+        deadline = time.monotonic() + SETTLE_S
+        while not done() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+
+
+async def assert_recorded_once(
+    books: Books,
+    method: str,
+    outcome: str,
+    make_call: Callable[[], Awaitable[tuple[grpc.StatusCode | None, str]]],
+    expected: Refusal,
+    *,
+    request_id: str | None,
+    model: str = "none",
+) -> None:
+    before = books.requests_total(method, outcome, model)
+    status, code = await make_call()
+    assert (status, code) == (expected.status, expected.code if status is None else "")
+
+    def finished() -> bool:
+        counted = books.requests_total(method, outcome, model) >= before + 1
+        logged = request_id is None or len(books.lines(request_id)) >= 1
+        return counted and logged and books.in_flight(method) == 0
+
+    await books.settle(finished)
+    assert books.requests_total(method, outcome, model) == before + 1
+    assert books.in_flight(method) == 0
+    if request_id is not None:
+        lines = books.lines(request_id)
+        assert len(lines) == 1, [line.getMessage() for line in lines]
+        assert lines[0].fields["outcome"] == outcome  # type: ignore[attr-defined]
+    assert books.errors() == []
+
+
+@pytest.fixture
+def capture(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    caplog.set_level(logging.INFO)
+    return caplog
+
+
+async def secured(start_proxy: ProxyFactory, limits: dict[str, Any] | None = None) -> Proxy:
+    return await start_proxy(
+        {"auth": AUTH, "metrics": {"enabled": True, "port": 0}, "limits": limits or {}}
+    )
+
+
+@pytest.mark.parametrize("method", METHODS)
+async def test_a_model_outside_the_callers_claim(
+    start_proxy: ProxyFactory, capture: pytest.LogCaptureFixture, method: str
+) -> None:
+    proxy = await secured(start_proxy)
+    books = Books(proxy, capture)
+    rid = f"perm-{method}"
+    message = request("hi", model="markov", request_id=rid)
+    await assert_recorded_once(
+        books,
+        method,
+        "PERMISSION_DENIED",
+        lambda: call(proxy, method, message, token("alice", models=["echo"])),
+        Refusal(grpc.StatusCode.PERMISSION_DENIED, ""),
+        request_id=rid,
+        model="markov",
+    )
+
+
+@pytest.mark.parametrize("method", METHODS)
+async def test_a_caller_over_its_rate(
+    start_proxy: ProxyFactory, capture: pytest.LogCaptureFixture, method: str
+) -> None:
+    proxy = await secured(start_proxy, {"max_requests_per_minute": 1})
+    books = Books(proxy, capture)
+    md = token("bob")
+    assert await call(proxy, method, request("first", model="echo"), md) == (None, "ok")
+    for attempt in range(3):
+        rid = f"rate-{method}-{attempt}"
+        message = request("hi", model="echo", request_id=rid)
+        await assert_recorded_once(
+            books,
+            method,
+            "RATE_LIMITED",
+            lambda message=message: call(proxy, method, message, md),  # type: ignore[misc]
+            Refusal(grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
+            request_id=rid,
+            model="echo",
+        )
+
+
+@pytest.mark.parametrize("method", METHODS)
+async def test_a_server_at_its_concurrency_limit(
+    start_proxy: ProxyFactory, capture: pytest.LogCaptureFixture, method: str
+) -> None:
+    proxy = await secured(start_proxy, {"max_concurrent_requests": 1})
+    books = Books(proxy, capture)
+    holder = proxy.stub.StreamExecute(
+        request(script(chunks=["a", "b"], delay=0.3), model="scripted-async"),
+        metadata=token("holder"),
+    )
+    assert await read_chunk(holder) is not None
+    rid = f"full-{method}"
+    message = request("hi", model="echo", request_id=rid)
+    before = books.requests_total(method, "OVERLOADED", "echo")
+    assert await call(proxy, method, message, token("carol")) == (
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "",
+    )
+    while await read_chunk(holder) is not None:
+        pass
+    await books.settle(lambda: books.in_flight("StreamExecute") == 0 and len(books.lines(rid)) > 0)
+    assert books.requests_total(method, "OVERLOADED", "echo") == before + 1
+    assert books.in_flight(method) == 0
+    assert books.in_flight("StreamExecute") == 0
+    assert len(books.lines(rid)) == 1
+    assert books.errors() == []
+
+
+BAD_INPUT = [
+    ("empty", request("  ", model="echo", request_id="bad-empty"), "EMPTY_REQUEST", "none"),
+    ("no model", request("hi", model="nope", request_id="bad-model"), "MODEL_NOT_FOUND", "none"),
+    (
+        "schema",
+        request("hi", model="echo", schema="{not json", request_id="bad-schema"),
+        "INVALID_SCHEMA",
+        "echo",
+    ),
+]
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize(("case", "message", "outcome", "model"), BAD_INPUT)
+async def test_bad_input_answered_in_band(
+    start_proxy: ProxyFactory,
+    capture: pytest.LogCaptureFixture,
+    method: str,
+    case: str,
+    message: pb.ExecuteRequest,
+    outcome: str,
+    model: str,
+) -> None:
+    proxy = await secured(start_proxy)
+    books = Books(proxy, capture)
+    await assert_recorded_once(
+        books,
+        method,
+        outcome,
+        lambda: call(proxy, method, message, token("dave")),
+        Refusal(None, outcome),
+        request_id=message.request_id,
+        model=model,
+    )
