@@ -1,7 +1,8 @@
 """An `llm` plugin: the models an llm-proxy serves appear in `llm` as ``proxy/<model-id>``.
 
 Enabled by setting ``LLM_PROXY_URL`` (same URL forms as the client). The token comes from that
-URL, ``LLM_PROXY_TOKEN`` or ``LLM_PROXY_TOKEN_FILE``; ``LLM_PROXY_CA_BUNDLE`` names a private CA.
+URL, ``LLM_PROXY_TOKEN`` or ``LLM_PROXY_TOKEN_FILE``; ``LLM_PROXY_CA_BUNDLE`` names a private CA,
+and ``LLM_PROXY_CLIENT_CERT``/``LLM_PROXY_CLIENT_KEY`` a client certificate for mutual TLS.
 `llm` asks plugins for models on nearly every command, so a proxy that is down must cost at
 most one short timeout per process and a warning, never a hang or a crash.
 """

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -55,10 +58,43 @@ EXIT_HELP = (
 
 
 def exit_status(error: ProxyClientError) -> int:
-    return next((status for cls, status in EXIT_STATUS if isinstance(error, cls)), 1)
+    return next(
+        (status for cls, status in EXIT_STATUS if isinstance(error, cls)), OTHER_ERROR_STATUS
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """Where and how to reach the server, from the options every client command shares."""
+
+    server: str
+    token: str | None
+    token_file: Path | None
+    ca_bundle: Path | None
+    client_cert: Path | None
+    client_key: Path | None
+    timeout: float
+
+    def client(self) -> ProxyClient:
+        return ProxyClient(
+            self.server,
+            token=self.token,
+            token_file=self.token_file,
+            ca_bundle=self.ca_bundle,
+            client_cert=self.client_cert,
+            client_key=self.client_key,
+            timeout=self.timeout,
+        )
 
 
 def connection_options(command: F) -> F:
+    """Add the connection options; the command receives them as one ``connection`` argument."""
+
+    @functools.wraps(command)
+    def run(**kwargs: Any) -> Any:
+        fields = {field.name: kwargs.pop(field.name) for field in dataclasses.fields(Connection)}
+        return command(connection=Connection(**fields), **kwargs)
+
     options = [
         click.option(
             "--server",
@@ -81,6 +117,17 @@ def connection_options(command: F) -> F:
             help="PEM CA bundle for a server with a private CA (also LLM_PROXY_CA_BUNDLE).",
         ),
         click.option(
+            "--client-cert",
+            type=click.Path(path_type=Path, dir_okay=False),
+            help="PEM client certificate, for a server that requires mutual TLS "
+            "(also LLM_PROXY_CLIENT_CERT).",
+        ),
+        click.option(
+            "--client-key",
+            type=click.Path(path_type=Path, dir_okay=False),
+            help="Private key of --client-cert (also LLM_PROXY_CLIENT_KEY).",
+        ),
+        click.option(
             "--timeout",
             type=click.FloatRange(min=0, min_open=True),
             default=120.0,
@@ -88,9 +135,10 @@ def connection_options(command: F) -> F:
             help="Seconds to wait for the whole call, retries included.",
         ),
     ]
+    wrapped: F = run  # type: ignore[assignment]
     for option in reversed(options):
-        command = option(command)
-    return command
+        wrapped = option(wrapped)
+    return wrapped
 
 
 @contextmanager
@@ -104,14 +152,6 @@ def reported_errors() -> Iterator[None]:
     except KeyboardInterrupt:
         click.echo("\nllm-proxy: interrupted", err=True)
         sys.exit(INTERRUPTED_STATUS)
-
-
-def _client(
-    server: str, token: str | None, token_file: Path | None, ca_bundle: Path | None, timeout: float
-) -> ProxyClient:
-    return ProxyClient(
-        server, token=token, token_file=token_file, ca_bundle=ca_bundle, timeout=timeout
-    )
 
 
 @click.command("prompt", epilog=EXIT_HELP)
@@ -129,18 +169,14 @@ def prompt_command(
     schema: str | None,
     no_stream: bool,
     usage: bool,
-    server: str,
-    token: str | None,
-    token_file: Path | None,
-    ca_bundle: Path | None,
-    timeout: float,
+    connection: Connection,
 ) -> None:
     """Send TEXT (or standard input) to the proxy and print the answer as it arrives."""
     if text is None:
         if sys.stdin.isatty():
             raise click.UsageError("give the prompt as an argument or on standard input")
         text = sys.stdin.read()
-    with reported_errors(), _client(server, token, token_file, ca_bundle, timeout) as client:
+    with reported_errors(), connection.client() as client:
         if no_stream:
             result = client.execute(text, model=model, system=system, schema=schema)
             click.echo(result.text)
@@ -178,14 +214,10 @@ def _usage_line(result: ExecuteResult) -> str:
 @connection_options
 def models_command(
     as_json: bool,
-    server: str,
-    token: str | None,
-    token_file: Path | None,
-    ca_bundle: Path | None,
-    timeout: float,
+    connection: Connection,
 ) -> None:
     """List the models (and aliases) the proxy serves; * marks the default."""
-    with reported_errors(), _client(server, token, token_file, ca_bundle, timeout) as client:
+    with reported_errors(), connection.client() as client:
         info = client.server_info()
     if as_json:
         click.echo(

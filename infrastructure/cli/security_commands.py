@@ -225,3 +225,8 @@ def generate(
     click.echo(f"    cert_file: {out / 'server.pem'}\n    key_file: {out / 'server-key.pem'}")
     click.echo(f"    client_ca_file: {out / 'ca.pem'}   # only for mutual TLS")
     click.echo(f"\nclients trust the server with: LLM_PROXY_CA_BUNDLE={out / 'ca.pem'}")
+    for name in pki.clients:
+        click.echo(
+            f"client {name!r} (mutual TLS): LLM_PROXY_CLIENT_CERT={out / f'{name}.pem'} "
+            f"LLM_PROXY_CLIENT_KEY={out / f'{name}-key.pem'}"
+        )

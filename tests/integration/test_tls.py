@@ -7,7 +7,6 @@ import logging
 import socket
 import ssl
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,42 +14,12 @@ import grpc
 import pytest
 
 from adapters.grpc.generated import llm_proxy_pb2_grpc as pb_grpc
-from infrastructure import certificates
 from infrastructure.config.loader import deep_merge, validate
 from infrastructure.security import TlsCredentials
 from tests.integration.conftest import BASE_CONFIG, Proxy, ProxyFactory
 from tests.integration.helpers import read_chunk, request, script
+from tests.support.certs import Pki, make_pki
 from tests.support.tokens import SECRET, bearer, claims, sign
-
-
-@dataclass(frozen=True)
-class Pki:
-    ca: Path
-    server: Path
-    server_key: Path
-    client: Path
-    client_key: Path
-
-    def tls(self, *, mutual: bool = False) -> dict[str, Any]:
-        section: dict[str, Any] = {"cert_file": str(self.server), "key_file": str(self.server_key)}
-        if mutual:
-            section["client_ca_file"] = str(self.ca)
-        return {"server": {"tls": section}}
-
-
-def make_pki(directory: Path, client: str = "alice") -> Pki:
-    directory.mkdir(parents=True, exist_ok=True)
-    pki = certificates.generate(("127.0.0.1", "localhost"), (client,), days=1)
-    files = {
-        "ca.pem": pki.ca.cert_pem,
-        "server.pem": pki.server.cert_pem,
-        "server-key.pem": pki.server.key_pem,
-        "client.pem": pki.clients[client].cert_pem,
-        "client-key.pem": pki.clients[client].key_pem,
-    }
-    for name, data in files.items():
-        (directory / name).write_bytes(data)
-    return Pki(*(directory / name for name in files))
 
 
 @pytest.fixture

@@ -118,6 +118,53 @@ def test_unreadable_token_and_ca_files_are_configuration_errors(tmp_path: Path) 
         ConnectionSettings.create("llm-proxy://h:1", ca_bundle=tmp_path / "not-pem", env={})
 
 
+CERT_PEM = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+KEY_PEM = b"-----BEGIN PRIVATE KEY-----\nsecret-key-bytes\n-----END PRIVATE KEY-----\n"
+
+
+def _identity_files(tmp_path: Path) -> tuple[Path, Path]:
+    cert, key = tmp_path / "client.pem", tmp_path / "client-key.pem"
+    cert.write_bytes(CERT_PEM)
+    key.write_bytes(KEY_PEM)
+    return cert, key
+
+
+def test_client_identity_from_arguments_or_environment(tmp_path: Path) -> None:
+    cert, key = _identity_files(tmp_path)
+    by_argument = ConnectionSettings.create(
+        "llm-proxy://h:1", client_cert=cert, client_key=key, env={}
+    )
+    env = {"LLM_PROXY_CLIENT_CERT": str(cert), "LLM_PROXY_CLIENT_KEY": str(key)}
+    by_environment = ConnectionSettings.create("llm-proxy://h:1", env=env)
+    assert by_argument.client_identity == by_environment.client_identity == (CERT_PEM, KEY_PEM)
+    # The private key and the token never show up in a repr that might reach a log.
+    with_token = ConnectionSettings.create("llm-proxy://t0ken@h:1", env=env)
+    assert "secret-key-bytes" not in repr(with_token)
+    assert "t0ken" not in repr(with_token)
+    # A plaintext connection has no use for it, so an exported identity is left alone.
+    assert ConnectionSettings.create("llm-proxy+insecure://h:1", env=env).client_identity is None
+
+
+@pytest.mark.parametrize("given", ["client_cert", "client_key"])
+def test_half_a_client_identity_is_a_configuration_error(tmp_path: Path, given: str) -> None:
+    cert, key = _identity_files(tmp_path)
+    path = {"client_cert": cert, "client_key": key}[given]
+    with pytest.raises(ConfigurationError, match="mutual TLS needs both"):
+        ConnectionSettings.create("llm-proxy://h:1", env={}, **{given: path})
+
+
+def test_unreadable_or_swapped_client_identity_files_are_configuration_errors(
+    tmp_path: Path,
+) -> None:
+    cert, key = _identity_files(tmp_path)
+    with pytest.raises(ConfigurationError, match="cannot read client certificate"):
+        ConnectionSettings.create(
+            "llm-proxy://h:1", client_cert=tmp_path / "missing", client_key=key, env={}
+        )
+    with pytest.raises(ConfigurationError, match=r"client key .* holds no PEM private key"):
+        ConnectionSettings.create("llm-proxy://h:1", client_cert=cert, client_key=cert, env={})
+
+
 def test_keepalive_pings_every_30_seconds() -> None:
     options = dict(ConnectionSettings.create("llm-proxy://h:1", env={}).channel_options())
     assert options["grpc.keepalive_time_ms"] == 30_000

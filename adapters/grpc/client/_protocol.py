@@ -157,8 +157,6 @@ def error_from_inband(error: pb.ExecuteError, request_id: str) -> errors.ProxyCl
     message = error.error_message or f"the server reported {code}"
     details = error.error_details if error.HasField("error_details") else None
     cls = _INBAND.get(code, errors.ServerError)
-    if cls is errors.RateLimitedError:
-        return errors.RateLimitedError(message, code=code, details=details, request_id=request_id)
     return cls(message, code=code, details=details, request_id=request_id)
 
 
@@ -204,6 +202,20 @@ def error_from_status(
         )
     cls = _STATUS.get(code, errors.ServerError)
     return cls(text, code=name, request_id=request_id)
+
+
+Status = tuple[grpc.StatusCode | None, str | None, tuple[tuple[str, str | bytes], ...]]
+
+
+def status_of(exc: grpc.RpcError) -> Status:
+    """Code, details and trailing metadata of a failed call, sync or asyncio alike."""
+    # A bare RpcError (rare: raised by interceptors) lacks the Call accessors.
+    try:
+        code, details = exc.code(), exc.details()
+        trailing = exc.trailing_metadata()
+    except AttributeError:
+        return None, str(exc), ()
+    return code, details, metadata_pairs(trailing)
 
 
 def metadata_pairs(items: Iterable[object] | None) -> tuple[tuple[str, str | bytes], ...]:

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
-from types import EllipsisType, TracebackType
-from typing import TypeVar
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
+from types import EllipsisType
+from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
 
 from adapters.grpc.client import _protocol as proto
-from adapters.grpc.client.connection import Attempts, ConnectionSettings, RetryPolicy
-from adapters.grpc.client.errors import ProxyClientError, StreamInterruptedError
-from adapters.grpc.client.sync import DEFAULT_SERVER_INFO_TTL, DEFAULT_TIMEOUT
+from adapters.grpc.client._base import ClientBase, StreamBase
+from adapters.grpc.client.connection import Attempts
 from adapters.grpc.client.types import ExecuteResult, ModelInfo, ServerInfo
 from adapters.grpc.generated import llm_proxy_pb2 as pb
 from adapters.grpc.generated import llm_proxy_pb2_grpc as pb_grpc
@@ -24,47 +21,20 @@ from adapters.grpc.generated import llm_proxy_pb2_grpc as pb_grpc
 T = TypeVar("T")
 
 
-class AsyncProxyClient:
-    """The asyncio twin of :class:`ProxyClient`; use it as ``async with`` or call ``close()``.
+class AsyncProxyClient(ClientBase["AsyncTextStream", Coroutine[Any, Any, ExecuteResult]]):
+    """The asyncio twin of :class:`ProxyClient` (same arguments); use it as ``async with`` or
+    call ``close()``.
 
     A grpc.aio channel belongs to the event loop that first used it, so one client serves one
     loop; create another client for another loop.
     """
 
-    def __init__(
-        self,
-        url: str | None = None,
-        *,
-        token: str | None = None,
-        token_file: str | os.PathLike[str] | None = None,
-        ca_bundle: str | os.PathLike[str] | None = None,
-        tls_server_name: str | None = None,
-        timeout: float | None = DEFAULT_TIMEOUT,
-        retry: RetryPolicy | None = None,
-        server_info_ttl: float = DEFAULT_SERVER_INFO_TTL,
-        env: Mapping[str, str] | None = None,
-    ) -> None:
-        self.settings = ConnectionSettings.create(
-            url,
-            token=token,
-            token_file=token_file,
-            ca_bundle=ca_bundle,
-            tls_server_name=tls_server_name,
-            env=env,
-        )
-        self.timeout = timeout
-        self.retry = retry or RetryPolicy()
-        self.server_info_ttl = server_info_ttl
-        self._metadata = self.settings.metadata()
+    def _open(self) -> None:
+        # The channel waits for the first call, which runs on the loop it will belong to.
         self._channel: grpc.aio.Channel | None = None
         self._stub: pb_grpc.VibectlLLMProxyAsyncStub | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._info: tuple[ServerInfo, float] | None = None
         self._info_lock: asyncio.Lock | None = None
-
-    @property
-    def address(self) -> str:
-        return str(self.settings.address)
 
     def _connect(self) -> pb_grpc.VibectlLLMProxyAsyncStub:
         loop = asyncio.get_running_loop()
@@ -73,11 +43,12 @@ class AsyncProxyClient:
                 raise RuntimeError(
                     "this AsyncProxyClient is bound to another event loop; create one per loop"
                 )
-            self._channel = _open_channel(self.settings)
+            self._channel = self.settings.open_channel(
+                grpc.aio.secure_channel, grpc.aio.insecure_channel
+            )
             self._stub = pb_grpc.VibectlLLMProxyStub(self._channel)
             self._loop = loop
             self._info_lock = asyncio.Lock()
-        assert self._stub is not None
         return self._stub
 
     async def close(self) -> None:
@@ -89,54 +60,20 @@ class AsyncProxyClient:
     async def __aenter__(self) -> AsyncProxyClient:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def execute(
-        self,
-        prompt: proto.Prompt,
-        *,
-        model: str | None = None,
-        system: proto.Prompt | None = None,
-        schema: proto.Schema | None = None,
-        request_id: str | None = None,
-        # A gRPC deadline spanning retries, which an asyncio.timeout around the call can't give.
-        timeout: float | EllipsisType | None = ...,  # noqa: ASYNC109
-    ) -> ExecuteResult:
-        """Send a prompt (a string or a list of fragments) and wait for the whole answer."""
+    async def _execute(self, request: pb.ExecuteRequest, attempts: Attempts) -> ExecuteResult:
         stub = self._connect()
-        rid = request_id or proto.new_request_id()
-        request = proto.build_request(
-            prompt, model=model, system=system, schema=schema, request_id=rid
-        )
-        attempts = self._attempts(timeout)
         response = await self._unary(
-            lambda t: stub.Execute(request, timeout=t, metadata=self._metadata), attempts, rid
+            lambda t: stub.Execute(request, timeout=t, metadata=self._metadata),
+            attempts,
+            request.request_id,
         )
-        return proto.result_from(response, rid, attempts.retries)
+        return proto.result_from(response, request.request_id, attempts.retries)
 
-    def stream(
-        self,
-        prompt: proto.Prompt,
-        *,
-        model: str | None = None,
-        system: proto.Prompt | None = None,
-        schema: proto.Schema | None = None,
-        request_id: str | None = None,
-        timeout: float | EllipsisType | None = ...,
-    ) -> AsyncTextStream:
-        """Start a streamed answer: ``async for chunk in client.stream(...)``, then
-        ``await stream.result()``. Nothing is sent until iteration starts."""
-        rid = request_id or proto.new_request_id()
-        request = proto.build_request(
-            prompt, model=model, system=system, schema=schema, request_id=rid
-        )
-        return AsyncTextStream(self, request, self._attempts(timeout))
+    def _new_stream(self, request: pb.ExecuteRequest, attempts: Attempts) -> AsyncTextStream:
+        return AsyncTextStream(self, request, attempts)
 
     async def server_info(
         self,
@@ -148,8 +85,9 @@ class AsyncProxyClient:
         stub = self._connect()
         assert self._info_lock is not None
         async with self._info_lock:
-            if not refresh and self._info is not None and self._info[1] > time.monotonic():
-                return self._info[0]
+            cached = self._cached_info(refresh)
+            if cached is not None:
+                return cached
             response = await self._unary(
                 lambda t: stub.GetServerInfo(
                     pb.GetServerInfoRequest(), timeout=t, metadata=self._metadata
@@ -157,15 +95,10 @@ class AsyncProxyClient:
                 self._attempts(timeout),
                 None,
             )
-            info = proto.server_info_from(response)
-            self._info = (info, time.monotonic() + self.server_info_ttl)
-            return info
+            return self._remember_info(response)
 
     async def models(self, *, refresh: bool = False) -> tuple[ModelInfo, ...]:
         return (await self.server_info(refresh=refresh)).models
-
-    def _attempts(self, timeout: float | EllipsisType | None) -> Attempts:
-        return Attempts(self.retry, self.timeout if timeout is ... else timeout)
 
     async def _unary(
         self, call: Callable[[float | None], Awaitable[T]], attempts: Attempts, rid: str | None
@@ -174,10 +107,7 @@ class AsyncProxyClient:
             try:
                 return await call(attempts.remaining())
             except grpc.aio.AioRpcError as exc:
-                delay = _retry_delay(exc, attempts)
-                if delay is None:
-                    raise self._error(exc, rid, attempts) from None
-                await self._pause(delay)
+                await self._pause(self._retry_delay(exc, attempts, rid))
 
     async def _pause(self, delay: float) -> None:
         # See ProxyClient._pause: end the second half early once the channel reconnects.
@@ -187,39 +117,17 @@ class AsyncProxyClient:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._channel.channel_ready(), delay / 2)
 
-    def _error(
-        self, exc: grpc.aio.AioRpcError, rid: str | None, attempts: Attempts
-    ) -> ProxyClientError:
-        return proto.error_from_status(
-            exc.code(),
-            exc.details(),
-            proto.metadata_pairs(exc.trailing_metadata()),
-            address=self.address,
-            request_id=rid,
-            attempts=attempts.retries + 1,
-        )
 
-
-class AsyncTextStream(AsyncIterator[str]):
+class AsyncTextStream(StreamBase, AsyncIterator[str]):
     """The text of one streamed answer. Retries happen only before the first chunk arrives."""
 
     def __init__(
         self, client: AsyncProxyClient, request: pb.ExecuteRequest, attempts: Attempts
     ) -> None:
+        super().__init__(client, request, attempts)
         self._client = client
-        self._request = request
-        self._attempts = attempts
-        self._state = proto.StreamAssembler(request.request_id)
         self._call: grpc.aio.UnaryStreamCall[pb.ExecuteRequest, pb.StreamChunk] | None = None
         self._chunks = self._run()
-
-    @property
-    def request_id(self) -> str:
-        return self._request.request_id
-
-    @property
-    def text(self) -> str:
-        return self._state.text
 
     def __aiter__(self) -> AsyncTextStream:
         return self
@@ -241,12 +149,7 @@ class AsyncTextStream(AsyncIterator[str]):
     async def __aenter__(self) -> AsyncTextStream:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     async def _run(self) -> AsyncGenerator[str, None]:
@@ -263,48 +166,10 @@ class AsyncTextStream(AsyncIterator[str]):
                     if text:
                         yield text
             except grpc.aio.AioRpcError as exc:
-                if state.received:
-                    raise _interrupted(client, exc, state) from None
-                delay = _retry_delay(exc, self._attempts)
-                if delay is None:
-                    raise client._error(exc, self.request_id, self._attempts) from None
-                await client._pause(delay)
+                await client._pause(self._retry_delay(exc))
                 continue
             finally:
                 if not state.complete:
                     call.cancel()
             state.result(self._attempts.retries)
             return
-
-
-def _interrupted(
-    client: AsyncProxyClient, exc: grpc.aio.AioRpcError, state: proto.StreamAssembler
-) -> ProxyClientError:
-    if exc.code() is grpc.StatusCode.UNAVAILABLE:
-        return StreamInterruptedError(
-            f"the connection to {client.address} failed mid-stream: {exc.details()}",
-            partial_text=state.text,
-            code=exc.code().name,
-            request_id=state.request_id,
-        )
-    return proto.error_from_status(
-        exc.code(),
-        exc.details(),
-        proto.metadata_pairs(exc.trailing_metadata()),
-        address=client.address,
-        request_id=state.request_id,
-    )
-
-
-def _retry_delay(exc: grpc.aio.AioRpcError, attempts: Attempts) -> float | None:
-    if exc.code() is not grpc.StatusCode.UNAVAILABLE:
-        return None
-    return attempts.next_delay()
-
-
-def _open_channel(settings: ConnectionSettings) -> grpc.aio.Channel:
-    target = settings.address.target
-    options = settings.channel_options()
-    if settings.address.tls:
-        return grpc.aio.secure_channel(target, settings.channel_credentials(), options=options)
-    return grpc.aio.insecure_channel(target, options=options)

@@ -6,9 +6,10 @@ import ipaddress
 import os
 import random
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import unquote, urlsplit
 
 import grpc
@@ -22,6 +23,10 @@ URL_ENV = "LLM_PROXY_URL"
 TOKEN_ENV = "LLM_PROXY_TOKEN"  # noqa: S105
 TOKEN_FILE_ENV = "LLM_PROXY_TOKEN_FILE"  # noqa: S105
 CA_BUNDLE_ENV = "LLM_PROXY_CA_BUNDLE"
+CLIENT_CERT_ENV = "LLM_PROXY_CLIENT_CERT"
+CLIENT_KEY_ENV = "LLM_PROXY_CLIENT_KEY"
+
+ChannelT = TypeVar("ChannelT")
 
 # vibectl's own schemes are accepted so one URL configures both vibectl and this client.
 _SCHEMES: Mapping[str, bool] = {
@@ -43,7 +48,7 @@ class ServerAddress:
     host: str
     port: int
     tls: bool
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
 
     @property
     def target(self) -> str:
@@ -127,21 +132,45 @@ def _read_token(path: str | os.PathLike[str]) -> str:
 
 
 def read_ca_bundle(path: str | os.PathLike[str]) -> bytes:
+    return _read_pem(path, "CA bundle", b"-----BEGIN CERTIFICATE-----", "certificate")
+
+
+def _read_pem(path: str | os.PathLike[str], what: str, marker: bytes, holds: str) -> bytes:
     try:
         data = Path(path).expanduser().read_bytes()
     except OSError as exc:
-        raise ConfigurationError(f"cannot read CA bundle {os.fspath(path)!r}: {exc}") from None
-    if b"-----BEGIN CERTIFICATE-----" not in data:
-        raise ConfigurationError(f"CA bundle {os.fspath(path)!r} holds no PEM certificate")
+        raise ConfigurationError(f"cannot read {what} {os.fspath(path)!r}: {exc}") from None
+    if marker not in data:
+        raise ConfigurationError(f"{what} {os.fspath(path)!r} holds no PEM {holds}")
     return data
+
+
+def read_client_identity(
+    cert: str | os.PathLike[str] | None, key: str | os.PathLike[str] | None
+) -> tuple[bytes, bytes] | None:
+    """The client certificate chain and private key for mutual TLS, or None without them."""
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        given, missing = ("certificate", "key") if key is None else ("key", "certificate")
+        raise ConfigurationError(
+            f"a client {given} was given without its {missing}: mutual TLS needs both "
+            f"(client_cert/client_key, --client-cert/--client-key, "
+            f"{CLIENT_CERT_ENV}/{CLIENT_KEY_ENV})"
+        )
+    chain = _read_pem(cert, "client certificate", b"-----BEGIN CERTIFICATE-----", "certificate")
+    private_key = _read_pem(key, "client key", b"PRIVATE KEY-----", "private key")
+    return chain, private_key
 
 
 @dataclass(frozen=True, slots=True)
 class ConnectionSettings:
     address: ServerAddress
-    token: str | None
+    token: str | None = field(repr=False)
     root_certificates: bytes | None
     tls_server_name: str | None
+    #: (certificate chain, private key) PEM for mutual TLS.
+    client_identity: tuple[bytes, bytes] | None = field(default=None, repr=False)
 
     @classmethod
     def create(
@@ -151,12 +180,24 @@ class ConnectionSettings:
         token: str | None = None,
         token_file: str | os.PathLike[str] | None = None,
         ca_bundle: str | os.PathLike[str] | None = None,
+        client_cert: str | os.PathLike[str] | None = None,
+        client_key: str | os.PathLike[str] | None = None,
         tls_server_name: str | None = None,
         env: Mapping[str, str] | None = None,
     ) -> ConnectionSettings:
         environ = os.environ if env is None else env
         address = parse_server_url(url or environ.get(URL_ENV) or DEFAULT_URL)
         bundle = ca_bundle or environ.get(CA_BUNDLE_ENV)
+        # Like the CA bundle, a client identity only means something on a TLS connection, so an
+        # exported one does not get in the way of plaintext servers.
+        identity = (
+            read_client_identity(
+                client_cert or environ.get(CLIENT_CERT_ENV) or None,
+                client_key or environ.get(CLIENT_KEY_ENV) or None,
+            )
+            if address.tls
+            else None
+        )
         return cls(
             address=address,
             token=resolve_token(
@@ -164,6 +205,7 @@ class ConnectionSettings:
             ),
             root_certificates=read_ca_bundle(bundle) if bundle and address.tls else None,
             tls_server_name=tls_server_name,
+            client_identity=identity,
         )
 
     def channel_options(self) -> list[tuple[str, str | int]]:
@@ -182,7 +224,21 @@ class ConnectionSettings:
         return options
 
     def channel_credentials(self) -> grpc.ChannelCredentials:
-        return grpc.ssl_channel_credentials(root_certificates=self.root_certificates)
+        chain, key = self.client_identity or (None, None)
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.root_certificates, private_key=key, certificate_chain=chain
+        )
+
+    def open_channel(
+        self,
+        secure: Callable[..., ChannelT],
+        insecure: Callable[..., ChannelT],
+    ) -> ChannelT:
+        """A channel to the server, from grpc's or grpc.aio's channel constructors."""
+        options = self.channel_options()
+        if self.address.tls:
+            return secure(self.address.target, self.channel_credentials(), options=options)
+        return insecure(self.address.target, options=options)
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
         # Sent as plain metadata rather than call credentials because gRPC refuses call

@@ -2,74 +2,48 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator, Mapping
-from types import EllipsisType, TracebackType
+from collections.abc import Callable, Generator, Iterator
+from types import EllipsisType
 from typing import TypeVar
 
 import grpc
 
 from adapters.grpc.client import _protocol as proto
-from adapters.grpc.client.connection import Attempts, ConnectionSettings, RetryPolicy
-from adapters.grpc.client.errors import ProxyClientError, StreamInterruptedError
+from adapters.grpc.client._base import (
+    DEFAULT_SERVER_INFO_TTL,
+    DEFAULT_TIMEOUT,
+    ClientBase,
+    StreamBase,
+)
+from adapters.grpc.client.connection import Attempts
 from adapters.grpc.client.types import ExecuteResult, ModelInfo, ServerInfo
 from adapters.grpc.generated import llm_proxy_pb2 as pb
 from adapters.grpc.generated import llm_proxy_pb2_grpc as pb_grpc
 
+__all__ = ["DEFAULT_SERVER_INFO_TTL", "DEFAULT_TIMEOUT", "ProxyClient", "TextStream"]
+
 T = TypeVar("T")
 
-DEFAULT_TIMEOUT = 120.0
-DEFAULT_SERVER_INFO_TTL = 60.0
 # grpc's connectivity poller wakes every 0.2 s; a little more covers one full period.
 _POLLER_PERIOD = 0.25
 
 
-# A `timeout=...` default means "use the client's timeout": None already means "no deadline".
-
-
-class ProxyClient:
+class ProxyClient(ClientBase["TextStream", ExecuteResult]):
     """Talks to an llm-proxy server.
 
     ``url`` defaults to ``$LLM_PROXY_URL``, then ``llm-proxy+insecure://127.0.0.1:50051``.
     ``timeout`` is each call's total budget in seconds, retries included (None: no deadline).
+    ``client_cert``/``client_key`` (or ``$LLM_PROXY_CLIENT_CERT``/``$LLM_PROXY_CLIENT_KEY``)
+    are PEM files for a server that requires mutual TLS.
     """
 
-    def __init__(
-        self,
-        url: str | None = None,
-        *,
-        token: str | None = None,
-        token_file: str | os.PathLike[str] | None = None,
-        ca_bundle: str | os.PathLike[str] | None = None,
-        tls_server_name: str | None = None,
-        timeout: float | None = DEFAULT_TIMEOUT,
-        retry: RetryPolicy | None = None,
-        server_info_ttl: float = DEFAULT_SERVER_INFO_TTL,
-        env: Mapping[str, str] | None = None,
-    ) -> None:
-        self.settings = ConnectionSettings.create(
-            url,
-            token=token,
-            token_file=token_file,
-            ca_bundle=ca_bundle,
-            tls_server_name=tls_server_name,
-            env=env,
-        )
-        self.timeout = timeout
-        self.retry = retry or RetryPolicy()
-        self.server_info_ttl = server_info_ttl
-        self._channel = _open_channel(self.settings)
+    def _open(self) -> None:
+        self._channel = self.settings.open_channel(grpc.secure_channel, grpc.insecure_channel)
         self._stub = pb_grpc.VibectlLLMProxyStub(self._channel)
-        self._metadata = self.settings.metadata()
-        self._info: tuple[ServerInfo, float] | None = None
         self._info_lock = threading.Lock()
         self._last_watch = -_POLLER_PERIOD
-
-    @property
-    def address(self) -> str:
-        return str(self.settings.address)
 
     def close(self) -> None:
         # grpc's connectivity poller acts on a connect request up to 0.2 s after a watch ends;
@@ -83,63 +57,28 @@ class ProxyClient:
     def __enter__(self) -> ProxyClient:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def execute(
-        self,
-        prompt: proto.Prompt,
-        *,
-        model: str | None = None,
-        system: proto.Prompt | None = None,
-        schema: proto.Schema | None = None,
-        request_id: str | None = None,
-        timeout: float | EllipsisType | None = ...,
-    ) -> ExecuteResult:
-        """Send a prompt (a string or a list of fragments) and wait for the whole answer."""
-        rid = request_id or proto.new_request_id()
-        request = proto.build_request(
-            prompt, model=model, system=system, schema=schema, request_id=rid
-        )
-        attempts = self._attempts(timeout)
+    def _execute(self, request: pb.ExecuteRequest, attempts: Attempts) -> ExecuteResult:
         response = self._unary(
             lambda t: self._stub.Execute(request, timeout=t, metadata=self._metadata),
             attempts,
-            rid,
+            request.request_id,
         )
-        return proto.result_from(response, rid, attempts.retries)
+        return proto.result_from(response, request.request_id, attempts.retries)
 
-    def stream(
-        self,
-        prompt: proto.Prompt,
-        *,
-        model: str | None = None,
-        system: proto.Prompt | None = None,
-        schema: proto.Schema | None = None,
-        request_id: str | None = None,
-        timeout: float | EllipsisType | None = ...,
-    ) -> TextStream:
-        """Start a streamed answer. Iterate it for text chunks; then ``.result()`` holds the
-        model used and metrics. Nothing is sent until iteration starts."""
-        rid = request_id or proto.new_request_id()
-        request = proto.build_request(
-            prompt, model=model, system=system, schema=schema, request_id=rid
-        )
-        return TextStream(self, request, self._attempts(timeout))
+    def _new_stream(self, request: pb.ExecuteRequest, attempts: Attempts) -> TextStream:
+        return TextStream(self, request, attempts)
 
     def server_info(
         self, *, refresh: bool = False, timeout: float | EllipsisType | None = ...
     ) -> ServerInfo:
         """The server's models, aliases and limits, cached for ``server_info_ttl`` seconds."""
         with self._info_lock:
-            now = time.monotonic()
-            if not refresh and self._info is not None and self._info[1] > now:
-                return self._info[0]
+            cached = self._cached_info(refresh)
+            if cached is not None:
+                return cached
             response = self._unary(
                 lambda t: self._stub.GetServerInfo(
                     pb.GetServerInfoRequest(), timeout=t, metadata=self._metadata
@@ -147,25 +86,17 @@ class ProxyClient:
                 self._attempts(timeout),
                 None,
             )
-            info = proto.server_info_from(response)
-            self._info = (info, time.monotonic() + self.server_info_ttl)
-            return info
+            return self._remember_info(response)
 
     def models(self, *, refresh: bool = False) -> tuple[ModelInfo, ...]:
         return self.server_info(refresh=refresh).models
-
-    def _attempts(self, timeout: float | EllipsisType | None) -> Attempts:
-        return Attempts(self.retry, self.timeout if timeout is ... else timeout)
 
     def _unary(self, call: Callable[[float | None], T], attempts: Attempts, rid: str | None) -> T:
         while True:
             try:
                 return call(attempts.remaining())
             except grpc.RpcError as exc:
-                delay = _retry_delay(exc, attempts)
-                if delay is None:
-                    raise self._error(exc, rid, attempts) from None
-                self._pause(delay)
+                self._pause(self._retry_delay(exc, attempts, rid))
 
     def _pause(self, delay: float) -> None:
         # Calls fail at once while gRPC backs off between connection attempts, so a retry timed
@@ -185,19 +116,8 @@ class ProxyClient:
         finally:
             self._channel.unsubscribe(watch)
 
-    def _error(self, exc: grpc.RpcError, rid: str | None, attempts: Attempts) -> ProxyClientError:
-        code, details, trailing = _status_of(exc)
-        return proto.error_from_status(
-            code,
-            details,
-            trailing,
-            address=self.address,
-            request_id=rid,
-            attempts=attempts.retries + 1,
-        )
 
-
-class TextStream(Iterator[str]):
+class TextStream(StreamBase, Iterator[str]):
     """The text of one streamed answer, chunk by chunk.
 
     Retries happen only before the first chunk; a failure after that raises
@@ -205,21 +125,10 @@ class TextStream(Iterator[str]):
     """
 
     def __init__(self, client: ProxyClient, request: pb.ExecuteRequest, attempts: Attempts) -> None:
+        super().__init__(client, request, attempts)
         self._client = client
-        self._request = request
-        self._attempts = attempts
-        self._state = proto.StreamAssembler(request.request_id)
         self._call: grpc.CallIterator[pb.StreamChunk] | None = None
         self._chunks = self._run()
-
-    @property
-    def request_id(self) -> str:
-        return self._request.request_id
-
-    @property
-    def text(self) -> str:
-        """Everything delivered so far."""
-        return self._state.text
 
     def __iter__(self) -> TextStream:
         return self
@@ -242,12 +151,7 @@ class TextStream(Iterator[str]):
     def __enter__(self) -> TextStream:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def _run(self) -> Generator[str, None, None]:
@@ -263,12 +167,7 @@ class TextStream(Iterator[str]):
                     if text:
                         yield text
             except grpc.RpcError as exc:
-                if state.received:
-                    raise _interrupted(client, exc, state) from None
-                delay = _retry_delay(exc, self._attempts)
-                if delay is None:
-                    raise client._error(exc, self.request_id, self._attempts) from None
-                client._pause(delay)
+                client._pause(self._retry_delay(exc))
                 continue
             finally:
                 if not state.complete:
@@ -277,47 +176,5 @@ class TextStream(Iterator[str]):
             return
 
 
-def _interrupted(
-    client: ProxyClient, exc: grpc.RpcError, state: proto.StreamAssembler
-) -> ProxyClientError:
-    code, details, trailing = _status_of(exc)
-    mapped = proto.error_from_status(
-        code, details, trailing, address=client.address, request_id=state.request_id
-    )
-    if code is grpc.StatusCode.UNAVAILABLE:
-        return StreamInterruptedError(
-            f"the connection to {client.address} failed mid-stream: {details or code.name}",
-            partial_text=state.text,
-            code=code.name,
-            request_id=state.request_id,
-        )
-    return mapped
-
-
-def _status_of(
-    exc: grpc.RpcError,
-) -> tuple[grpc.StatusCode | None, str | None, tuple[tuple[str, str | bytes], ...]]:
-    # A bare RpcError (rare: raised by interceptors) lacks the Call accessors.
-    try:
-        return exc.code(), exc.details(), proto.metadata_pairs(exc.trailing_metadata())
-    except AttributeError:
-        return None, str(exc), ()
-
-
-def _retry_delay(exc: grpc.RpcError, attempts: Attempts) -> float | None:
-    code, _, _ = _status_of(exc)
-    if code is not grpc.StatusCode.UNAVAILABLE:
-        return None
-    return attempts.next_delay()
-
-
 def _cancel(call: grpc.RpcContext) -> None:
     call.cancel()  # type: ignore[no-untyped-call]  # untyped in grpc-stubs
-
-
-def _open_channel(settings: ConnectionSettings) -> grpc.Channel:
-    target = settings.address.target
-    options = settings.channel_options()
-    if settings.address.tls:
-        return grpc.secure_channel(target, settings.channel_credentials(), options=options)
-    return grpc.insecure_channel(target, options=options)
