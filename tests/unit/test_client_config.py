@@ -148,9 +148,11 @@ def test_client_identity_from_arguments_or_environment(tmp_path: Path) -> None:
 @pytest.mark.parametrize("given", ["client_cert", "client_key"])
 def test_half_a_client_identity_is_a_configuration_error(tmp_path: Path, given: str) -> None:
     cert, key = _identity_files(tmp_path)
-    path = {"client_cert": cert, "client_key": key}[given]
+    only_cert, only_key = (cert, None) if given == "client_cert" else (None, key)
     with pytest.raises(ConfigurationError, match="mutual TLS needs both"):
-        ConnectionSettings.create("llm-proxy://h:1", env={}, **{given: path})
+        ConnectionSettings.create(
+            "llm-proxy://h:1", client_cert=only_cert, client_key=only_key, env={}
+        )
 
 
 def test_unreadable_or_swapped_client_identity_files_are_configuration_errors(
