@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 from marshmallow import Schema, ValidationError, fields
 
+from infrastructure.config.private_files import exposure
 from infrastructure.config.schema import SettingsSchema
 from infrastructure.config.settings import Settings
 
@@ -52,12 +53,24 @@ def read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError([f"{path} is not valid YAML: {exc}"]) from exc
+        raise ConfigError([f"{path} is not valid YAML: {_yaml_problem(exc)}"]) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError([f"{path} must hold a mapping of sections, not a {type(data).__name__}"])
     return data
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """What is wrong and where, without PyYAML's quoted excerpt of the file: the excerpt may
+    be the line holding a secret."""
+    if not isinstance(error, yaml.MarkedYAMLError):
+        return type(error).__name__
+    problem = error.problem or error.context or "syntax error"
+    mark = error.problem_mark or error.context_mark
+    if mark is None:
+        return problem
+    return f"{problem} at line {mark.line + 1} column {mark.column + 1}"
 
 
 def _env_value(raw: str) -> Any:
@@ -136,8 +149,12 @@ def _resolve_secret_files(raw: dict[str, Any], secrets: Mapping[str, Any], path:
         file_name = raw.pop(file_key)
         if file_name is None:
             continue
+        secret_path = Path(str(file_name)).expanduser()
         try:
-            raw[key] = Path(str(file_name)).expanduser().read_text(encoding="utf-8").strip()
+            problem = exposure(secret_path)
+            if problem is not None:
+                raise ConfigError([f"{path}{file_key}: {problem}"])
+            raw[key] = secret_path.read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ConfigError(
                 [f"{path}{file_key}: cannot read secret file {file_name!r}: {exc.strerror}"]
@@ -165,25 +182,48 @@ def _locate(raw: Mapping[str, Any], path: list[str]) -> tuple[list[str], Any]:
     return shown, node
 
 
-def _flatten(messages: Any, raw: Mapping[str, Any], path: list[str]) -> list[str]:
+def _is_secret(secrets: Mapping[str, Any], path: list[str]) -> bool:
+    """Whether a user's key path names a secret leaf; list indices (auth.keys.0.secret) are
+    skipped, as _secret_fields mirrors a list of sections by one entry."""
+    node: Any = secrets
+    for part in path:
+        if part.isdigit() and isinstance(node, Mapping):
+            continue
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return node is True
+
+
+def _flatten(
+    messages: Any, raw: Mapping[str, Any], path: list[str], secrets: Mapping[str, Any]
+) -> list[str]:
     if isinstance(messages, Mapping):
         problems: list[str] = []
         for key, sub in messages.items():
-            problems.extend(_flatten(sub, raw, [*path, str(key)]))
+            problems.extend(_flatten(sub, raw, [*path, str(key)], secrets))
         return problems
     texts = [str(m) for m in messages] if isinstance(messages, list) else [str(messages)]
     shown, value = _locate(raw, path)
     dotted = ".".join(shown)
     if any(text == "Unknown field." for text in texts):
         return [f"{dotted}: unknown key; check the spelling against `config show`"]
-    got = f" (got {value!r})" if value is not None and not isinstance(value, Mapping) else ""
+    got = ""
+    if value is not None and not isinstance(value, Mapping):
+        # A secret is never echoed, not even when it is the wrong type (YAML reads a long
+        # digit string as a number); its type is enough to fix it.
+        shown_value = (
+            _MASK + f" (a {type(value).__name__})" if _is_secret(secrets, shown) else repr(value)
+        )
+        got = f" (got {shown_value})"
     return [f"{dotted}: {' '.join(texts)}{got}"]
 
 
 def validate(raw: Mapping[str, Any]) -> Settings:
     schema = SettingsSchema()
     data = {key: dict(value) if isinstance(value, Mapping) else value for key, value in raw.items()}
-    _resolve_secret_files(data, _secret_fields(schema), "")
+    secrets = _secret_fields(schema)
+    _resolve_secret_files(data, secrets, "")
     for section in schema.fields:
         # A section left empty in YAML (every key commented out) loads as None: use defaults.
         if data.get(section) is None:
@@ -191,7 +231,8 @@ def validate(raw: Mapping[str, Any]) -> Settings:
     try:
         settings = schema.load(data)
     except ValidationError as exc:
-        raise ConfigError(_flatten(exc.messages, data, [])) from exc
+        # `from None`: the chained marshmallow error holds the raw values, secrets included.
+        raise ConfigError(_flatten(exc.messages, data, [], secrets)) from None
     assert isinstance(settings, Settings)
     return settings
 
