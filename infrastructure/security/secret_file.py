@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import secrets
-import stat
 from pathlib import Path
 
+from infrastructure.config.private_files import exposure
 from infrastructure.config.settings import AuthSettings
 
 SECRET_FILE_NAME = "jwt-secret"  # noqa: S105  # a file name, not a secret
@@ -30,13 +30,9 @@ def auto_secret_path(auth: AuthSettings) -> Path:
 
 
 def _read_private_file(path: Path) -> str:
-    mode = path.stat().st_mode
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        # Like ssh with a private key: a secret others can read is no longer a secret.
-        raise SecurityError(
-            f"{path} is accessible to other users (mode {stat.S_IMODE(mode):o}); "
-            f"run `chmod 600 {path}`"
-        )
+    problem = exposure(path)
+    if problem is not None:
+        raise SecurityError(problem)
     return path.read_text(encoding="utf-8").strip()
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 
+from infrastructure.config.private_files import world_readable
 from infrastructure.config.settings import Settings, TlsSettings
 from infrastructure.security.secret_file import SecurityError
 
@@ -30,6 +31,15 @@ def _certificate_configuration(tls: TlsSettings) -> Any:
 
     cert = _read_pem(tls.cert_file, "cert_file")
     key = _read_pem(tls.key_file, "key_file")
+    key_path = Path(tls.key_file).expanduser()
+    if world_readable(key_path):
+        # A warning, not a refusal: certificate tooling and images often install keys this
+        # way, and refusing would take a running service down at its next restart.
+        log.warning(
+            "server.tls.key_file: %s is readable by every user; run `chmod 600 %s`",
+            key_path,
+            key_path,
+        )
     client_ca = _read_pem(tls.client_ca_file, "client_ca_file") if tls.client_ca_file else None
     # grpc reports bad PEM only as a failed handshake; checking here turns that into an
     # error at start-up (or a rejected reload) that names the file.

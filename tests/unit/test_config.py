@@ -466,6 +466,8 @@ def test_settings_schema_secrets_are_discovered() -> None:
 def test_secret_file_is_read_and_stripped(tmp_path: Path) -> None:
     (tmp_path / "pw").write_text("  hunter2\n", encoding="utf-8")
     (tmp_path / "key").write_text("k-123", encoding="utf-8")
+    for name in ("pw", "key"):
+        (tmp_path / name).chmod(0o600)
     raw: dict[str, Any] = {
         "name": "n",
         "auth": {"user": "u", "password_file": str(tmp_path / "pw")},

@@ -51,6 +51,7 @@ def load_config(text: str, tmp_path: Path) -> Settings:
     raw = yaml.safe_load(text)
     secret = tmp_path / "jwt-secret"
     secret.write_text("x" * 44)
+    secret.chmod(0o600)
     # The mounted Secret's path does not exist here; point it at a stand-in.
     raw["auth"]["secret_file"] = str(secret)
     return validate(raw)

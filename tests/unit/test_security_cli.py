@@ -200,6 +200,7 @@ def test_inspect_with_auth_off_says_tokens_are_not_checked() -> None:
 
 def test_config_show_masks_every_secret(tmp_path: Path) -> None:
     (tmp_path / "key-secret").write_text(OTHER_SECRET + "\n")
+    (tmp_path / "key-secret").chmod(0o600)
     path = config(
         tmp_path,
         "auth:\n  keys:\n"
