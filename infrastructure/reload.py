@@ -43,7 +43,7 @@ RESTART_ONLY: dict[str, tuple[str, ...]] = {
     ),
     "models": ("plugin_modules", "max_threads"),
     "logging": ("format",),
-    "metrics": ("enabled", "host", "port", "max_subjects"),
+    "metrics": ("enabled", "host", "port", "max_subjects", "allow_public"),
     "tracing": ("enabled", "service_name", "exporter", "otlp_endpoint", "sample_ratio"),
 }
 

@@ -16,6 +16,7 @@ from marshmallow import (
     validates_schema,
 )
 
+from infrastructure.config.addresses import is_loopback
 from infrastructure.config.settings import (
     AuthSettings,
     JwtKeySettings,
@@ -177,6 +178,18 @@ class MetricsSchema(_Strict):
         validate=validate.Range(min=0, max=65535, error="must be a TCP port from 0 to 65535"),
     )
     max_subjects = fields.Integer(load_default=100, validate=validate.Range(min=0))
+    allow_public = fields.Boolean(load_default=False)
+
+    @validates_schema
+    def _guarded(self, data: dict[str, Any], **_: Any) -> None:
+        host = data.get("host", "127.0.0.1")
+        if data.get("enabled") and not data.get("allow_public") and not is_loopback(host):
+            raise ValidationError(
+                f"{host!r} is beyond loopback, and /metrics has no authentication: it names "
+                "every model and caller. Bind it to 127.0.0.1, or set metrics.allow_public: "
+                "true if only your scraper can reach that address",
+                "host",
+            )
 
     @post_load
     def build(self, data: dict[str, Any], **_: Any) -> MetricsSettings:

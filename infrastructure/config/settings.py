@@ -96,6 +96,8 @@ class MetricsSettings:
     port: int = 9464
     # Callers beyond this many distinct subjects are counted together as subject="other".
     max_subjects: int = 100
+    # /metrics has no authentication: a host beyond loopback is refused unless this is set.
+    allow_public: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 
+from infrastructure.config.addresses import is_loopback
 from infrastructure.config.settings import Settings
 from infrastructure.security.secret_file import SecurityError
 
 log = logging.getLogger("llm_proxy.security")
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def check_exposure(settings: Settings, host: str) -> None:

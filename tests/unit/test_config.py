@@ -430,6 +430,7 @@ def test_to_plain_of_defaults_lists_every_key() -> None:
         "host": "127.0.0.1",
         "port": 9464,
         "max_subjects": 100,
+        "allow_public": False,
     }
     assert validate(plain) == Settings()
 
