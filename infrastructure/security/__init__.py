@@ -5,7 +5,8 @@ secret they are checked with is generated once and kept in a 0600 file in the us
 directory. Everything else here turns settings into the objects the transport needs.
 """
 
-from infrastructure.security.exposure import check_exposure, is_loopback
+from infrastructure.config.addresses import is_loopback
+from infrastructure.security.exposure import check_exposure
 from infrastructure.security.keys import (
     AuthReload,
     KeyMaterial,

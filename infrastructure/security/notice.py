@@ -7,8 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from infrastructure.config.addresses import is_loopback
 from infrastructure.config.settings import Settings
-from infrastructure.security.exposure import is_loopback
 from infrastructure.security.keys import SwappableVerifier
 
 log = logging.getLogger("llm_proxy.security")
