@@ -16,8 +16,8 @@ from application.ports import (
     RequestObserver,
     Tracer,
 )
-from domain.catalog import Catalog, ModelDescription
-from domain.errors import PermissionDenied, ProxyError, UnknownModel
+from domain.catalog import Catalog, ModelDescription, requested_name
+from domain.errors import ModelNotVisible, ProxyError, UnknownModel
 from domain.outcome import Method, RequestRecord
 from domain.policy import ServerPolicy
 from domain.principal import CallContext, Principal
@@ -47,6 +47,8 @@ class Tally:
     # Known once the requested name resolves, even if the request is refused after that.
     model_id: str | None = None
     admitted: Admitted | None = None
+    # Whether the request holds an admission slot, which closing the tally gives back.
+    holds_slot: bool = False
     outcome: str = "ok"
     usage: Usage = Usage()
     cost_usd: float | None = None
@@ -70,35 +72,36 @@ class PromptPipeline:
         return request.request_id or self.ids.new_request_id()
 
     def admit(self, tally: Tally, request: PromptRequest, context: CallContext) -> Admitted:
-        """Validate, resolve, authorize and admit; the tally learns the model as soon as it is
-        known, so a request refused after that is still recorded against its model."""
+        """Validate, admit, resolve and authorize, cheapest first.
+
+        The caller's rate and concurrency limits come right after the checks that cost
+        nothing, so that a caller over its limit is refused for that alone and its refused
+        requests cannot make the server do more. The policy is read once, here, so that one
+        request never sees two policies across a reload.
+        """
         policy = self.policy.current()
-        request.validate(policy.limits.max_input_length)
+        limits = policy.limits
+        request.validate(limits.max_input_length)
+        principal = context.principal
         catalog = self.catalog.current()
-        try:
-            model = catalog.resolve(request.model)
-        except UnknownModel as unknown:
-            if context.principal.allowed_models is None:
-                raise
-            # A restricted caller learns only the names it could use, as in GetServerInfo.
-            raise UnknownModel(
-                unknown.requested, names_visible_to(catalog, context.principal)
-            ) from None
-        tally.model_id = model.model_id
-        if not context.principal.may_use(model):
-            raise PermissionDenied(
-                f"{context.principal.subject!r} may not use model {model.model_id!r}; "
-                "ask for a token that includes it"
-            )
+        model = catalog.find(request.model)
+        if model is not None:
+            tally.model_id = model.model_id
+        if self.admission is not None:
+            self.admission.enter(principal.subject, limits)
+            tally.holds_slot = True
+        if model is None:
+            raise UnknownModel(requested_name(request.model), visible_names(catalog, principal))
+        if not principal.may_use(model):
+            # To a restricted caller a model outside its claim is the same as one that does not
+            # exist: the refusal names only what it asked for and what it may use.
+            raise ModelNotVisible(requested_name(request.model), visible_names(catalog, principal))
         schema = request.parsed_schema()
-        timeout_s = policy.limits.request_timeout_seconds
+        timeout_s = limits.request_timeout_seconds
         if context.time_remaining is not None:
             # The transport cancels the call at the client's deadline, which the client sees
             # as DEADLINE_EXCEEDED; this later backstop only guarantees the model is stopped.
             timeout_s = min(timeout_s, max(context.time_remaining, 0.0) + DEADLINE_BACKSTOP_S)
-        # Last, so that requests rejected above do not spend the caller's rate allowance.
-        if self.admission is not None:
-            self.admission.enter(context.principal.subject)
         admitted = Admitted(
             request_id=tally.request_id,
             model=model,
@@ -116,18 +119,14 @@ class PromptPipeline:
             tally.prompt = prompt_text(request)
         return admitted
 
-    def release(self) -> None:
-        """Pair of a successful admit(): the request no longer counts as in flight."""
-        if self.admission is not None:
-            self.admission.leave()
-
     def open_tally(self, method: Method, request_id: str, context: CallContext) -> Tally:
         return Tally(method, request_id, context.principal.subject, self.clock.monotonic())
 
     def close_tally(self, tally: Tally, observer: RequestObserver) -> None:
         """Release the request's admission and report it, whatever way it ended."""
-        if tally.admitted is not None:
-            self.release()
+        if tally.holds_slot and self.admission is not None:
+            self.admission.leave(tally.subject)
+            tally.holds_slot = False
         observer.request_finished(
             RequestRecord(
                 method=tally.method,
@@ -164,8 +163,10 @@ def outcome_of(error: BaseException) -> str:
     return "INTERNAL_ERROR"
 
 
-def names_visible_to(catalog: Catalog, principal: Principal) -> tuple[str, ...]:
+def visible_names(catalog: Catalog, principal: Principal) -> tuple[str, ...]:
     """The model ids and aliases of `catalog` that `principal` may use."""
+    if principal.allowed_models is None:
+        return catalog.names()
     return tuple(name for name in catalog.names() if principal.may_use(catalog.resolve(name)))
 
 

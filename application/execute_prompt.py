@@ -45,7 +45,7 @@ class ExecutePrompt(PromptUseCase):
             tally.cost_usd = metrics.cost_usd
             return Answer(tally.request_id, output.text, admitted.model.model_id, metrics)
         except ProxyError as error:
-            tally.outcome = error.code
+            tally.outcome = error.outcome
             return Failure(tally.request_id, error)
         except BaseException as error:
             tally.outcome = outcome_of(error)

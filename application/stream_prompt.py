@@ -92,7 +92,7 @@ class StreamPrompt(PromptUseCase):
             tally.cost_usd = metrics.cost_usd
             last = StreamFinished(admitted.model.model_id, metrics)
         except ProxyError as error:
-            tally.outcome = error.code
+            tally.outcome = error.outcome
             last = Failure(request_id, error)
         except BaseException as error:
             tally.outcome = outcome_of(error)

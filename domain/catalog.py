@@ -44,13 +44,18 @@ class Catalog:
             raise ValueError(f"default model {self.default_model!r} is not served")
 
     def resolve(self, requested: str | None) -> ModelDescription:
-        name = (requested or "").strip() or self.default_model
+        model = self.find(requested)
+        if model is None:
+            raise UnknownModel(requested_name(requested) or self.default_model, self.names())
+        return model
+
+    def find(self, requested: str | None) -> ModelDescription | None:
+        """The model a requested id or alias names (the default model for none), if served."""
+        name = requested_name(requested) or self.default_model
         model = self._by_id.get(name)
         if model is None:
             target = self.aliases.get(name)
             model = self._by_id.get(target) if target is not None else None
-        if model is None:
-            raise UnknownModel(name, self.names())
         return model
 
     def names(self) -> tuple[str, ...]:
@@ -59,6 +64,11 @@ class Catalog:
 
     def get(self, model_id: str) -> ModelDescription | None:
         return self._by_id.get(model_id)
+
+
+def requested_name(requested: str | None) -> str | None:
+    """The name a client asked for; None when it named none and so gets the default."""
+    return (requested or "").strip() or None
 
 
 def _freeze_models(by_id: dict[str, ModelDescription]) -> Mapping[str, ModelDescription]:

@@ -16,6 +16,11 @@ class ProxyError(Exception):
         self.message = message
         self.details = details
 
+    @property
+    def outcome(self) -> str:
+        """What the server records for the request; the client's code unless it must differ."""
+        return self.code
+
 
 class InvalidRequest(ProxyError):
     code = "INVALID_REQUEST"
@@ -45,14 +50,30 @@ class SchemaInvalid(InvalidRequest):
 class UnknownModel(ProxyError):
     code = "MODEL_NOT_FOUND"
 
-    def __init__(self, requested: str, available: Sequence[str]) -> None:
+    def __init__(self, requested: str | None, available: Sequence[str]) -> None:
         listing = ", ".join(available) if available else "(none)"
+        # None: the client named no model and the default is not one it may use; the default's
+        # name is not the client's to learn then.
+        problem = (
+            f"model {requested!r} is not served here"
+            if requested is not None
+            else "no model was named and no default model is available to you; name one"
+        )
         super().__init__(
-            f"model {requested!r} is not served here. Available models and aliases: {listing}",
+            f"{problem}. Available models and aliases: {listing}",
             details=listing,
         )
         self.requested = requested
         self.available = tuple(available)
+
+
+class ModelNotVisible(UnknownModel):
+    """A served model outside a restricted caller's claim: the caller is told exactly what it
+    would be told for a model that does not exist; the server records the truth."""
+
+    @property
+    def outcome(self) -> str:
+        return PermissionDenied.code
 
 
 class ModelUnavailable(ProxyError):
@@ -100,6 +121,12 @@ class Overloaded(RateLimited):
     """The server is at its configured limit of concurrent requests."""
 
     code = "OVERLOADED"
+
+
+class SubjectOverloaded(RateLimited):
+    """The caller already has as many requests in flight as one caller may."""
+
+    code = "TOO_MANY_IN_FLIGHT"
 
 
 class AuthenticationFailed(ProxyError):

@@ -8,13 +8,28 @@ from types import MappingProxyType
 
 from domain.usage import ModelPrice
 
+# One caller may hold at most 1/PER_SUBJECT_SHARE of the server-wide concurrency slots unless
+# the operator sets its own cap: enough for any one client's parallelism, and the rest stays
+# free for everyone else.
+PER_SUBJECT_SHARE = 2
+
 
 @dataclass(frozen=True, slots=True)
 class Limits:
     max_input_length: int | None = 1_000_000
     request_timeout_seconds: float = 300.0
     max_concurrent_requests: int | None = None
+    # None: a share of max_concurrent_requests (PER_SUBJECT_SHARE), so that one caller cannot
+    # take every slot; no cap at all when the server-wide limit is off too.
+    max_concurrent_per_subject: int | None = None
     max_requests_per_minute: int | None = None
+
+    def concurrency_cap_per_subject(self) -> int | None:
+        if self.max_concurrent_per_subject is not None:
+            return self.max_concurrent_per_subject
+        if self.max_concurrent_requests is None:
+            return None
+        return max(1, self.max_concurrent_requests // PER_SUBJECT_SHARE)
 
 
 @dataclass(frozen=True, slots=True)

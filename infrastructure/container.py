@@ -84,7 +84,7 @@ class Container(containers.DeclarativeContainer):
     # What the use cases call: the gateway, in a span per model call when tracing is on.
     model_gateway = providers.Singleton(traced_gateway, gateway, tracer_provider)
 
-    admission = providers.Singleton(Admission, policy, clock)
+    admission = providers.Singleton(Admission, clock)
     pipeline = providers.Singleton(
         PromptPipeline,
         catalog=catalog,

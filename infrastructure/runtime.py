@@ -46,6 +46,7 @@ def policy_from(settings: Settings, version: str) -> ServerPolicy:
             max_input_length=limits.max_input_length,
             request_timeout_seconds=limits.request_timeout_seconds,
             max_concurrent_requests=limits.max_concurrent_requests,
+            max_concurrent_per_subject=limits.max_concurrent_per_subject,
             max_requests_per_minute=limits.max_requests_per_minute,
         ),
         prices={

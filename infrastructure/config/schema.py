@@ -145,6 +145,9 @@ class LimitsSchema(_Strict):
     max_input_length = fields.Integer(load_default=1_000_000, allow_none=True, validate=_POSITIVE)
     request_timeout_seconds = fields.Float(load_default=300.0, validate=_POSITIVE)
     max_concurrent_requests = fields.Integer(load_default=None, allow_none=True, validate=_POSITIVE)
+    max_concurrent_per_subject = fields.Integer(
+        load_default=None, allow_none=True, validate=_POSITIVE
+    )
     max_requests_per_minute = fields.Integer(load_default=None, allow_none=True, validate=_POSITIVE)
 
     @post_load

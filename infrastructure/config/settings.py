@@ -77,6 +77,8 @@ class LimitsSettings:
     max_input_length: int | None = 1_000_000
     request_timeout_seconds: float = 300.0
     max_concurrent_requests: int | None = None
+    # None: half of max_concurrent_requests (domain.policy.PER_SUBJECT_SHARE).
+    max_concurrent_per_subject: int | None = None
     max_requests_per_minute: int | None = None
 
 

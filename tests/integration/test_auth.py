@@ -248,21 +248,29 @@ async def test_model_allow_list_is_enforced(secured: Proxy) -> None:
 
     allowed = await secured.stub.Execute(request("hi", model="echo"), metadata=md)
     assert allowed.WhichOneof("result") == "success"
-    for call in (
-        secured.stub.Execute(request("hi", model="markov"), metadata=md),
-        collect(secured.stub.StreamExecute(request("hi", model="markov"), metadata=md)),
-        secured.stub.Execute(request("hi", model="scripted"), metadata=md),
-    ):
-        error = await _refusal(call)
-        assert error.code() == grpc.StatusCode.PERMISSION_DENIED
-        assert "'alice' may not use model" in (error.details() or "")
+    unknown = await secured.stub.Execute(request("hi", model="no-such-model"), metadata=md)
+    for name in ("markov", "scripted"):
+        # Outside the claim reads exactly like a model that does not exist.
+        reply = await secured.stub.Execute(request("hi", model=name), metadata=md)
+        assert reply.error.error_code == "MODEL_NOT_FOUND"
+        assert reply.error.error_details == unknown.error.error_details
+        assert reply.error.error_message == unknown.error.error_message.replace(
+            "'no-such-model'", repr(name)
+        )
+        chunks = await collect(secured.stub.StreamExecute(request("hi", model=name), metadata=md))
+        assert chunks[-1].error.error_message == reply.error.error_message
+    listed = set(unknown.error.error_details.split(", "))
+    assert "echo" in listed
+    assert "markov" not in listed
 
 
 async def test_default_model_counts_too(secured: Proxy) -> None:
-    # echo is the default; a token for markov only may not fall back to it.
+    # echo is the default; a token for markov only may not fall back to it, nor learn its name.
     md = bearer(valid_token(models=["markov"]))
-    error = await _refusal(secured.stub.Execute(request("hi"), metadata=md))
-    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    reply = await secured.stub.Execute(request("hi"), metadata=md)
+    assert reply.error.error_code == "MODEL_NOT_FOUND"
+    assert "echo" not in reply.error.error_message
+    assert reply.error.error_details == "markov"
 
 
 async def test_server_info_lists_only_the_models_a_caller_may_use(secured: Proxy) -> None:

@@ -12,7 +12,7 @@ import pytest
 from adapters.grpc.client import (
     AsyncProxyClient,
     AuthenticationError,
-    PermissionDeniedError,
+    ModelNotFoundError,
     ProxyClient,
     RetryPolicy,
     UnavailableError,
@@ -88,17 +88,19 @@ async def test_missing_and_bad_tokens_are_authentication_errors(
         assert "LLM_PROXY_TOKEN" in str(caught.value)
 
 
-async def test_token_without_the_model_is_permission_denied(
+async def test_token_without_the_model_is_told_the_model_is_not_found(
     start_proxy: ProxyFactory, tmp_path: Path
 ) -> None:
     proxy, ca = await secured(start_proxy, tmp_path)
     url = f"llm-proxy://127.0.0.1:{proxy.running.port}"
     async with AsyncProxyClient(url, ca_bundle=ca, token=token(models=["echo"])) as client:
         assert (await client.execute("allowed", model="echo")).model == "echo"
-        with pytest.raises(PermissionDeniedError):
+        # A model outside the token's claim reads like one the server does not have.
+        with pytest.raises(ModelNotFoundError) as unary:
             await client.execute("forbidden", model="markov")
-        with pytest.raises(PermissionDeniedError):
+        with pytest.raises(ModelNotFoundError):
             await client.stream("forbidden", model="markov").result()
+        assert "Available models and aliases: echo." in str(unary.value)
 
 
 async def test_tls_server_refuses_an_untrusting_or_plaintext_client(

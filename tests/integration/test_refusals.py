@@ -152,7 +152,8 @@ async def test_a_model_outside_the_callers_claim(
         method,
         "PERMISSION_DENIED",
         lambda: call(proxy, method, message, token("alice", models=["echo"])),
-        Refusal(grpc.StatusCode.PERMISSION_DENIED, ""),
+        # The caller hears what an unknown model gets; the server books the truth.
+        Refusal(None, "MODEL_NOT_FOUND"),
         request_id=rid,
         model="markov",
     )
@@ -242,3 +243,36 @@ async def test_bad_input_answered_in_band(
         request_id=message.request_id,
         model=model,
     )
+
+
+@pytest.mark.parametrize("method", METHODS)
+async def test_a_caller_at_its_own_concurrency_cap_while_others_are_served(
+    start_proxy: ProxyFactory, capture: pytest.LogCaptureFixture, method: str
+) -> None:
+    # Four slots: one caller may hold two (half, by default), the rest stay free for others.
+    proxy = await secured(start_proxy, {"max_concurrent_requests": 4})
+    books = Books(proxy, capture)
+    greedy = token("greedy")
+    held = [
+        proxy.stub.StreamExecute(
+            request(script(chunks=["a", "b"], delay=0.3), model="scripted-async"),
+            metadata=greedy,
+        )
+        for _ in range(2)
+    ]
+    for stream in held:
+        assert await read_chunk(stream) is not None
+    rid = f"capped-{method}"
+    before = books.requests_total(method, "TOO_MANY_IN_FLIGHT", "echo")
+    status, _ = await call(proxy, method, request("hi", model="echo", request_id=rid), greedy)
+    assert status == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert await call(proxy, method, request("hi", model="echo"), token("other")) == (None, "ok")
+    for stream in held:
+        while await read_chunk(stream) is not None:
+            pass
+    await books.settle(lambda: books.in_flight("StreamExecute") == 0 and len(books.lines(rid)) > 0)
+    assert books.requests_total(method, "TOO_MANY_IN_FLIGHT", "echo") == before + 1
+    assert books.in_flight(method) == 0
+    assert len(books.lines(rid)) == 1
+    assert proxy.container.admission().in_flight == 0
+    assert books.errors() == []

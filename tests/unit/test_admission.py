@@ -12,86 +12,169 @@ from application.admission import MAX_TRACKED_SUBJECTS, Admission
 from application.execute_prompt import ExecutePrompt
 from application.stream_prompt import StreamPrompt
 from domain.answer import Answer, Failure
-from domain.errors import Overloaded, RateLimited
-from domain.policy import Limits
+from domain.errors import Overloaded, RateLimited, SubjectOverloaded
+from domain.policy import Limits, ServerPolicy
 from domain.principal import CallContext, Principal
 from domain.request import PromptRequest
 from tests.unit.fakes import HANG, FakeClock, FakePolicySource, Harness, sample_policy
 
 
-def _admission(limits: Limits) -> tuple[Admission, FakeClock, FakePolicySource]:
-    clock = FakeClock()
-    policy = FakePolicySource(sample_policy(limits=limits))
-    return Admission(policy, clock), clock, policy
+class _Admission:
+    """An Admission with its clock and the limits each request carries, as the pipeline does."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.clock = FakeClock()
+        self.limits = limits
+        self.admission = Admission(self.clock)
+
+    def enter(self, subject: str) -> None:
+        self.admission.enter(subject, self.limits)
+
+    def leave(self, subject: str) -> None:
+        self.admission.leave(subject)
+
+    @property
+    def in_flight(self) -> int:
+        return self.admission.in_flight
 
 
 def test_no_limits_admits_everything() -> None:
-    admission, _, _ = _admission(Limits(max_concurrent_requests=None, max_requests_per_minute=None))
+    admission = _Admission(Limits(max_concurrent_requests=None, max_requests_per_minute=None))
     for _ in range(1000):
         admission.enter("alice")
     assert admission.in_flight == 1000
 
 
 def test_concurrency_limit_rejects_then_admits_after_leave() -> None:
-    admission, _, _ = _admission(Limits(max_concurrent_requests=2))
+    admission = _Admission(Limits(max_concurrent_requests=2))
     admission.enter("a")
     admission.enter("b")
     with pytest.raises(Overloaded) as caught:
         admission.enter("c")
+    assert caught.value.code == "OVERLOADED"
     assert "2 concurrent" in caught.value.message
     assert caught.value.retry_after_s > 0
-    admission.leave()
+    admission.leave("a")
     admission.enter("c")
     assert admission.in_flight == 2
 
 
+def test_one_caller_gets_half_the_slots_by_default() -> None:
+    admission = _Admission(Limits(max_concurrent_requests=10))
+    for _ in range(5):
+        admission.enter("greedy")
+    with pytest.raises(SubjectOverloaded) as caught:
+        admission.enter("greedy")
+    assert caught.value.code == "TOO_MANY_IN_FLIGHT"
+    assert "'greedy' already has 5 requests in flight" in caught.value.message
+    assert "limits.max_concurrent_per_subject" in caught.value.message
+    for other in ("a", "b", "c", "d", "e"):
+        admission.enter(other)
+    assert admission.in_flight == 10
+    assert admission.admission.in_flight_of("greedy") == 5
+    admission.leave("greedy")
+    admission.leave("a")
+    admission.enter("greedy")
+    assert admission.admission.in_flight_of("greedy") == 5
+
+
+def test_an_explicit_per_caller_cap_applies_even_without_a_server_wide_one() -> None:
+    admission = _Admission(Limits(max_concurrent_per_subject=2))
+    admission.enter("alice")
+    admission.enter("alice")
+    with pytest.raises(SubjectOverloaded):
+        admission.enter("alice")
+    admission.enter("bob")
+    admission.leave("alice")
+    admission.enter("alice")
+    assert admission.admission.in_flight_of("alice") == 2
+
+
+@pytest.mark.parametrize(
+    ("limits", "cap"),
+    [
+        (Limits(), None),
+        (Limits(max_concurrent_requests=1), 1),
+        (Limits(max_concurrent_requests=3), 1),
+        (Limits(max_concurrent_requests=50), 25),
+        (Limits(max_concurrent_requests=50, max_concurrent_per_subject=40), 40),
+        (Limits(max_concurrent_per_subject=7), 7),
+    ],
+)
+def test_per_caller_cap_defaults_to_a_share_of_the_server_wide_one(
+    limits: Limits, cap: int | None
+) -> None:
+    assert limits.concurrency_cap_per_subject() == cap
+
+
+def test_a_caller_refused_for_concurrency_keeps_its_rate_allowance() -> None:
+    admission = _Admission(Limits(max_concurrent_per_subject=1, max_requests_per_minute=2))
+    admission.enter("alice")
+    with pytest.raises(SubjectOverloaded):
+        admission.enter("alice")
+    admission.leave("alice")
+    admission.enter("alice")  # the second of two tokens: the refusal above took none
+
+
 def test_rate_limit_allows_a_burst_then_refills_per_caller() -> None:
-    admission, clock, _ = _admission(Limits(max_requests_per_minute=60))
+    admission = _Admission(Limits(max_requests_per_minute=60))
     for _ in range(60):
         admission.enter("alice")
-        admission.leave()
+        admission.leave("alice")
     with pytest.raises(RateLimited) as caught:
         admission.enter("alice")
     assert caught.value.code == "RATE_LIMITED"
     assert caught.value.retry_after_s == pytest.approx(1.0)
     admission.enter("bob")  # another caller has its own allowance
-    admission.leave()
-    clock.advance(1.0)
+    admission.leave("bob")
+    admission.clock.advance(1.0)
     admission.enter("alice")  # one token refilled after a second at 60/min
-    admission.leave()
+    admission.leave("alice")
     with pytest.raises(RateLimited):
         admission.enter("alice")
 
 
 def test_a_rejected_request_does_not_count_as_in_flight() -> None:
-    admission, _, _ = _admission(Limits(max_requests_per_minute=1))
+    admission = _Admission(Limits(max_requests_per_minute=1))
     admission.enter("alice")
     with pytest.raises(RateLimited):
         admission.enter("alice")
     assert admission.in_flight == 1
+    assert admission.admission.in_flight_of("alice") == 1
+    admission.leave("alice")
+    assert admission.admission.in_flight_of("alice") == 0
 
 
-def test_limits_are_read_per_request_so_a_reload_applies() -> None:
-    admission, _, policy = _admission(Limits(max_concurrent_requests=1))
+def test_the_limits_of_each_request_apply_so_a_reload_applies() -> None:
+    admission = _Admission(Limits(max_concurrent_requests=1))
     admission.enter("a")
     with pytest.raises(Overloaded):
         admission.enter("b")
-    policy.replace(sample_policy(limits=Limits(max_concurrent_requests=5)))
+    admission.limits = Limits(max_concurrent_requests=5)
     admission.enter("b")
 
 
-def test_tracked_callers_are_bounded() -> None:
-    admission, _, _ = _admission(Limits(max_requests_per_minute=10))
-    for index in range(MAX_TRACKED_SUBJECTS + 50):
+def test_idle_callers_are_forgotten_first_which_costs_them_nothing() -> None:
+    admission = _Admission(Limits(max_requests_per_minute=1))
+    admission.enter("first")
+    admission.leave("first")
+    with pytest.raises(RateLimited):
+        admission.enter("first")
+    for index in range(MAX_TRACKED_SUBJECTS):
         admission.enter(f"caller-{index}")
-        admission.leave()
-    assert len(admission._buckets) == MAX_TRACKED_SUBJECTS
+        admission.leave(f"caller-{index}")
+    # "first" was the least recently seen, so its bucket went to bound memory: it starts full.
+    admission.enter("first")
+    admission.leave("first")
+    # The most recent callers are still tracked, their allowance still spent.
+    with pytest.raises(RateLimited):
+        admission.enter(f"caller-{MAX_TRACKED_SUBJECTS - 1}")
 
 
 def _limited_harness(limits: Limits) -> tuple[Harness, Admission, PromptPipeline]:
     harness = Harness()
     harness.set_limits(limits)
-    admission = Admission(harness.policy, harness.clock)
+    admission = Admission(harness.clock)
     pipeline = dataclasses.replace(harness.pipeline, admission=admission)
     return harness, admission, pipeline
 
@@ -136,3 +219,81 @@ async def test_cancelled_stream_releases_its_slot() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert admission.in_flight == 0
+
+
+@pytest.mark.parametrize(
+    "costly",
+    [
+        PromptRequest(user_fragments=("hi",), model="nope"),
+        PromptRequest(user_fragments=("hi",), response_schema="[" * 5_000),
+        PromptRequest(user_fragments=("hi",), model="large"),
+    ],
+)
+async def test_a_caller_over_its_rate_is_told_that_and_nothing_costlier(
+    costly: PromptRequest,
+) -> None:
+    harness, _, pipeline = _limited_harness(Limits(max_requests_per_minute=1))
+    execute = ExecutePrompt(pipeline, harness.gateway, harness.observer)
+    harness.script("fine")
+    who = CallContext(principal=Principal(subject="carol", allowed_models=("echo",)))
+    assert isinstance(await execute(PromptRequest(user_fragments=("hi",)), who), Answer)
+
+    refused = await execute(costly, who)
+
+    assert isinstance(refused, Failure)
+    assert refused.error.code == "RATE_LIMITED"
+
+
+async def test_requests_refused_for_their_content_spend_the_allowance_too() -> None:
+    harness, admission, pipeline = _limited_harness(Limits(max_requests_per_minute=2))
+    execute = ExecutePrompt(pipeline, harness.gateway, harness.observer)
+    who = CallContext(principal=Principal(subject="mallory"))
+    for bad in (
+        PromptRequest(user_fragments=("hi",), model="nope"),
+        PromptRequest(user_fragments=("hi",), response_schema="{"),
+    ):
+        result = await execute(bad, who)
+        assert isinstance(result, Failure)
+        assert result.error.code in {"MODEL_NOT_FOUND", "INVALID_SCHEMA"}
+    third = await execute(PromptRequest(user_fragments=("hi",)), who)
+    assert isinstance(third, Failure)
+    assert third.error.code == "RATE_LIMITED"
+    assert admission.in_flight == 0
+
+
+async def test_an_empty_request_is_refused_before_the_rate_limit_and_costs_nothing() -> None:
+    harness, _, pipeline = _limited_harness(Limits(max_requests_per_minute=1))
+    execute = ExecutePrompt(pipeline, harness.gateway, harness.observer)
+    harness.script("fine")
+    who = CallContext(principal=Principal(subject="dave"))
+    empty = await execute(PromptRequest(user_fragments=(" ",)), who)
+    assert isinstance(empty, Failure)
+    assert empty.error.code == "EMPTY_REQUEST"
+    assert isinstance(await execute(PromptRequest(user_fragments=("hi",)), who), Answer)
+
+
+class _CountingPolicy(FakePolicySource):
+    reads = 0
+
+    def current(self) -> ServerPolicy:
+        self.reads += 1
+        return super().current()
+
+
+async def test_the_policy_is_read_once_per_request() -> None:
+    harness = Harness(
+        policy=_CountingPolicy(sample_policy(limits=Limits(max_concurrent_requests=4)))
+    )
+    admission = Admission(harness.clock)
+    pipeline = dataclasses.replace(harness.pipeline, admission=admission)
+    harness.script("fine")
+    execute = ExecutePrompt(pipeline, harness.gateway, harness.observer)
+    stream = StreamPrompt(pipeline, harness.gateway, harness.observer)
+
+    assert isinstance(await execute(PromptRequest(user_fragments=("hi",)), CallContext()), Answer)
+    async with stream(PromptRequest(user_fragments=("hi",)), CallContext()) as events:
+        async for _ in events:
+            pass
+
+    assert isinstance(harness.policy, _CountingPolicy)
+    assert harness.policy.reads == 2

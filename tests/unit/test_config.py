@@ -261,6 +261,7 @@ def test_unknown_key_from_env() -> None:
         ({"server": {"host": ""}}, "server.host", "''"),
         ({"limits": {"request_timeout_seconds": 0}}, "limits.request_timeout_seconds", "0"),
         ({"limits": {"max_input_length": "many"}}, "limits.max_input_length", "'many'"),
+        ({"limits": {"max_concurrent_per_subject": 0}}, "limits.max_concurrent_per_subject", "0"),
         ({"logging": {"level": "LOUD"}}, "logging.level", "'LOUD'"),
         ({"logging": {"format": "xml"}}, "logging.format", "'xml'"),
         ({"logging": {"log_prompts": "perhaps"}}, "logging.log_prompts", "'perhaps'"),

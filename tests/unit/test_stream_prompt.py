@@ -175,11 +175,6 @@ async def test_failures_carry_the_request_id(h: Harness) -> None:
         (request("hi", schema="[]"), ANON, "INVALID_SCHEMA"),
         (request("hi", schema='{"type": 1}'), ANON, "INVALID_SCHEMA"),
         (request("x" * 11), ANON, "INPUT_TOO_LONG"),
-        (
-            request("hi", model="large"),
-            CallContext(Principal("eve", allowed_models=("small", "e*"))),
-            "PERMISSION_DENIED",
-        ),
     ],
 )
 async def test_refused_requests_yield_one_failure_and_never_call_the_model(
@@ -195,6 +190,19 @@ async def test_refused_requests_yield_one_failure_and_never_call_the_model(
     record = h.observer.only()
     assert record.outcome == code
     assert record.chunks == 0
+
+
+async def test_a_model_outside_the_claim_is_refused_as_unknown_and_booked_as_denied(
+    h: Harness,
+) -> None:
+    context = CallContext(Principal("eve", allowed_models=("small", "e*")))
+
+    events = await run(h, request("hi", model="large"), context)
+
+    assert len(events) == 1
+    assert failed(events[0]).error.code == "MODEL_NOT_FOUND"
+    assert h.gateway.calls == []
+    assert h.observer.only().outcome == "PERMISSION_DENIED"
 
 
 async def test_an_allowed_principal_streams(h: Harness) -> None:
