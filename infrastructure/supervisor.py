@@ -44,6 +44,9 @@ def reserve_port(host: str, port: int) -> socket.socket:
     family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     sock = socket.socket(family, kind, proto)
     try:
+        # SO_REUSEADDR as grpc sets it on its own listeners: connections of a server that just
+        # stopped linger in TIME_WAIT for a minute and must not keep the port from a new one.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
     except OSError as exc:
@@ -121,7 +124,9 @@ class Supervisor:
 
                 mark_worker_dead(self._metrics_dir, process.pid)
             if self._stopping.is_set():
-                if status != 0:
+                # Never hide the reason for stopping (say, a configuration error) behind the
+                # status of a worker that was stopped because of it.
+                if status != 0 and self._exit_status == 0:
                     self._exit_status = 1
                 return
             if status == CONFIG_EXIT_STATUS and ran_s < STABLE_AFTER_S:

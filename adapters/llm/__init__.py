@@ -1,7 +1,8 @@
 """Model access through Simon Willison's llm library and its plugins."""
 
+from adapters.llm.discovery import installed_plugins
 from adapters.llm.errors import ModelConfigError
 from adapters.llm.gateway import LlmGateway
 from adapters.llm.registry import LlmModelRegistry
 
-__all__ = ["LlmGateway", "LlmModelRegistry", "ModelConfigError"]
+__all__ = ["LlmGateway", "LlmModelRegistry", "ModelConfigError", "installed_plugins"]

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import llm
 
 from adapters.llm.errors import ModelConfigError
+
+# llm leaves this untyped; the annotation is what the proxy relies on.
+_llm_plugins: Callable[[], list[dict[str, object]]] = llm.get_plugins
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +60,12 @@ def register_plugin_modules(names: Sequence[str]) -> None:
         if llm.plugins.pm.is_registered(module) or llm.plugins.pm.get_plugin(name) is not None:
             continue
         llm.plugins.pm.register(module, name=name)
+
+
+def installed_plugins() -> tuple[str, ...]:
+    """Names of the llm plugins this environment has, as `llm plugins` shows them."""
+    llm.get_models()  # loads the entry-point plugins, which get_plugins alone does not
+    return tuple(sorted(str(plugin["name"]) for plugin in _llm_plugins()))
 
 
 def discover() -> tuple[DiscoveredModel, ...]:

@@ -8,8 +8,10 @@ from pathlib import Path
 import click
 import yaml
 
+from adapters.llm import ModelConfigError, installed_plugins
 from infrastructure.cli.common import CONFIG_EXIT_STATUS, config_option, load_or_exit
-from infrastructure.config import ConfigError, load_settings, to_plain
+from infrastructure.config import ConfigError, Settings, load_settings, to_plain
+from infrastructure.server_runner import build_container
 
 
 @click.group("config")
@@ -27,11 +29,47 @@ def show(config: Path | None) -> None:
 
 @config_group.command("validate")
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
-def validate_file(file: Path) -> None:
-    """Check FILE (with the environment applied on top) and report every problem."""
+@click.option(
+    "--skip-models",
+    is_flag=True,
+    help="Check the file only, not its models section against the llm plugins installed here.",
+)
+def validate_file(file: Path, skip_models: bool) -> None:
+    """Check FILE (with the environment applied on top) and report every problem.
+
+    The models section (served models, aliases, default) is checked against the models llm
+    can serve in this environment, as `serve` would at start.
+    """
     try:
-        load_settings(file)
+        settings = load_settings(file)
     except ConfigError as exc:
         click.echo(f"llm-proxy: {exc}", err=True)
         sys.exit(CONFIG_EXIT_STATUS)
-    click.echo(f"{file}: valid")
+    if skip_models:
+        click.echo(f"{file}: valid (models section not checked)")
+        return
+    try:
+        served = _served_here(settings)
+    except ModelConfigError as exc:
+        click.echo(f"llm-proxy: {exc}", err=True)
+        click.echo(_caveat(), err=True)
+        sys.exit(CONFIG_EXIT_STATUS)
+    click.echo(f"{file}: valid; {served}")
+    click.echo(_caveat())
+
+
+def _served_here(settings: Settings) -> str:
+    registry = build_container(settings).catalog()
+    registry.load()
+    catalog = registry.current()
+    names = ", ".join(model.model_id for model in catalog.models)
+    return f"serves {names} (default {catalog.default_model})"
+
+
+def _caveat() -> str:
+    # Plugins and API keys belong to an environment: the server's may differ from this one.
+    plugins = ", ".join(installed_plugins()) or "none"
+    return (
+        f"llm-proxy: models checked against the llm plugins and keys of this environment "
+        f"(plugins: {plugins}); a server with other plugins or keys may serve a different set"
+    )

@@ -11,7 +11,8 @@ from typing import Any
 
 import click
 
-from infrastructure.cli.common import config_option, load_or_exit
+from adapters.llm import ModelConfigError
+from infrastructure.cli.common import CONFIG_EXIT_STATUS, config_option, load_or_exit
 from infrastructure.config import load_settings
 from infrastructure.log import configure_logging
 from infrastructure.observability import SINGLE, WORKER
@@ -81,6 +82,11 @@ def serve(
     )
     try:
         asyncio.run(serve_until_signalled(container))
+    except ModelConfigError as exc:
+        # The models section names something llm cannot serve here: fix the file, like any
+        # other configuration error (a reload reports it the same way and keeps serving).
+        click.echo(f"llm-proxy: {exc}", err=True)
+        sys.exit(CONFIG_EXIT_STATUS)
     except (OSError, SecurityError) as exc:
         raise click.ClickException(str(exc)) from exc
 

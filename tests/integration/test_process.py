@@ -170,3 +170,39 @@ def test_port_in_use_is_a_clear_error(
     assert result.returncode != 0
     assert f"127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_an_alias_to_an_unserved_model_exits_2_with_one_line(tmp_path: Path, workers: str) -> None:
+    config = tmp_path / "alias.yaml"
+    config.write_text(
+        "server:\n  port: 0\nauth:\n  enabled: false\n"
+        "models:\n  serve: [echo]\n  aliases: {fast: markov}\n"
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "infrastructure.cli",
+            "serve",
+            "-c",
+            str(config),
+            "--workers",
+            workers,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    problems = [line for line in result.stderr.splitlines() if line.startswith("llm-proxy:")]
+    # One line per process that tried to start, naming the key and the model it points at.
+    assert problems
+    assert set(problems) == {
+        "llm-proxy: models.aliases.fast: points at 'markov', which is not served; served: echo"
+    }
+    assert "Traceback" not in result.stderr
+    if workers == "1":
+        assert result.stderr.strip() == problems[0]

@@ -91,7 +91,45 @@ def test_validate_good_file(tmp_path: Path) -> None:
     result = invoke("config", "validate", str(good))
 
     assert result.exit_code == 0, result.output
-    assert result.stdout.strip() == f"{good}: valid"
+    first, caveat = result.stdout.strip().splitlines()
+    assert first.startswith(f"{good}: valid; serves ")
+    assert first.endswith("(default echo)")
+    assert "llm-echo" in caveat
+    assert "a server with other plugins or keys may serve a different set" in caveat
+
+
+@pytest.mark.parametrize(
+    ("models", "problem"),
+    [
+        (
+            "{serve: [echo], aliases: {fast: markov}}",
+            "models.aliases.fast: points at 'markov', which is not served; served: echo",
+        ),
+        ("{serve: [echo], default: markov}", "models.default: 'markov' is not served"),
+        ("{serve: [no-such-model]}", "models.serve[0]: 'no-such-model' is not a model llm knows"),
+    ],
+)
+def test_validate_checks_the_models_section_against_what_llm_serves_here(
+    tmp_path: Path, models: str, problem: str
+) -> None:
+    unserved = write(tmp_path, "unserved.yaml", f"models: {models}\n")
+
+    result = invoke("config", "validate", str(unserved))
+
+    assert result.exit_code == 2
+    assert problem in result.stderr
+    # It cannot know the server's own plugins and keys, and says so.
+    assert "checked against the llm plugins and keys of this environment" in result.stderr
+    assert "valid" not in result.stdout
+
+
+def test_validate_can_skip_the_models_section(tmp_path: Path) -> None:
+    elsewhere = write(tmp_path, "elsewhere.yaml", "models: {serve: [gpt-9-elsewhere]}\n")
+
+    result = invoke("config", "validate", "--skip-models", str(elsewhere))
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == f"{elsewhere}: valid (models section not checked)"
 
 
 def test_validate_bad_file_exits_2_and_names_each_key(tmp_path: Path) -> None:
