@@ -30,7 +30,7 @@ def _port_with_a_time_wait_connection() -> int:
 def test_a_port_in_time_wait_can_be_reserved_for_workers() -> None:
     port = _port_with_a_time_wait_connection()
     # Without SO_REUSEADDR the kernel refuses the port: the state this bug report needs.
-    with socket.socket() as plain, pytest.raises(OSError) as refused:
+    with socket.socket() as plain, pytest.raises(OSError, match="in use") as refused:
         plain.bind(("127.0.0.1", port))
     assert refused.value.errno == errno.EADDRINUSE
 
