@@ -16,6 +16,7 @@ from application.ports import (
     RequestObserver,
     Tracer,
 )
+from domain.capabilities import check_supported
 from domain.catalog import Catalog, ModelDescription, requested_name
 from domain.errors import ModelNotVisible, ProxyError, UnknownModel
 from domain.outcome import Method, RequestRecord
@@ -41,6 +42,7 @@ class Tally:
     """What is known about one request so far; it becomes the request's record at the end."""
 
     method: Method
+    transport: str
     request_id: str
     subject: str
     started: float
@@ -81,7 +83,7 @@ class PromptPipeline:
         """
         policy = self.policy.current()
         limits = policy.limits
-        request.validate(limits.max_input_length)
+        request.validate(limits)
         principal = context.principal
         catalog = self.catalog.current()
         model = catalog.find(request.model)
@@ -96,7 +98,9 @@ class PromptPipeline:
             # To a restricted caller a model outside its claim is the same as one that does not
             # exist: the refusal names only what it asked for and what it may use.
             raise ModelNotVisible(requested_name(request.model), visible_names(catalog, principal))
-        schema = request.parsed_schema()
+        check_supported(
+            model, request, [other for other in catalog.models if principal.may_use(other)]
+        )
         timeout_s = limits.request_timeout_seconds
         if context.time_remaining is not None:
             # The transport cancels the call at the client's deadline, which the client sees
@@ -107,9 +111,10 @@ class PromptPipeline:
             model=model,
             invocation=ModelInvocation(
                 model_id=model.model_id,
-                user_fragments=request.user_fragments,
-                system_fragments=request.system_fragments,
-                schema=schema,
+                messages=request.messages,
+                options=request.options,
+                schema=request.schema,
+                tools=request.tools,
             ),
             policy=policy,
             timeout_s=timeout_s,
@@ -120,7 +125,13 @@ class PromptPipeline:
         return admitted
 
     def open_tally(self, method: Method, request_id: str, context: CallContext) -> Tally:
-        return Tally(method, request_id, context.principal.subject, self.clock.monotonic())
+        return Tally(
+            method,
+            context.transport,
+            request_id,
+            context.principal.subject,
+            self.clock.monotonic(),
+        )
 
     def close_tally(self, tally: Tally, observer: RequestObserver) -> None:
         """Release the request's admission and report it, whatever way it ended."""
@@ -130,6 +141,7 @@ class PromptPipeline:
         observer.request_finished(
             RequestRecord(
                 method=tally.method,
+                transport=tally.transport,
                 request_id=tally.request_id,
                 subject=tally.subject,
                 model_id=tally.model_id,

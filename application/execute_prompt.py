@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from application._common import PromptUseCase, outcome_of
-from domain.answer import Answer, Failure
+from domain.answer import Answer, Failure, FinishReason
 from domain.errors import ProxyError, UpstreamTimeout
 from domain.outcome import Method
 from domain.principal import CallContext
@@ -28,9 +28,9 @@ class ExecutePrompt(PromptUseCase):
             return result
 
     async def _run(self, request: PromptRequest, context: CallContext) -> Answer | Failure:
-        self._observer.request_started(Method.EXECUTE)
+        self._observer.request_started(Method.UNARY, context.transport)
         pipeline = self._pipeline
-        tally = pipeline.open_tally(Method.EXECUTE, pipeline.request_id_for(request), context)
+        tally = pipeline.open_tally(Method.UNARY, pipeline.request_id_for(request), context)
         try:
             admitted = pipeline.admit(tally, request, context)
             try:
@@ -43,7 +43,15 @@ class ExecutePrompt(PromptUseCase):
                 tally.answer = output.text
             metrics = pipeline.metrics(admitted, tally.started, output.usage)
             tally.cost_usd = metrics.cost_usd
-            return Answer(tally.request_id, output.text, admitted.model.model_id, metrics)
+            return Answer(
+                tally.request_id,
+                output.text,
+                admitted.model.model_id,
+                metrics,
+                tool_calls=output.tool_calls,
+                finish_reason=FinishReason.of(len(output.tool_calls)),
+                resolved_model=output.resolved_model,
+            )
         except ProxyError as error:
             tally.outcome = error.outcome
             return Failure(tally.request_id, error)

@@ -37,5 +37,5 @@ class NullTracer:
 
 
 def prompt_text(request: PromptRequest) -> str:
-    """The prompt as an auditor reads it: system fragments first, as the model sees them."""
-    return "\n\n".join((*request.system_fragments, *request.user_fragments))
+    """The prompt as an auditor reads it: every text of every message, in order."""
+    return "\n\n".join(text for message in request.messages for text in message.texts())

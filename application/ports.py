@@ -19,7 +19,10 @@ class ModelGateway(Protocol):
     async def complete(self, invocation: ModelInvocation) -> ModelOutput: ...
 
     def stream(self, invocation: ModelInvocation) -> AsyncGenerator[GatewayEvent, None]:
-        """Text chunks as the model produces them, then one UsageReport."""
+        """Text chunks and whole tool calls as the model produces them, then one UsageReport.
+
+        Problems the model's own rules find in the request (its options, for example) are
+        raised as domain errors before the model is called."""
         ...
 
 
@@ -50,7 +53,7 @@ class RequestObserver(Protocol):
     not raise. Every request_started is followed by exactly one request_finished.
     """
 
-    def request_started(self, method: Method) -> None: ...
+    def request_started(self, method: Method, transport: str) -> None: ...
 
     def request_finished(self, record: RequestRecord) -> None: ...
 

@@ -9,7 +9,15 @@ from dataclasses import dataclass
 
 from application._common import Admitted, PromptUseCase, outcome_of
 from application.ports import Tracer
-from domain.answer import Failure, StreamEvent, StreamFinished, TextChunk, UsageReport
+from domain.answer import (
+    Failure,
+    FinishReason,
+    GatewayEvent,
+    StreamEvent,
+    StreamFinished,
+    TextChunk,
+    UsageReport,
+)
 from domain.errors import ProxyError, UpstreamTimeout
 from domain.outcome import Method
 from domain.principal import CallContext
@@ -66,12 +74,14 @@ class StreamPrompt(PromptUseCase):
     async def _events(
         self, request: PromptRequest, request_id: str, context: CallContext
     ) -> AsyncGenerator[StreamEvent, None]:
-        self._observer.request_started(Method.STREAM)
+        self._observer.request_started(Method.STREAM, context.transport)
         pipeline = self._pipeline
         clock = pipeline.clock
         tally = pipeline.open_tally(Method.STREAM, request_id, context)
         answer_parts: list[str] | None = None
         last: StreamFinished | Failure
+        report = UsageReport(tally.usage)
+        tool_calls = 0
         try:
             admitted = pipeline.admit(tally, request, context)
             if tally.prompt is not None:
@@ -80,17 +90,26 @@ class StreamPrompt(PromptUseCase):
             async with aclosing(self._model_events(admitted, tally.started)) as model_events:
                 async for event in model_events:
                     if isinstance(event, UsageReport):
+                        report = event
                         tally.usage = event.usage
                         continue
                     if tally.first_chunk_s is None:
                         tally.first_chunk_s = clock.monotonic() - tally.started
                     tally.chunks += 1
-                    if answer_parts is not None:
-                        answer_parts.append(event.text)
+                    if isinstance(event, TextChunk):
+                        if answer_parts is not None:
+                            answer_parts.append(event.text)
+                    else:
+                        tool_calls += 1
                     yield event
             metrics = pipeline.metrics(admitted, tally.started, tally.usage)
             tally.cost_usd = metrics.cost_usd
-            last = StreamFinished(admitted.model.model_id, metrics)
+            last = StreamFinished(
+                admitted.model.model_id,
+                metrics,
+                finish_reason=FinishReason.of(tool_calls),
+                resolved_model=report.resolved_model,
+            )
         except ProxyError as error:
             tally.outcome = error.outcome
             last = Failure(request_id, error)
@@ -107,7 +126,7 @@ class StreamPrompt(PromptUseCase):
 
     async def _model_events(
         self, admitted: Admitted, started: float
-    ) -> AsyncGenerator[TextChunk | UsageReport, None]:
+    ) -> AsyncGenerator[GatewayEvent, None]:
         # The timeout bounds the whole stream, but is armed only around each wait for the
         # model so that it never fires while the consumer is busy sending a chunk.
         deadline = started + admitted.timeout_s

@@ -3,9 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 from domain.errors import ProxyError
+from domain.request import ToolCall
 from domain.usage import ExecutionMetrics, Usage
+
+
+class FinishReason(StrEnum):
+    # The model finished its answer.
+    STOP = "stop"
+    # The model stopped to have the client run tools; their results make the next request.
+    TOOL_CALLS = "tool_calls"
+
+    @classmethod
+    def of(cls, tool_calls: int) -> FinishReason:
+        return cls.TOOL_CALLS if tool_calls else cls.STOP
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,6 +27,10 @@ class Answer:
     text: str
     model_id: str
     metrics: ExecutionMetrics
+    tool_calls: tuple[ToolCall, ...] = ()
+    finish_reason: FinishReason = FinishReason.STOP
+    # The model's own name for what answered (e.g. a dated snapshot), when it reports one.
+    resolved_model: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +42,8 @@ class TextChunk:
 class StreamFinished:
     model_id: str
     metrics: ExecutionMetrics
+    finish_reason: FinishReason = FinishReason.STOP
+    resolved_model: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +52,8 @@ class ModelOutput:
 
     text: str
     usage: Usage
+    tool_calls: tuple[ToolCall, ...] = ()
+    resolved_model: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,9 +61,11 @@ class UsageReport:
     """Sent by a model gateway after the last chunk of a stream."""
 
     usage: Usage
+    resolved_model: str | None = None
 
 
-GatewayEvent = TextChunk | UsageReport
+# Tool calls arrive whole: a gateway assembles a call's streamed pieces before sending it.
+GatewayEvent = TextChunk | ToolCall | UsageReport
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,4 +76,4 @@ class Failure:
     error: ProxyError
 
 
-StreamEvent = TextChunk | StreamFinished | Failure
+StreamEvent = TextChunk | ToolCall | StreamFinished | Failure

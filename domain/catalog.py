@@ -10,6 +10,19 @@ from domain.errors import UnknownModel
 
 
 @dataclass(frozen=True, slots=True)
+class OptionSpec:
+    """One option a model accepts, as its plugin declares it."""
+
+    name: str
+    # JSON Schema type names, e.g. "number" or "integer|null"; "" when the plugin says nothing.
+    type: str = ""
+    description: str = ""
+    # The option's own JSON Schema as JSON text (bounds, enums, defaults), for clients that
+    # build forms or validate before sending.
+    json_schema: str = "{}"
+
+
+@dataclass(frozen=True, slots=True)
 class ModelDescription:
     model_id: str
     provider: str
@@ -18,6 +31,16 @@ class ModelDescription:
     aliases: tuple[str, ...] = ()
     max_context_length: int | None = None
     supports_schema: bool = False
+    supports_tools: bool = False
+    # Media types the model accepts as attachments; empty when it takes none.
+    attachment_types: tuple[str, ...] = ()
+    supports_conversation: bool = True
+    # Whether the model has a native async implementation (no worker thread per call).
+    supports_async: bool = False
+    options: tuple[OptionSpec, ...] = ()
+
+    def option_names(self) -> tuple[str, ...]:
+        return tuple(option.name for option in self.options)
 
 
 def _freeze(mapping: Mapping[str, str]) -> Mapping[str, str]:

@@ -35,7 +35,7 @@ class InputTooLong(InvalidRequest):
 
     def __init__(self, length: int, limit: int) -> None:
         super().__init__(
-            f"input is {length} characters over all fragments; this server accepts at most "
+            f"input is {length} characters over all messages; this server accepts at most "
             f"{limit}. Shorten the prompt or split it across requests.",
             details=f"length={length} limit={limit}",
         )
@@ -45,6 +45,26 @@ class InputTooLong(InvalidRequest):
 
 class SchemaInvalid(InvalidRequest):
     code = "INVALID_SCHEMA"
+
+
+class InvalidOptions(InvalidRequest):
+    """Options the model does not have, or values it does not accept."""
+
+    code = "INVALID_OPTIONS"
+
+
+class AttachmentRefused(InvalidRequest):
+    code = "INVALID_ATTACHMENT"
+
+
+class AttachmentsTooLarge(InvalidRequest):
+    code = "ATTACHMENTS_TOO_LARGE"
+
+
+class NotSupportedByModel(InvalidRequest):
+    """The request needs something (tools, attachments, a conversation) the model lacks."""
+
+    code = "UNSUPPORTED_BY_MODEL"
 
 
 class UnknownModel(ProxyError):

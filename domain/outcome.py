@@ -9,14 +9,17 @@ from domain.usage import Usage
 
 
 class Method(StrEnum):
-    EXECUTE = "Execute"
-    STREAM = "StreamExecute"
-    SERVER_INFO = "GetServerInfo"
+    """How the answer is delivered, whatever the transport: whole, or chunk by chunk."""
+
+    UNARY = "unary"
+    STREAM = "stream"
 
 
 @dataclass(frozen=True, slots=True)
 class RequestRecord:
     method: Method
+    # Which transport carried the request ("grpc", ...); a label beside the method.
+    transport: str
     request_id: str
     subject: str
     # The resolved model id, or None when resolution itself failed.

@@ -23,6 +23,11 @@ class Limits:
     # take every slot; no cap at all when the server-wide limit is off too.
     max_concurrent_per_subject: int | None = None
     max_requests_per_minute: int | None = None
+    max_attachments: int = 16
+    # Over all attachments of one request; it must also fit server.max_message_bytes.
+    max_attachment_bytes: int = 10 * 1024 * 1024
+    # Off by default: a URL makes the model's plugin fetch it from inside this network (SSRF).
+    allow_attachment_urls: bool = False
 
     def concurrency_cap_per_subject(self) -> int | None:
         if self.max_concurrent_per_subject is not None:

@@ -32,3 +32,5 @@ class CallContext:
     principal: Principal = ANONYMOUS
     # Seconds the client still allows, from its deadline; None when it set no deadline.
     time_remaining: float | None = None
+    # The transport that carried the call, for metrics and logs ("grpc", ...).
+    transport: str = "unspecified"

@@ -127,7 +127,7 @@ class LoggingObserver:
     def __init__(self) -> None:
         self._log = logging.getLogger(REQUEST_LOGGER)
 
-    def request_started(self, method: Method) -> None:
+    def request_started(self, method: Method, transport: str) -> None:
         return None
 
     def request_finished(self, record: RequestRecord) -> None:
@@ -139,6 +139,7 @@ class LoggingObserver:
         fields: dict[str, object] = {
             "request_id": record.request_id,
             "method": record.method.value,
+            "transport": record.transport,
             "model": record.model_id,
             "subject": record.subject,
             "outcome": record.outcome,
@@ -149,6 +150,7 @@ class LoggingObserver:
         # Built piece by piece rather than from `fields`: this runs once per request.
         message = (
             f"request_id={record.request_id} method={record.method.value}"
+            f" transport={record.transport}"
             + (f" model={record.model_id}" if record.model_id is not None else "")
             + f" subject={record.subject} outcome={record.outcome} duration_ms={duration_ms}"
             + (f" input_tokens={usage.input_tokens}" if usage.input_tokens is not None else "")

@@ -27,9 +27,9 @@ class FanOutObserver:
     def __init__(self, observers: Sequence[RequestObserver]) -> None:
         self._observers = tuple(observers)
 
-    def request_started(self, method: Method) -> None:
+    def request_started(self, method: Method, transport: str) -> None:
         for observer in self._observers:
-            observer.request_started(method)
+            observer.request_started(method, transport)
 
     def request_finished(self, record: RequestRecord) -> None:
         for observer in self._observers:
@@ -51,7 +51,8 @@ def build_metrics(settings: MetricsSettings) -> PrometheusObserver | None:
         return None
     from adapters.metrics import PrometheusObserver
 
-    return PrometheusObserver(max_subjects=settings.max_subjects)
+    # The transports this server runs; their in-flight series exist from the start.
+    return PrometheusObserver(max_subjects=settings.max_subjects, transports=("grpc",))
 
 
 def start_metrics_endpoint(

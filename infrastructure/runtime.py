@@ -48,6 +48,9 @@ def policy_from(settings: Settings, version: str) -> ServerPolicy:
             max_concurrent_requests=limits.max_concurrent_requests,
             max_concurrent_per_subject=limits.max_concurrent_per_subject,
             max_requests_per_minute=limits.max_requests_per_minute,
+            max_attachments=limits.max_attachments,
+            max_attachment_bytes=limits.max_attachment_bytes,
+            allow_attachment_urls=limits.allow_attachment_urls,
         ),
         prices={
             model: ModelPrice(price.input_per_million, price.output_per_million)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import math
 
+from adapters.grpc import decode
 from adapters.grpc.generated import llm_proxy_pb2 as pb
 from application.describe_server import ServerDescription
+from domain.answer import Answer, StreamFinished
 from domain.catalog import ModelDescription
 from domain.errors import ProxyError
-from domain.request import PromptRequest
+from domain.request import PromptRequest, ToolCall
 from domain.usage import ExecutionMetrics
 
 # Counts and limits are int32 on the wire; the domain and the config allow any int.
@@ -20,14 +23,35 @@ def _int32(value: int) -> int:
 
 
 def to_prompt_request(message: pb.ExecuteRequest) -> PromptRequest:
-    return PromptRequest(
-        user_fragments=tuple(message.user_fragments),
-        system_fragments=tuple(message.system_fragments),
-        model=message.model_name if message.HasField("model_name") else None,
-        response_schema=(
-            message.response_model_schema if message.HasField("response_model_schema") else None
-        ),
-        request_id=message.request_id,
+    return decode.to_prompt_request(message)
+
+
+def to_success(answer: Answer) -> pb.ExecuteSuccess:
+    success = pb.ExecuteSuccess(
+        response_text=answer.text,
+        metrics=to_metrics(answer.metrics),
+        actual_model_used=answer.model_id,
+        finish_reason=answer.finish_reason.value,
+    )
+    if answer.tool_calls:
+        success.tool_calls.extend(to_tool_call(call) for call in answer.tool_calls)
+    if answer.resolved_model is not None:
+        success.resolved_model = answer.resolved_model
+    return success
+
+
+def to_complete(finished: StreamFinished) -> pb.StreamComplete:
+    complete = pb.StreamComplete(
+        actual_model_used=finished.model_id, finish_reason=finished.finish_reason.value
+    )
+    if finished.resolved_model is not None:
+        complete.resolved_model = finished.resolved_model
+    return complete
+
+
+def to_tool_call(call: ToolCall) -> pb.ToolCall:
+    return pb.ToolCall(
+        call_id=call.call_id, name=call.name, arguments=json.dumps(dict(call.arguments))
     )
 
 
@@ -64,6 +88,20 @@ def to_model_info(model: ModelDescription) -> pb.ModelInfo:
         provider=model.provider,
         supports_streaming=model.supports_streaming,
         aliases=list(model.aliases),
+        supports_schema=model.supports_schema,
+        supports_tools=model.supports_tools,
+        attachment_types=list(model.attachment_types),
+        supports_conversation=model.supports_conversation,
+        supports_async=model.supports_async,
+        options=[
+            pb.ModelOption(
+                name=option.name,
+                type=option.type,
+                description=option.description,
+                json_schema=option.json_schema,
+            )
+            for option in model.options
+        ],
     )
     if model.max_context_length is not None:
         info.max_context_length = _int32(model.max_context_length)
@@ -74,7 +112,10 @@ def to_server_info(description: ServerDescription) -> pb.GetServerInfoResponse:
     limits = description.limits
     server_limits = pb.ServerLimits(
         # Rounded up: a sub-second timeout reported as 0 would read as "no timeout".
-        request_timeout_seconds=_int32(math.ceil(limits.request_timeout_seconds))
+        request_timeout_seconds=_int32(math.ceil(limits.request_timeout_seconds)),
+        max_attachments=_int32(limits.max_attachments),
+        max_attachment_bytes=limits.max_attachment_bytes,
+        allow_attachment_urls=limits.allow_attachment_urls,
     )
     if limits.max_input_length is not None:
         server_limits.max_input_length = _int32(limits.max_input_length)

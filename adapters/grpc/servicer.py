@@ -16,6 +16,7 @@ from application.stream_prompt import StreamPrompt
 from domain.answer import Answer, Failure, StreamFinished, TextChunk
 from domain.errors import PermissionDenied, RateLimited
 from domain.principal import ANONYMOUS, CallContext, Principal
+from domain.request import ToolCall
 
 log = logging.getLogger("llm_proxy.grpc")
 
@@ -23,6 +24,8 @@ log = logging.getLogger("llm_proxy.grpc")
 MAX_REQUEST_ID_LENGTH = 256
 
 PrincipalProvider = Callable[[], Principal]
+# The transport label of requests served here, in metrics and logs.
+GRPC = "grpc"
 
 
 def _anonymous() -> Principal:
@@ -43,7 +46,9 @@ class ProxyServicer(pb_grpc.VibectlLLMProxyServicer):
         self._principal = principal
 
     def _context(self, context: grpc.aio.ServicerContext[object, object]) -> CallContext:
-        return CallContext(principal=self._principal(), time_remaining=context.time_remaining())
+        return CallContext(
+            principal=self._principal(), time_remaining=context.time_remaining(), transport=GRPC
+        )
 
     async def _check_request(
         self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext[object, object]
@@ -66,12 +71,7 @@ class ProxyServicer(pb_grpc.VibectlLLMProxyServicer):
             await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
         if isinstance(result, Answer):
             return pb.ExecuteResponse(
-                request_id=result.request_id,
-                success=pb.ExecuteSuccess(
-                    response_text=result.text,
-                    metrics=mapping.to_metrics(result.metrics),
-                    actual_model_used=result.model_id,
-                ),
+                request_id=result.request_id, success=mapping.to_success(result)
             )
         await self._abort_if_status(result, context)
         return pb.ExecuteResponse(
@@ -95,8 +95,11 @@ class ProxyServicer(pb_grpc.VibectlLLMProxyServicer):
                             request_id=request_id, final_metrics=mapping.to_metrics(event.metrics)
                         )
                         yield pb.StreamChunk(
-                            request_id=request_id,
-                            complete=pb.StreamComplete(actual_model_used=event.model_id),
+                            request_id=request_id, complete=mapping.to_complete(event)
+                        )
+                    elif isinstance(event, ToolCall):
+                        yield pb.StreamChunk(
+                            request_id=request_id, tool_call=mapping.to_tool_call(event)
                         )
                     else:
                         failure = event

@@ -7,7 +7,13 @@ from typing import Any
 import llm
 from pydantic import ValidationError
 
-from domain.errors import InvalidRequest, ModelUnavailable, ProxyError, UpstreamFailure
+from domain.errors import (
+    InvalidRequest,
+    ModelUnavailable,
+    NotSupportedByModel,
+    ProxyError,
+    UpstreamFailure,
+)
 
 # Plugin error messages can be long (HTML error pages, dumped payloads); clients need the gist.
 _MAX_DETAIL = 500
@@ -35,6 +41,10 @@ def translate(model_id: str, error: Exception, model: Any) -> ProxyError:
         return ModelUnavailable(
             f"model {model_id!r} has no API key on this server: {advice}, then retry",
             details=_clip(str(error)),
+        )
+    if isinstance(error, llm.ConversationNotSupported):
+        return NotSupportedByModel(
+            f"model {model_id!r} cannot continue a conversation: send one user turn"
         )
     if isinstance(error, ValidationError):
         # Only the field paths and messages: pydantic's own text would echo the input values.

@@ -9,13 +9,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import aclosing
 from typing import Any
 
-from adapters.llm.discovery import DiscoveredModel
 from adapters.llm.errors import translate
+from adapters.llm.options import check_options
+from adapters.llm.prompting import LlmCall, build_call, tool_calls_of
 from adapters.llm.registry import LlmModelRegistry
 from adapters.llm.threaded import Done, Failed, Item, Stopped, run_sync_response, usage_of
 from domain.answer import GatewayEvent, ModelOutput, TextChunk, UsageReport
-from domain.errors import ModelUnavailable, SchemaInvalid
-from domain.request import ModelInvocation
+from domain.errors import ModelUnavailable
+from domain.request import ModelInvocation, ToolCall
 from domain.usage import Usage
 
 
@@ -30,17 +31,25 @@ class LlmGateway:
 
     async def complete(self, invocation: ModelInvocation) -> ModelOutput:
         parts: list[str] = []
-        usage = Usage()
+        tool_calls: list[ToolCall] = []
+        report = UsageReport(Usage())
         async with aclosing(self._events(invocation, stream=False)) as events:
             async for event in events:
                 if isinstance(event, TextChunk):
                     parts.append(event.text)
+                elif isinstance(event, ToolCall):
+                    tool_calls.append(event)
                 else:
-                    usage = event.usage
-        return ModelOutput(text="".join(parts), usage=usage)
+                    report = event
+        return ModelOutput(
+            text="".join(parts),
+            usage=report.usage,
+            tool_calls=tuple(tool_calls),
+            resolved_model=report.resolved_model,
+        )
 
     def stream(self, invocation: ModelInvocation) -> AsyncGenerator[GatewayEvent, None]:
-        """Text chunks as the model produces them, then one UsageReport.
+        """Text chunks as the model produces them, its tool calls, then one UsageReport.
 
         Closing the generator or cancelling the task awaiting it stops the model: an async
         model at once, a sync one when it next yields a chunk.
@@ -59,41 +68,19 @@ class LlmGateway:
         # generator layer less on every chunk.
         served = self._registry.served_model(invocation.model_id)
         model = served.preferred
-        kwargs = self._prompt_kwargs(invocation, served, model, stream=stream)
+        # Before any call: a model must not be reached with options it would refuse.
+        check_options(served.model_id, model, invocation.options)
+        call = build_call(invocation, model, stream=stream)
+        want_tool_calls = bool(invocation.tools)
         if served.async_model is not None:
-            return self._async_events(served.model_id, model, kwargs)
-        return self._threaded_events(served.model_id, model, kwargs)
-
-    def _prompt_kwargs(
-        self,
-        invocation: ModelInvocation,
-        served: DiscoveredModel,
-        model: Any,
-        *,
-        stream: bool,
-    ) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {
-            # llm joins fragments itself, the same way it does for its own CLI.
-            "fragments": list(invocation.user_fragments),
-            "system_fragments": list(invocation.system_fragments) or None,
-            "stream": stream,
-        }
-        if invocation.schema is not None:
-            if not getattr(model, "supports_schema", False):
-                capable = [m.model_id for m in self._registry.current().models if m.supports_schema]
-                listing = ", ".join(capable) if capable else "none"
-                raise SchemaInvalid(
-                    f"model {served.model_id!r} cannot produce structured output, so it cannot "
-                    f"honour response_model_schema. Served models that can: {listing}"
-                )
-            kwargs["schema"] = dict(invocation.schema)
-        return kwargs
+            return self._async_events(served.model_id, model, call, want_tool_calls)
+        return self._threaded_events(served.model_id, model, call, want_tool_calls)
 
     async def _async_events(
-        self, model_id: str, model: Any, kwargs: dict[str, Any]
+        self, model_id: str, model: Any, call: LlmCall, want_tool_calls: bool
     ) -> AsyncGenerator[GatewayEvent, None]:
         try:
-            response = model.prompt(**kwargs)
+            response = call.start()
         except Exception as error:
             raise translate(model_id, error, model) from error
         # astream_events closes the plugin's generator if we stop early; a CancelledError
@@ -108,10 +95,18 @@ class LlmGateway:
                     raise translate(model_id, error, model) from error
                 if event.type == "text" and event.chunk:
                     yield TextChunk(event.chunk)
-        yield UsageReport(usage_of(response))
+        if want_tool_calls:
+            # Only a request that offered tools can be answered with calls to them.
+            try:
+                calls = tool_calls_of(await response.messages())
+            except Exception as error:
+                raise translate(model_id, error, model) from error
+            for tool_call in calls:
+                yield tool_call
+        yield UsageReport(usage_of(response), response.resolved_model)
 
     async def _threaded_events(
-        self, model_id: str, model: Any, kwargs: dict[str, Any]
+        self, model_id: str, model: Any, call: LlmCall, want_tool_calls: bool
     ) -> AsyncGenerator[GatewayEvent, None]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Item] = asyncio.Queue()
@@ -128,13 +123,17 @@ class LlmGateway:
         job: Future[None] | None = None
         try:
             try:
-                job = self._pool.submit(run_sync_response, model, kwargs, stop, post)
+                job = self._pool.submit(
+                    run_sync_response, call, stop, post, want_tool_calls=want_tool_calls
+                )
             except RuntimeError as error:
                 raise _shutting_down() from error
             while True:
                 item = await queue.get()
                 if isinstance(item, Done):
-                    yield UsageReport(item.usage)
+                    for tool_call in item.tool_calls:
+                        yield tool_call
+                    yield UsageReport(item.usage, item.resolved_model)
                     return
                 if isinstance(item, Failed):
                     raise translate(model_id, item.error, model) from item.error

@@ -10,6 +10,7 @@ from types import MappingProxyType
 
 from adapters.llm.discovery import DiscoveredModel
 from adapters.llm.errors import ModelConfigError, key_advice
+from adapters.llm.options import describe_options
 from domain.catalog import Catalog, ModelDescription
 
 _GLOB_CHARS = frozenset("*?[")
@@ -168,6 +169,13 @@ def _describe(model: DiscoveredModel, aliases: tuple[str, ...]) -> ModelDescript
         display_name=model.display_name(),
         aliases=aliases,
         supports_schema=bool(getattr(implementation, "supports_schema", False)),
+        supports_tools=bool(getattr(implementation, "supports_tools", False)),
+        attachment_types=tuple(
+            sorted(str(kind).lower() for kind in getattr(implementation, "attachment_types", ()))
+        ),
+        supports_conversation=bool(getattr(implementation, "supports_conversation", True)),
+        supports_async=model.async_model is not None,
+        options=describe_options(implementation),
     )
 
 

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from adapters.llm.prompting import LlmCall, tool_calls_of
+from domain.request import ToolCall
 from domain.usage import Usage
 
 
 @dataclass(frozen=True, slots=True)
 class Done:
     usage: Usage
+    tool_calls: tuple[ToolCall, ...] = ()
+    resolved_model: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,28 +41,29 @@ def usage_of(response: Any) -> Usage:
 
 
 def run_sync_response(
-    model: Any,
-    prompt_kwargs: Mapping[str, Any],
+    call: LlmCall,
     stop: threading.Event,
     post: Callable[[Item], None],
+    *,
+    want_tool_calls: bool = False,
 ) -> None:
     """Runs on a pool thread. `stop` is checked at every chunk: a sync plugin cannot be
     interrupted mid-call, so the next chunk is the earliest point to give up."""
     try:
-        post(_drive(model, prompt_kwargs, stop, post))
+        post(_drive(call, stop, post, want_tool_calls))
     except Exception as error:
         post(Failed(error))
 
 
 def _drive(
-    model: Any,
-    prompt_kwargs: Mapping[str, Any],
+    call: LlmCall,
     stop: threading.Event,
     post: Callable[[Item], None],
+    want_tool_calls: bool,
 ) -> Item:
     if stop.is_set():
         return Stopped()
-    response = model.prompt(**prompt_kwargs)
+    response = call.start()
     chunks = iter(response)
     try:
         for text in chunks:
@@ -70,4 +75,9 @@ def _drive(
         # Closing propagates GeneratorExit into the plugin's execute() generator, so it
         # can release connections now instead of whenever it is garbage collected.
         chunks.close()
-    return Done(usage_of(response))
+    return Done(
+        usage_of(response),
+        # Only a request that offered tools can be answered with calls to them.
+        tool_calls_of(response.messages()) if want_tool_calls else (),
+        getattr(response, "resolved_model", None),
+    )

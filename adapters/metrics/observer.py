@@ -1,6 +1,7 @@
 """Request metrics with bounded label sets.
 
-Every label value comes from a closed set: methods and outcome codes are fixed by the code,
+Every label value comes from a closed set: methods, transports and outcome codes are fixed by
+the code,
 model ids are the *resolved* served ids (a name a client made up never resolves, so it is
 counted under model="none"), and subjects are capped.
 """
@@ -8,6 +9,7 @@ counted under model="none"), and subjects are capped.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -43,6 +45,7 @@ class PrometheusObserver:
         registry: CollectorRegistry | None = None,
         *,
         max_subjects: int = DEFAULT_MAX_SUBJECTS,
+        transports: Sequence[str] = (),
     ) -> None:
         # A private registry per observer: two servers in one process (tests) never collide.
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -51,14 +54,14 @@ class PrometheusObserver:
         reg = self.registry
         self._requests = Counter(
             "llm_proxy_requests",
-            "Finished requests by method, served model and outcome code.",
-            ("method", "model", "outcome"),
+            "Finished requests by method (unary or stream), transport, served model and outcome.",
+            ("method", "transport", "model", "outcome"),
             registry=reg,
         )
         self._duration = Histogram(
             "llm_proxy_request_duration_seconds",
             "Time from a request's arrival at the use case to its last byte.",
-            ("method", "model"),
+            ("method", "transport", "model"),
             buckets=LATENCY_BUCKETS,
             registry=reg,
         )
@@ -83,8 +86,8 @@ class PrometheusObserver:
         )
         self._in_flight = Gauge(
             "llm_proxy_in_flight_requests",
-            "Requests being served; method=StreamExecute is the number of open streams.",
-            ("method",),
+            "Requests being served; method=stream is the number of open streams.",
+            ("method", "transport"),
             registry=reg,
             multiprocess_mode="livesum",
         )
@@ -103,7 +106,7 @@ class PrometheusObserver:
         self._cancellations = Counter(
             "llm_proxy_cancellations",
             "Requests the client cancelled or abandoned before they finished.",
-            ("method",),
+            ("method", "transport"),
             registry=reg,
         )
         worker = Gauge(
@@ -113,11 +116,12 @@ class PrometheusObserver:
             multiprocess_mode="liveall",
         )
         worker.set(1)
-        # Every method starts at zero, so dashboards see the series before the first call.
-        self._started = {method: self._in_flight.labels(method.value) for method in Method}
         # Label children fetched once per label combination (all bounded, see the module doc):
         # the hot path then does one dict lookup instead of a locked lookup per metric.
-        self._by_outcome: dict[tuple[Method, str | None, str], _OutcomeChildren] = {}
+        self._started: dict[tuple[Method, str], Any] = {}
+        self._by_outcome: dict[tuple[Method, str, str | None, str], _OutcomeChildren] = {}
+        for transport in transports:
+            self.declare_transport(transport)
         self._by_caller: dict[tuple[str, str], _CallerChildren] = {}
 
     def subject_label(self, subject: str) -> str:
@@ -128,11 +132,25 @@ class PrometheusObserver:
             return subject
         return OTHER_SUBJECTS
 
-    def request_started(self, method: Method) -> None:
-        self._started[method].inc()
+    def declare_transport(self, transport: str) -> None:
+        """Every method of `transport` starts at zero, so dashboards see the series before the
+        first call."""
+        for method in Method:
+            self._in_flight_child(method, transport)
+
+    def _in_flight_child(self, method: Method, transport: str) -> Any:
+        child = self._started.get((method, transport))
+        if child is None:
+            child = self._started[(method, transport)] = self._in_flight.labels(
+                method.value, transport
+            )
+        return child
+
+    def request_started(self, method: Method, transport: str) -> None:
+        self._in_flight_child(method, transport).inc()
 
     def request_finished(self, record: RequestRecord) -> None:
-        key = (record.method, record.model_id, record.outcome)
+        key = (record.method, record.transport, record.model_id, record.outcome)
         children = self._by_outcome.get(key)
         if children is None:
             children = self._by_outcome[key] = self._outcome_children(*key)
@@ -174,20 +192,20 @@ class PrometheusObserver:
             cost.inc(record.cost_usd)
 
     def _outcome_children(
-        self, method: Method, model_id: str | None, outcome: str
+        self, method: Method, transport: str, model_id: str | None, outcome: str
     ) -> _OutcomeChildren:
         model = model_id or NO_MODEL
         failure: Any = None
         if outcome == _CANCELLED:
-            failure = self._cancellations.labels(method.value)
+            failure = self._cancellations.labels(method.value, transport)
         elif outcome == _TIMEOUT:
             failure = self._timeouts.labels(model)
         elif outcome in _UPSTREAM_ERRORS:
             failure = self._upstream_errors.labels(model, outcome)
         return (
-            self._started[method],
-            self._requests.labels(method.value, model, outcome),
-            self._duration.labels(method.value, model),
+            self._in_flight_child(method, transport),
+            self._requests.labels(method.value, transport, model, outcome),
+            self._duration.labels(method.value, transport, model),
             # Only streams have a first chunk; no empty histogram for the other methods.
             self._first_chunk.labels(model) if method is Method.STREAM else None,
             failure,

@@ -149,6 +149,11 @@ class LimitsSchema(_Strict):
         load_default=None, allow_none=True, validate=_POSITIVE
     )
     max_requests_per_minute = fields.Integer(load_default=None, allow_none=True, validate=_POSITIVE)
+    max_attachments = fields.Integer(load_default=16, validate=validate.Range(min=0))
+    max_attachment_bytes = fields.Integer(
+        load_default=10 * 1024 * 1024, validate=validate.Range(min=0)
+    )
+    allow_attachment_urls = fields.Boolean(load_default=False)
 
     @post_load
     def build(self, data: dict[str, Any], **_: Any) -> LimitsSettings:

@@ -80,6 +80,10 @@ class LimitsSettings:
     # None: half of max_concurrent_requests (domain.policy.PER_SUBJECT_SHARE).
     max_concurrent_per_subject: int | None = None
     max_requests_per_minute: int | None = None
+    max_attachments: int = 16
+    max_attachment_bytes: int = 10 * 1024 * 1024
+    # Off by default: a URL attachment makes the model's plugin fetch it from this network.
+    allow_attachment_urls: bool = False
 
 
 @dataclass(frozen=True, slots=True)

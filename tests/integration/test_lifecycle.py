@@ -294,6 +294,14 @@ async def test_a_stream_longer_than_the_grace_period_is_cut_with_a_status(
 # --------------------------------------------------------------------------- workers
 
 
+# Label order differs between single-process and multiprocess exposition: match either.
+_UNARY_ECHO_OK = re.compile(
+    r"^llm_proxy_requests_total\{(?=[^}]*method=\"unary\")(?=[^}]*transport=\"grpc\")"
+    r"(?=[^}]*model=\"echo\")(?=[^}]*outcome=\"ok\")[^}]*\} (\S+)$",
+    re.MULTILINE,
+)
+
+
 def _scrape(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text: str = response.read().decode()
@@ -346,9 +354,7 @@ async def test_two_workers_share_the_port_and_a_killed_one_is_replaced(
         await asyncio.sleep(0.05)
     assert serving() == pids
     text = _scrape(metrics_port)
-    total = re.search(
-        r'llm_proxy_requests_total\{method="Execute",model="echo",outcome="ok"\} (\S+)', text
-    )
+    total = _UNARY_ECHO_OK.search(text)
     assert total is not None and float(total.group(1)) == 30
 
     victim = min(pids)
@@ -360,9 +366,7 @@ async def test_two_workers_share_the_port_and_a_killed_one_is_replaced(
     await call_on_new_connections(10)
     # Counters of the dead worker still count: the total only grows.
     text = _scrape(metrics_port)
-    total = re.search(
-        r'llm_proxy_requests_total\{method="Execute",model="echo",outcome="ok"\} (\S+)', text
-    )
+    total = _UNARY_ECHO_OK.search(text)
     assert total is not None and float(total.group(1)) == 40
 
     server.signal(signal.SIGTERM)

@@ -121,17 +121,17 @@ async def test_metrics_count_real_calls_by_method_model_and_outcome(
     text = scrape(port)
 
     requests = "llm_proxy_requests_total"
-    assert sample(text, requests, method="Execute", model="scripted", outcome="ok") == 3
-    assert sample(text, requests, method="StreamExecute", model="scripted", outcome="ok") == 1
+    assert sample(text, requests, method="unary", transport="grpc", model="scripted", outcome="ok") == 3
+    assert sample(text, requests, method="stream", transport="grpc", model="scripted", outcome="ok") == 1
     # The unknown name a client sent is not a label value: it is counted as model="none".
-    assert sample(text, requests, method="Execute", model="none", outcome="MODEL_NOT_FOUND") == 1
+    assert sample(text, requests, method="unary", transport="grpc", model="none", outcome="MODEL_NOT_FOUND") == 1
     assert "no-such-model-from-a-client" not in text
     assert (
         sample(text, "llm_proxy_upstream_errors_total", model="scripted", code="UPSTREAM_ERROR")
         == 1
     )
     assert (
-        sample(text, "llm_proxy_request_duration_seconds_count", method="Execute", model="scripted")
+        sample(text, "llm_proxy_request_duration_seconds_count", method="unary", transport="grpc", model="scripted")
         == 4
     )
     assert sample(text, "llm_proxy_time_to_first_chunk_seconds_count", model="scripted") == 1
@@ -140,7 +140,7 @@ async def test_metrics_count_real_calls_by_method_model_and_outcome(
     assert sample(text, tokens, model="scripted", subject="anonymous", direction="output") == 9
     # 6 input tokens at $1 each and 9 output tokens at $2 each.
     assert sample(text, "llm_proxy_cost_usd_total", model="scripted", subject="anonymous") == 24
-    assert sample(text, "llm_proxy_in_flight_requests", method="Execute") == 0
+    assert sample(text, "llm_proxy_in_flight_requests", method="unary", transport="grpc") == 0
     assert sample(text, "llm_proxy_worker_up") == 1
 
 
@@ -156,7 +156,7 @@ async def test_in_flight_gauge_counts_open_streams_and_cancellations_are_counted
     ]
     for _ in range(100):
         text = scrape(port)
-        if sample(text, "llm_proxy_in_flight_requests", method="StreamExecute") == 3:
+        if sample(text, "llm_proxy_in_flight_requests", method="stream", transport="grpc") == 3:
             break
         await asyncio.sleep(0.05)
     else:
@@ -165,11 +165,11 @@ async def test_in_flight_gauge_counts_open_streams_and_cancellations_are_counted
         call.cancel()
     for _ in range(100):
         text = scrape(port)
-        if sample(text, "llm_proxy_in_flight_requests", method="StreamExecute") == 0:
+        if sample(text, "llm_proxy_in_flight_requests", method="stream", transport="grpc") == 0:
             break
         await asyncio.sleep(0.05)
-    assert sample(text, "llm_proxy_in_flight_requests", method="StreamExecute") == 0
-    assert sample(text, "llm_proxy_cancellations_total", method="StreamExecute") == 3
+    assert sample(text, "llm_proxy_in_flight_requests", method="stream", transport="grpc") == 0
+    assert sample(text, "llm_proxy_cancellations_total", method="stream", transport="grpc") == 3
 
 
 async def test_metrics_are_off_by_default(start_proxy: ProxyFactory) -> None:

@@ -26,6 +26,8 @@ from tests.support.tokens import SECRET, bearer, claims, sign
 
 AUTH: dict[str, Any] = {"enabled": True, "keys": [{"id": "k", "secret": SECRET}]}
 METHODS = ("Execute", "StreamExecute")
+# The RPC's label in the metrics: how the answer is delivered, whatever the transport.
+METRIC_METHOD = {"Execute": "unary", "StreamExecute": "stream"}
 SETTLE_S = 5.0
 
 
@@ -70,7 +72,8 @@ class Books:
             return sample(
                 scrape(self._port),
                 "llm_proxy_requests_total",
-                method=method,
+                method=METRIC_METHOD[method],
+                transport="grpc",
                 model=model,
                 outcome=outcome,
             )
@@ -78,7 +81,12 @@ class Books:
             return 0.0
 
     def in_flight(self, method: str) -> float:
-        return sample(scrape(self._port), "llm_proxy_in_flight_requests", method=method)
+        return sample(
+            scrape(self._port),
+            "llm_proxy_in_flight_requests",
+            method=METRIC_METHOD[method],
+            transport="grpc",
+        )
 
     def lines(self, request_id: str) -> list[logging.LogRecord]:
         return [

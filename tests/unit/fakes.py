@@ -7,6 +7,7 @@ with the three use cases.
 The gateway runs a *script*: a sequence of steps, each one of
 
 * ``str`` - a text chunk (streamed as a TextChunk; concatenated by ``complete``)
+* ``ToolCall`` - the model asks for a tool (streamed as is; collected by ``complete``)
 * ``Usage`` - the usage the model reports (a UsageReport when streaming)
 * ``Sleep(s)`` - a real ``asyncio.sleep``; gives timeouts something to fire on
 * ``Advance(s)`` - move a FakeClock forward, to simulate model time without waiting
@@ -30,7 +31,7 @@ from domain.answer import GatewayEvent, ModelOutput, TextChunk, UsageReport
 from domain.catalog import Catalog, ModelDescription
 from domain.outcome import Method, RequestRecord
 from domain.policy import Limits, ServerPolicy
-from domain.request import ModelInvocation
+from domain.request import JsonObject, Message, ModelInvocation, PromptRequest, Role, ToolCall
 from domain.usage import ModelPrice, Usage
 
 if TYPE_CHECKING:
@@ -159,6 +160,32 @@ def sample_policy(
     )
 
 
+# --------------------------------------------------------------------------- requests
+
+
+def prompt_request(
+    *user: str,
+    system: Sequence[str] = (),
+    model: str | None = None,
+    schema: JsonObject | None = None,
+    request_id: str = "",
+    options: JsonObject | None = None,
+) -> PromptRequest:
+    """The request the original protocol's fragments make: a system message, a user message."""
+    messages = []
+    if system:
+        messages.append(Message.of_text(Role.SYSTEM, *system))
+    if user:
+        messages.append(Message.of_text(Role.USER, *user))
+    return PromptRequest(
+        messages=tuple(messages),
+        model=model,
+        schema=schema,
+        request_id=request_id,
+        options=options if options is not None else {},
+    )
+
+
 # --------------------------------------------------------------------------- observer
 
 
@@ -166,9 +193,11 @@ class RecordingObserver:
     def __init__(self) -> None:
         self.records: list[RequestRecord] = []
         self.started: list[Method] = []
+        self.transports: list[str] = []
 
-    def request_started(self, method: Method) -> None:
+    def request_started(self, method: Method, transport: str) -> None:
         self.started.append(method)
+        self.transports.append(transport)
 
     def request_finished(self, record: RequestRecord) -> None:
         self.records.append(record)
@@ -208,7 +237,7 @@ class Hang:
 
 HANG = Hang()
 
-Step = str | Usage | Sleep | Advance | Raise | Hang
+Step = str | ToolCall | Usage | Sleep | Advance | Raise | Hang
 
 
 @dataclass(slots=True)
@@ -283,11 +312,14 @@ class ScriptedGateway:
     async def complete(self, invocation: ModelInvocation) -> ModelOutput:
         call = self._start("complete", invocation)
         text: list[str] = []
+        tool_calls: list[ToolCall] = []
         usage = Usage()
         try:
             for step in self._script_for(invocation):
                 if isinstance(step, str):
                     text.append(step)
+                elif isinstance(step, ToolCall):
+                    tool_calls.append(step)
                 elif isinstance(step, Usage):
                     usage = step
                 else:
@@ -296,7 +328,7 @@ class ScriptedGateway:
             call.cancelled = True
             raise
         call.finished = True
-        return ModelOutput("".join(text), usage)
+        return ModelOutput("".join(text), usage, tool_calls=tuple(tool_calls))
 
     async def stream(self, invocation: ModelInvocation) -> AsyncGenerator[GatewayEvent, None]:
         call = self._start("stream", invocation)
@@ -304,6 +336,8 @@ class ScriptedGateway:
             for step in self._script_for(invocation):
                 if isinstance(step, str):
                     yield TextChunk(step)
+                elif isinstance(step, ToolCall):
+                    yield step
                 elif isinstance(step, Usage):
                     yield UsageReport(step)
                 else:

@@ -15,8 +15,14 @@ from domain.answer import Answer, Failure
 from domain.errors import Overloaded, RateLimited, SubjectOverloaded
 from domain.policy import Limits, ServerPolicy
 from domain.principal import CallContext, Principal
-from domain.request import PromptRequest
-from tests.unit.fakes import HANG, FakeClock, FakePolicySource, Harness, sample_policy
+from tests.unit.fakes import (
+    HANG,
+    FakeClock,
+    FakePolicySource,
+    Harness,
+    prompt_request,
+    sample_policy,
+)
 
 
 class _Admission:
@@ -183,9 +189,9 @@ async def test_execute_releases_its_slot_on_success_and_failure() -> None:
     harness, admission, pipeline = _limited_harness(Limits(max_concurrent_requests=1))
     execute = ExecutePrompt(pipeline, harness.gateway, harness.observer)
     harness.script("fine")
-    ok = await execute(PromptRequest(user_fragments=("hi",)), CallContext())
+    ok = await execute(prompt_request("hi"), CallContext())
     assert isinstance(ok, Answer)
-    bad = await execute(PromptRequest(user_fragments=("hi",), model="nope"), CallContext())
+    bad = await execute(prompt_request("hi", model="nope"), CallContext())
     assert isinstance(bad, Failure)
     assert admission.in_flight == 0
 
@@ -195,8 +201,8 @@ async def test_over_limit_execute_is_a_rate_limited_failure() -> None:
     execute = ExecutePrompt(pipeline, harness.gateway, harness.observer)
     harness.script("fine")
     who = CallContext(principal=Principal(subject="carol"))
-    assert isinstance(await execute(PromptRequest(user_fragments=("hi",)), who), Answer)
-    second = await execute(PromptRequest(user_fragments=("hi",)), who)
+    assert isinstance(await execute(prompt_request("hi"), who), Answer)
+    second = await execute(prompt_request("hi"), who)
     assert isinstance(second, Failure)
     assert isinstance(second.error, RateLimited)
     assert harness.observer.records[-1].outcome == "RATE_LIMITED"
@@ -206,7 +212,7 @@ async def test_cancelled_stream_releases_its_slot() -> None:
     harness, admission, pipeline = _limited_harness(Limits(max_concurrent_requests=1))
     stream = StreamPrompt(pipeline, harness.gateway, harness.observer)
     harness.script("first", HANG)
-    opened = stream(PromptRequest(user_fragments=("hi",)), CallContext())
+    opened = stream(prompt_request("hi"), CallContext())
 
     async def consume() -> None:
         async for _ in opened.events:

@@ -6,11 +6,11 @@ import pytest
 
 from domain.catalog import Catalog
 from domain.errors import InputTooLong, UnknownModel, UpstreamTimeout
-from domain.policy import ServerPolicy
+from domain.policy import Limits, ServerPolicy
 from domain.principal import ANONYMOUS, Principal
-from domain.request import PromptRequest
+from domain.request import Message, PromptRequest, Role, ToolCall, ToolResult
 from domain.usage import ModelPrice, Usage
-from tests.unit.fakes import model, sample_catalog
+from tests.unit.fakes import model, prompt_request, sample_catalog
 
 # --------------------------------------------------------------------------- Catalog
 
@@ -187,14 +187,22 @@ def test_anonymous_may_use_anything() -> None:
 # --------------------------------------------------------------------------- requests, errors
 
 
-def test_input_length_counts_user_and_system_fragments() -> None:
-    request = PromptRequest(user_fragments=("ab", "cde"), system_fragments=("f", "ghij"))
+def test_input_length_counts_every_text_and_tool_output() -> None:
+    request = PromptRequest(
+        messages=(
+            Message.of_text(Role.SYSTEM, "f", "ghij"),
+            Message.of_text(Role.USER, "ab", "cde"),
+            Message(Role.ASSISTANT, (ToolCall("t", {"long": "x" * 50}, "c"),)),
+            Message(Role.TOOL, (ToolResult("c", "t", "12345"),)),
+        )
+    )
 
-    assert request.input_length() == 10
+    # Tool call arguments are the model's own output, not the client's input.
+    assert request.input_length() == 15
 
 
 def test_validate_without_a_limit_accepts_any_length() -> None:
-    PromptRequest(user_fragments=("x" * 10_000,)).validate(None)
+    prompt_request("x" * 10_000).validate(Limits(max_input_length=None))
 
 
 def test_input_too_long_explains_itself() -> None:

@@ -13,6 +13,7 @@ from domain.errors import (
     InputTooLong,
     ModelUnavailable,
     ProxyError,
+    SchemaInvalid,
     UnknownModel,
     UpstreamFailure,
     UpstreamTimeout,
@@ -20,9 +21,9 @@ from domain.errors import (
 from domain.outcome import Method
 from domain.policy import Limits
 from domain.principal import CallContext, Principal
-from domain.request import PromptRequest
+from domain.request import JsonObject, Message, PromptRequest, Role
 from domain.usage import ModelPrice, Usage
-from tests.unit.fakes import DEFAULT_NOW, HANG, Advance, Harness, Raise, Sleep
+from tests.unit.fakes import DEFAULT_NOW, HANG, Advance, Harness, Raise, Sleep, prompt_request
 
 
 @pytest.fixture
@@ -34,16 +35,10 @@ def request(
     *user: str,
     system: tuple[str, ...] = (),
     model: str | None = None,
-    schema: str | None = None,
+    schema: JsonObject | None = None,
     request_id: str = "",
 ) -> PromptRequest:
-    return PromptRequest(
-        user_fragments=user,
-        system_fragments=system,
-        model=model,
-        response_schema=schema,
-        request_id=request_id,
-    )
+    return prompt_request(*user, system=system, model=model, schema=schema, request_id=request_id)
 
 
 ANON = CallContext()
@@ -109,7 +104,8 @@ async def test_success_is_recorded_once(h: Harness) -> None:
     await h.execute(request("hi", request_id="r-9"), CallContext(Principal("alice")))
 
     record = h.observer.only()
-    assert record.method is Method.EXECUTE
+    assert record.method is Method.UNARY
+    assert record.transport == "unspecified"
     assert record.request_id == "r-9"
     assert record.subject == "alice"
     assert record.model_id == "echo"
@@ -119,12 +115,14 @@ async def test_success_is_recorded_once(h: Harness) -> None:
     assert record.cost_usd == pytest.approx(3.0)
 
 
-async def test_fragments_reach_the_gateway_unchanged(h: Harness) -> None:
+async def test_messages_reach_the_gateway_unchanged(h: Harness) -> None:
     await h.execute(request("one", "two", system=("be brief",)), ANON)
 
     invocation = h.gateway.last_call.invocation
-    assert invocation.user_fragments == ("one", "two")
-    assert invocation.system_fragments == ("be brief",)
+    assert invocation.messages == (
+        Message.of_text(Role.SYSTEM, "be brief"),
+        Message.of_text(Role.USER, "one", "two"),
+    )
     assert invocation.schema is None
     assert h.gateway.last_call.method == "complete"
 
@@ -233,45 +231,58 @@ async def test_no_input_limit_when_none(h: Harness) -> None:
     assert isinstance(await h.execute(request("x" * 2_000_000), ANON), Answer)
 
 
-@pytest.mark.parametrize(
-    ("schema", "hint"),
-    [
-        ("not json", "not valid JSON"),
-        ('{"type": "object"', "not valid JSON"),
-        ("[1, 2]", "list"),
-        ('"a string"', "str"),
-        ('{"type": 5}', '"type"'),
-        ('{"type": {"nested": true}}', '"type"'),
-    ],
-)
-async def test_invalid_schema(h: Harness, schema: str, hint: str) -> None:
-    result = failure(await h.execute(request("hi", schema=schema), ANON))
+@pytest.mark.parametrize("schema", [{"type": 5}, {"type": {"nested": True}}], ids=str)
+async def test_invalid_schema(h: Harness, schema: JsonObject) -> None:
+    result = failure(await h.execute(request("hi", model="large", schema=schema), ANON))
 
     assert result.error.code == "INVALID_SCHEMA"
-    assert hint in result.error.message
+    assert '"type"' in result.error.message
+    assert h.gateway.calls == []
+    assert h.observer.only().outcome == "INVALID_SCHEMA"
+
+
+async def test_schema_reaches_the_gateway(h: Harness) -> None:
+    schema: JsonObject = {"type": "object", "properties": {"name": {"type": "string"}}}
+
+    await h.execute(request("hi", model="large", schema=schema), ANON)
+
+    assert h.gateway.last_call.invocation.schema == schema
+
+
+@pytest.mark.parametrize("schema", [{"type": ["object", "null"]}, {"properties": {}}], ids=str)
+async def test_schema_type_may_be_a_list_or_absent(h: Harness, schema: JsonObject) -> None:
+    assert isinstance(await h.execute(request("hi", model="large", schema=schema), ANON), Answer)
+
+
+async def test_a_schema_for_a_model_without_structured_output_names_those_with_it(
+    h: Harness,
+) -> None:
+    result = failure(await h.execute(request("hi", model="echo", schema={}), ANON))
+
+    assert result.error.code == "INVALID_SCHEMA"
+    assert result.error.message.endswith("Served models that can: large")
     assert h.gateway.calls == []
 
 
-async def test_schema_reaches_the_gateway_parsed(h: Harness) -> None:
-    schema = '{"type": "object", "properties": {"name": {"type": "string"}}}'
+async def test_a_transport_rejection_is_refused_and_recorded_without_calling_the_model(
+    h: Harness,
+) -> None:
+    rejected = PromptRequest(
+        messages=(),
+        request_id="bad-json",
+        rejection=SchemaInvalid("response_model_schema is not valid JSON"),
+    )
 
-    await h.execute(request("hi", schema=schema), ANON)
+    result = failure(await h.execute(rejected, ANON))
 
-    assert h.gateway.last_call.invocation.schema == {
-        "type": "object",
-        "properties": {"name": {"type": "string"}},
-    }
-
-
-@pytest.mark.parametrize("schema", ['{"type": ["object", "null"]}', '{"properties": {}}'])
-async def test_schema_type_may_be_a_list_or_absent(h: Harness, schema: str) -> None:
-    assert isinstance(await h.execute(request("hi", schema=schema), ANON), Answer)
-
-
-async def test_blank_schema_means_none(h: Harness) -> None:
-    await h.execute(request("hi", schema="  "), ANON)
-
-    assert h.gateway.last_call.invocation.schema is None
+    assert (result.request_id, result.error.code) == ("bad-json", "INVALID_SCHEMA")
+    assert h.gateway.calls == []
+    record = h.observer.only()
+    assert (record.request_id, record.outcome, record.model_id) == (
+        "bad-json",
+        "INVALID_SCHEMA",
+        None,
+    )
 
 
 # --------------------------------------------------------------------------- gateway errors

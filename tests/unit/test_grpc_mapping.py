@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from typing import Literal
 
 import pytest
@@ -9,8 +11,19 @@ import pytest
 from adapters.grpc import mapping
 from adapters.grpc.generated import llm_proxy_pb2 as pb
 from application.describe_server import ServerDescription
+from domain.answer import Answer, FinishReason, StreamFinished
+from domain.catalog import OptionSpec
 from domain.errors import ProxyError, UnknownModel, UpstreamFailure
 from domain.policy import Limits
+from domain.request import (
+    Attachment,
+    Message,
+    Role,
+    Text,
+    ToolCall,
+    ToolDefinition,
+    ToolResult,
+)
 from domain.usage import ExecutionMetrics, Usage
 from tests.unit.fakes import model
 
@@ -19,19 +32,24 @@ INT32_MAX = 2**31 - 1
 # --------------------------------------------------------------------------- requests
 
 
-def test_request_without_optional_fields() -> None:
+def test_fragments_become_a_system_and_a_user_message() -> None:
     message = pb.ExecuteRequest(user_fragments=["a", "b"], system_fragments=["s"])
 
     request = mapping.to_prompt_request(message)
 
-    assert request.user_fragments == ("a", "b")
-    assert request.system_fragments == ("s",)
+    assert request.messages == (
+        Message.of_text(Role.SYSTEM, "s"),
+        Message.of_text(Role.USER, "a", "b"),
+    )
     assert request.model is None
-    assert request.response_schema is None
+    assert request.schema is None
+    assert request.options == {}
+    assert request.tools == ()
     assert request.request_id == ""
+    assert request.rejection is None
 
 
-def test_request_with_every_field() -> None:
+def test_request_with_every_original_field() -> None:
     message = pb.ExecuteRequest(
         user_fragments=["u"],
         model_name="fast",
@@ -42,18 +60,20 @@ def test_request_with_every_field() -> None:
     request = mapping.to_prompt_request(message)
 
     assert request.model == "fast"
-    assert request.response_schema == '{"type": "object"}'
+    assert request.schema == {"type": "object"}
     assert request.request_id == "r-1"
-    assert request.system_fragments == ()
+    assert request.messages == (Message.of_text(Role.USER, "u"),)
 
 
 def test_request_with_empty_but_present_optionals() -> None:
-    message = pb.ExecuteRequest(user_fragments=["u"], model_name="", response_model_schema="")
+    message = pb.ExecuteRequest(user_fragments=["u"], model_name="", response_model_schema="  ")
 
     request = mapping.to_prompt_request(message)
 
     assert request.model == ""
-    assert request.response_schema == ""
+    # A blank schema is no schema, as it always was.
+    assert request.schema is None
+    assert request.rejection is None
 
 
 def test_request_survives_the_wire() -> None:
@@ -61,7 +81,254 @@ def test_request_survives_the_wire() -> None:
     received = pb.ExecuteRequest.FromString(sent.SerializeToString())
 
     assert mapping.to_prompt_request(received).model == "m"
-    assert mapping.to_prompt_request(received).response_schema is None
+    assert mapping.to_prompt_request(received).schema is None
+
+
+def text_part(text: str) -> pb.MessagePart:
+    return pb.MessagePart(text=text)
+
+
+def test_messages_keep_their_order_roles_and_every_kind_of_part() -> None:
+    message = pb.ExecuteRequest(
+        messages=[
+            pb.ChatMessage(role=pb.ROLE_SYSTEM, parts=[text_part("be brief")]),
+            pb.ChatMessage(
+                role=pb.ROLE_USER,
+                parts=[
+                    text_part("what is in this picture?"),
+                    pb.MessagePart(
+                        attachment=pb.Attachment(media_type="image/png", content=b"\x89PNG")
+                    ),
+                    pb.MessagePart(
+                        attachment=pb.Attachment(
+                            media_type="image/jpeg", url="https://example.com/a.jpg"
+                        )
+                    ),
+                ],
+            ),
+            pb.ChatMessage(
+                role=pb.ROLE_ASSISTANT,
+                parts=[
+                    pb.MessagePart(
+                        tool_call=pb.ToolCall(
+                            call_id="c1", name="zoom", arguments='{"factor": 2, "at": [1, 2]}'
+                        )
+                    )
+                ],
+            ),
+            pb.ChatMessage(
+                role=pb.ROLE_TOOL,
+                parts=[
+                    pb.MessagePart(
+                        tool_result=pb.ToolResult(call_id="c1", name="zoom", output="zoomed")
+                    )
+                ],
+            ),
+        ]
+    )
+
+    request = mapping.to_prompt_request(message)
+
+    assert request.rejection is None
+    assert request.messages == (
+        Message.of_text(Role.SYSTEM, "be brief"),
+        Message(
+            Role.USER,
+            (
+                Text("what is in this picture?"),
+                Attachment("image/png", content=b"\x89PNG"),
+                Attachment("image/jpeg", url="https://example.com/a.jpg"),
+            ),
+        ),
+        Message(Role.ASSISTANT, (ToolCall("zoom", {"factor": 2, "at": [1, 2]}, "c1"),)),
+        Message(Role.TOOL, (ToolResult("c1", "zoom", "zoomed"),)),
+    )
+    call = request.messages[2].parts[0]
+    assert isinstance(call, ToolCall)
+    assert call.arguments == {"factor": 2, "at": [1, 2]}
+
+
+def test_fragments_frame_the_messages_and_attachments_join_the_last_user_turn() -> None:
+    message = pb.ExecuteRequest(
+        system_fragments=["sys"],
+        messages=[
+            pb.ChatMessage(role=pb.ROLE_USER, parts=[text_part("first")]),
+            pb.ChatMessage(role=pb.ROLE_ASSISTANT, parts=[text_part("answer")]),
+        ],
+        user_fragments=["second"],
+        attachments=[pb.Attachment(media_type="image/gif", content=b"GIF8")],
+    )
+
+    request = mapping.to_prompt_request(message)
+
+    assert [m.role for m in request.messages] == [
+        Role.SYSTEM,
+        Role.USER,
+        Role.ASSISTANT,
+        Role.USER,
+    ]
+    assert request.messages[-1].parts == (Text("second"), Attachment("image/gif", b"GIF8"))
+
+
+def test_attachments_without_a_user_turn_make_one() -> None:
+    message = pb.ExecuteRequest(attachments=[pb.Attachment(media_type="image/gif", content=b"G")])
+
+    request = mapping.to_prompt_request(message)
+
+    assert request.messages == (Message(Role.USER, (Attachment("image/gif", b"G"),)),)
+
+
+def test_an_attachment_without_a_source_reaches_the_domain_as_one() -> None:
+    # The domain names the problem (neither bytes nor URL) for every transport alike.
+    message = pb.ExecuteRequest(attachments=[pb.Attachment(media_type="image/png")])
+
+    (only,) = mapping.to_prompt_request(message).messages[0].parts
+    assert only == Attachment("image/png")
+
+
+def test_options_are_parsed_from_json_text() -> None:
+    message = pb.ExecuteRequest(
+        user_fragments=["u"],
+        options={
+            "temperature": "0.2",
+            "max_tokens": "100",
+            "stop": '["END", "\\n"]',
+            "json_mode": "true",
+            "style": '"terse"',
+        },
+    )
+
+    request = mapping.to_prompt_request(message)
+
+    assert request.options == {
+        "temperature": 0.2,
+        "max_tokens": 100,
+        "stop": ["END", "\n"],
+        "json_mode": True,
+        "style": "terse",
+    }
+
+
+def test_tools_are_parsed_and_a_blank_input_schema_means_no_arguments() -> None:
+    message = pb.ExecuteRequest(
+        user_fragments=["u"],
+        tools=[
+            pb.ToolDefinition(
+                name="add",
+                description="Adds two numbers",
+                input_schema='{"type": "object", "properties": {"a": {"type": "integer"}}}',
+            ),
+            pb.ToolDefinition(name="now"),
+        ],
+    )
+
+    request = mapping.to_prompt_request(message)
+
+    assert request.tools == (
+        ToolDefinition(
+            "add",
+            "Adds two numbers",
+            {"type": "object", "properties": {"a": {"type": "integer"}}},
+        ),
+        ToolDefinition("now", "", {"type": "object", "properties": {}}),
+    )
+    assert request.tools[0].input_schema == {
+        "type": "object",
+        "properties": {"a": {"type": "integer"}},
+    }
+
+
+def deep(levels: int) -> str:
+    return "[" * levels + "]" * levels
+
+
+@pytest.mark.parametrize(
+    ("message", "code", "hints"),
+    [
+        (
+            pb.ExecuteRequest(user_fragments=["u"], response_model_schema="{not json"),
+            "INVALID_SCHEMA",
+            ("response_model_schema", "not valid JSON", "line 1 column 2"),
+        ),
+        (
+            pb.ExecuteRequest(user_fragments=["u"], response_model_schema="[1, 2]"),
+            "INVALID_SCHEMA",
+            ("response_model_schema", "not a JSON list"),
+        ),
+        (
+            pb.ExecuteRequest(user_fragments=["u"], response_model_schema='"a string"'),
+            "INVALID_SCHEMA",
+            ("response_model_schema", "not a JSON string"),
+        ),
+        (
+            pb.ExecuteRequest(user_fragments=["u"], response_model_schema='{"type": 5}'),
+            "INVALID_SCHEMA",
+            ("response_model_schema", '"type"'),
+        ),
+        (
+            pb.ExecuteRequest(
+                user_fragments=["u"], response_model_schema='{"a": ' + deep(100) + "}"
+            ),
+            "INVALID_SCHEMA",
+            ("response_model_schema", "deeper than 64"),
+        ),
+        (
+            pb.ExecuteRequest(user_fragments=["u"], options={"temperature": "warm"}),
+            "INVALID_OPTIONS",
+            ("'temperature'", "'warm'", "not JSON text", '"text"'),
+        ),
+        (
+            pb.ExecuteRequest(user_fragments=["u"], options={"temperature": "NaN"}),
+            "INVALID_OPTIONS",
+            ("'temperature'", "not JSON text"),
+        ),
+        (
+            pb.ExecuteRequest(
+                user_fragments=["u"], tools=[pb.ToolDefinition(name="t", input_schema="[]")]
+            ),
+            "INVALID_REQUEST",
+            ("tools[0] (t)", "input_schema", "JSON object"),
+        ),
+        (
+            pb.ExecuteRequest(messages=[pb.ChatMessage(parts=[text_part("hi")])]),
+            "INVALID_REQUEST",
+            ("messages[0] has no role", "ROLE_USER"),
+        ),
+        (
+            pb.ExecuteRequest(
+                messages=[pb.ChatMessage(role=pb.ROLE_USER, parts=[pb.MessagePart()])]
+            ),
+            "INVALID_REQUEST",
+            ("messages[0].parts[0] is empty",),
+        ),
+        (
+            pb.ExecuteRequest(
+                messages=[
+                    pb.ChatMessage(
+                        role=pb.ROLE_ASSISTANT,
+                        parts=[pb.MessagePart(tool_call=pb.ToolCall(name="f", arguments="{oops"))],
+                    )
+                ]
+            ),
+            "INVALID_REQUEST",
+            ("messages[0].parts[0]", "arguments", "not valid JSON"),
+        ),
+    ],
+)
+def test_undecodable_requests_carry_their_rejection(
+    message: pb.ExecuteRequest, code: str, hints: tuple[str, ...]
+) -> None:
+    message.request_id = "rid"
+    message.model_name = "echo"
+
+    request = mapping.to_prompt_request(message)
+
+    assert request.rejection is not None
+    assert request.rejection.code == code
+    for hint in hints:
+        assert hint in request.rejection.message
+    # Still addressable: the refusal is answered and recorded under the client's id and model.
+    assert (request.request_id, request.model) == ("rid", "echo")
 
 
 # --------------------------------------------------------------------------- metrics
@@ -253,3 +520,107 @@ def test_a_huge_context_length_is_reported_as_the_largest_int32() -> None:
 def test_sub_second_timeout_is_reported_as_one_second_not_zero() -> None:
     server_limits = mapping.to_server_info(describe(Limits(request_timeout_seconds=0.4))).limits
     assert server_limits.request_timeout_seconds == 1
+
+
+# --------------------------------------------------------------------------- answers
+
+
+def metrics() -> ExecutionMetrics:
+    return ExecutionMetrics(duration_ms=5, timestamp=1_700_000_000)
+
+
+def test_a_plain_answer_says_stop_and_has_no_tool_calls() -> None:
+    success = mapping.to_success(Answer("r", "hello", "echo", metrics()))
+
+    assert (success.response_text, success.actual_model_used) == ("hello", "echo")
+    assert success.finish_reason == "stop"
+    assert list(success.tool_calls) == []
+    assert not success.HasField("resolved_model")
+
+
+def test_an_answer_with_tool_calls_carries_them_as_json_and_its_resolved_model() -> None:
+    answer = Answer(
+        "r",
+        "",
+        "gpt",
+        metrics(),
+        tool_calls=(ToolCall("add", {"a": 1, "b": [2, 3]}, "call-1"), ToolCall("now")),
+        finish_reason=FinishReason.TOOL_CALLS,
+        resolved_model="gpt-2026-01-01",
+    )
+
+    success = mapping.to_success(answer)
+
+    assert success.finish_reason == "tool_calls"
+    assert success.resolved_model == "gpt-2026-01-01"
+    first, second = success.tool_calls
+    assert (first.call_id, first.name) == ("call-1", "add")
+    assert json.loads(first.arguments) == {"a": 1, "b": [2, 3]}
+    assert (second.call_id, second.name, json.loads(second.arguments)) == ("", "now", {})
+
+
+def test_stream_complete_carries_finish_reason_and_resolved_model() -> None:
+    plain = mapping.to_complete(StreamFinished("echo", metrics()))
+    tooled = mapping.to_complete(
+        StreamFinished("m", metrics(), FinishReason.TOOL_CALLS, resolved_model="m-v2")
+    )
+
+    assert (plain.actual_model_used, plain.finish_reason) == ("echo", "stop")
+    assert not plain.HasField("resolved_model")
+    assert (tooled.finish_reason, tooled.resolved_model) == ("tool_calls", "m-v2")
+
+
+def test_a_tool_call_round_trips_through_the_wire_form() -> None:
+    call = ToolCall("lookup", {"q": "ünïcode", "n": 3}, "c-9")
+    sent = pb.MessagePart(tool_call=mapping.to_tool_call(call))
+    message = pb.ExecuteRequest(
+        messages=[pb.ChatMessage(role=pb.ROLE_ASSISTANT, parts=[sent])],
+    )
+
+    (decoded,) = mapping.to_prompt_request(message).messages[0].parts
+
+    assert decoded == call
+    assert isinstance(decoded, ToolCall) and decoded.arguments == call.arguments
+
+
+# --------------------------------------------------------------------------- capabilities
+
+
+def test_model_info_carries_capabilities_and_options() -> None:
+    described = dataclasses.replace(
+        model("vision", supports_schema=True),
+        supports_tools=True,
+        attachment_types=("image/jpeg", "image/png"),
+        supports_conversation=False,
+        supports_async=True,
+        options=(
+            OptionSpec("temperature", "number", "Sampling temperature", '{"type": "number"}'),
+            OptionSpec("stop", "string|array"),
+        ),
+    )
+
+    info = mapping.to_model_info(described)
+
+    assert (info.supports_schema, info.supports_tools) == (True, True)
+    assert list(info.attachment_types) == ["image/jpeg", "image/png"]
+    assert (info.supports_conversation, info.supports_async) == (False, True)
+    temperature, stop = info.options
+    assert (temperature.name, temperature.type, temperature.description) == (
+        "temperature",
+        "number",
+        "Sampling temperature",
+    )
+    assert json.loads(temperature.json_schema) == {"type": "number"}
+    assert (stop.name, stop.type, stop.json_schema) == ("stop", "string|array", "{}")
+
+
+def test_server_limits_report_the_attachment_rules() -> None:
+    limits = Limits(
+        max_attachments=3, max_attachment_bytes=5_000_000_000, allow_attachment_urls=True
+    )
+
+    server_limits = mapping.to_server_info(describe(limits)).limits
+
+    assert server_limits.max_attachments == 3
+    assert server_limits.max_attachment_bytes == 5_000_000_000
+    assert server_limits.allow_attachment_urls is True

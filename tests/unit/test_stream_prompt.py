@@ -12,13 +12,13 @@ import pytest
 from application._common import DEADLINE_BACKSTOP_S
 from application.stream_prompt import OpenedStream
 from domain.answer import Failure, StreamEvent, StreamFinished, TextChunk
-from domain.errors import ProxyError, UpstreamFailure, UpstreamTimeout
+from domain.errors import ProxyError, SchemaInvalid, UpstreamFailure, UpstreamTimeout
 from domain.outcome import Method
 from domain.policy import Limits
 from domain.principal import CallContext, Principal
-from domain.request import PromptRequest
+from domain.request import JsonObject, PromptRequest
 from domain.usage import ModelPrice, Usage
-from tests.unit.fakes import DEFAULT_NOW, HANG, Advance, Harness, Raise, Sleep
+from tests.unit.fakes import DEFAULT_NOW, HANG, Advance, Harness, Raise, Sleep, prompt_request
 
 
 @pytest.fixture
@@ -30,11 +30,9 @@ ANON = CallContext()
 
 
 def request(
-    *user: str, model: str | None = None, schema: str | None = None, request_id: str = ""
+    *user: str, model: str | None = None, schema: JsonObject | None = None, request_id: str = ""
 ) -> PromptRequest:
-    return PromptRequest(
-        user_fragments=user, model=model, response_schema=schema, request_id=request_id
-    )
+    return prompt_request(*user, model=model, schema=schema, request_id=request_id)
 
 
 async def collect(events: AsyncIterator[StreamEvent]) -> list[StreamEvent]:
@@ -119,6 +117,7 @@ async def test_record_counts_chunks_and_time_to_first_chunk(h: Harness) -> None:
 
     record = h.observer.only()
     assert record.method is Method.STREAM
+    assert record.transport == "unspecified"
     assert record.request_id == "s-1"
     assert record.subject == "bob"
     assert record.model_id == "echo"
@@ -130,8 +129,8 @@ async def test_record_counts_chunks_and_time_to_first_chunk(h: Harness) -> None:
     assert record.cost_usd == pytest.approx(7.0)
 
 
-async def test_schema_reaches_the_gateway_parsed(h: Harness) -> None:
-    await run(h, request("hi", schema='{"type": "object"}'))
+async def test_schema_reaches_the_gateway(h: Harness) -> None:
+    await run(h, request("hi", model="large", schema={"type": "object"}))
 
     assert h.gateway.last_call.invocation.schema == {"type": "object"}
 
@@ -171,9 +170,13 @@ async def test_failures_carry_the_request_id(h: Harness) -> None:
     [
         (request(), ANON, "EMPTY_REQUEST"),
         (request("hi", model="nope"), ANON, "MODEL_NOT_FOUND"),
-        (request("hi", schema="{"), ANON, "INVALID_SCHEMA"),
-        (request("hi", schema="[]"), ANON, "INVALID_SCHEMA"),
-        (request("hi", schema='{"type": 1}'), ANON, "INVALID_SCHEMA"),
+        (request("hi", model="echo", schema={"type": "object"}), ANON, "INVALID_SCHEMA"),
+        (request("hi", model="large", schema={"type": 1}), ANON, "INVALID_SCHEMA"),
+        (
+            PromptRequest(messages=(), rejection=SchemaInvalid("not valid JSON")),
+            ANON,
+            "INVALID_SCHEMA",
+        ),
         (request("x" * 11), ANON, "INPUT_TOO_LONG"),
     ],
 )

@@ -7,14 +7,13 @@ import pytest
 from domain.answer import Failure
 from domain.errors import UnknownModel
 from domain.principal import CallContext, Principal
-from domain.request import PromptRequest
-from tests.unit.fakes import Harness
+from tests.unit.fakes import Harness, prompt_request
 
 RESTRICTED = CallContext(principal=Principal(subject="r", allowed_models=("small",)))
 
 
 async def _refusal(harness: Harness, model: str | None, context: CallContext) -> UnknownModel:
-    result = await harness.execute(PromptRequest(user_fragments=("hi",), model=model), context)
+    result = await harness.execute(prompt_request("hi", model=model), context)
     assert isinstance(result, Failure)
     assert isinstance(result.error, UnknownModel)
     return result.error

@@ -24,39 +24,59 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0fllm_proxy.proto\x12\x11vibectl.llm_proxy\"\xbc\x01\n\x0e\x45xecuteRequest\x12\x18\n\x10system_fragments\x18\x01 \x03(\t\x12\x16\n\x0euser_fragments\x18\x02 \x03(\t\x12\x17\n\nmodel_name\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\"\n\x15response_model_schema\x18\x04 \x01(\tH\x01\x88\x01\x01\x12\x12\n\nrequest_id\x18\x05 \x01(\tB\r\n\x0b_model_nameB\x18\n\x16_response_model_schema\"\x97\x01\n\x0f\x45xecuteResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x34\n\x07success\x18\x02 \x01(\x0b\x32!.vibectl.llm_proxy.ExecuteSuccessH\x00\x12\x30\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x1f.vibectl.llm_proxy.ExecuteErrorH\x00\x42\x08\n\x06result\"x\n\x0e\x45xecuteSuccess\x12\x15\n\rresponse_text\x18\x01 \x01(\t\x12\x34\n\x07metrics\x18\x02 \x01(\x0b\x32#.vibectl.llm_proxy.ExecutionMetrics\x12\x19\n\x11\x61\x63tual_model_used\x18\x03 \x01(\t\"g\n\x0c\x45xecuteError\x12\x12\n\nerror_code\x18\x01 \x01(\t\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x1a\n\rerror_details\x18\x03 \x01(\tH\x00\x88\x01\x01\x42\x10\n\x0e_error_details\"\xec\x01\n\x0bStreamChunk\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\ntext_chunk\x18\x02 \x01(\tH\x00\x12<\n\rfinal_metrics\x18\x03 \x01(\x0b\x32#.vibectl.llm_proxy.ExecutionMetricsH\x00\x12\x30\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x1f.vibectl.llm_proxy.ExecuteErrorH\x00\x12\x35\n\x08\x63omplete\x18\x05 \x01(\x0b\x32!.vibectl.llm_proxy.StreamCompleteH\x00\x42\x0c\n\nchunk_type\"+\n\x0eStreamComplete\x12\x19\n\x11\x61\x63tual_model_used\x18\x01 \x01(\t\"\xf9\x01\n\x10\x45xecutionMetrics\x12\x13\n\x0b\x64uration_ms\x18\x01 \x01(\x03\x12\x19\n\x0cinput_tokens\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x1a\n\routput_tokens\x18\x03 \x01(\x05H\x01\x88\x01\x01\x12\x19\n\x0ctotal_tokens\x18\x04 \x01(\x05H\x02\x88\x01\x01\x12\x15\n\x08\x63ost_usd\x18\x05 \x01(\x01H\x03\x88\x01\x01\x12\x13\n\x0bretry_count\x18\x06 \x01(\x05\x12\x11\n\ttimestamp\x18\x07 \x01(\x03\x42\x0f\n\r_input_tokensB\x10\n\x0e_output_tokensB\x0f\n\r_total_tokensB\x0b\n\t_cost_usd\"\x16\n\x14GetServerInfoRequest\"\xcc\x02\n\x15GetServerInfoResponse\x12\x36\n\x10\x61vailable_models\x18\x01 \x03(\x0b\x32\x1c.vibectl.llm_proxy.ModelInfo\x12\x15\n\rdefault_model\x18\x02 \x01(\t\x12/\n\x06limits\x18\x03 \x01(\x0b\x32\x1f.vibectl.llm_proxy.ServerLimits\x12\x16\n\x0eserver_version\x18\x04 \x01(\t\x12Q\n\rmodel_aliases\x18\x05 \x03(\x0b\x32:.vibectl.llm_proxy.GetServerInfoResponse.ModelAliasesEntry\x12\x13\n\x0bserver_name\x18\x06 \x01(\t\x1a\x33\n\x11ModelAliasesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xaa\x01\n\tModelInfo\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x1a\n\x12supports_streaming\x18\x04 \x01(\x08\x12\x1f\n\x12max_context_length\x18\x05 \x01(\x05H\x00\x88\x01\x01\x12\x0f\n\x07\x61liases\x18\x06 \x03(\tB\x15\n\x13_max_context_length\"\x88\x02\n\x0cServerLimits\x12$\n\x17max_requests_per_minute\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12$\n\x17max_concurrent_requests\x18\x02 \x01(\x05H\x01\x88\x01\x01\x12\x1d\n\x10max_input_length\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12$\n\x17request_timeout_seconds\x18\x04 \x01(\x05H\x03\x88\x01\x01\x42\x1a\n\x18_max_requests_per_minuteB\x1a\n\x18_max_concurrent_requestsB\x13\n\x11_max_input_lengthB\x1a\n\x18_request_timeout_seconds2\x9d\x02\n\x0fVibectlLLMProxy\x12P\n\x07\x45xecute\x12!.vibectl.llm_proxy.ExecuteRequest\x1a\".vibectl.llm_proxy.ExecuteResponse\x12T\n\rStreamExecute\x12!.vibectl.llm_proxy.ExecuteRequest\x1a\x1e.vibectl.llm_proxy.StreamChunk0\x01\x12\x62\n\rGetServerInfo\x12\'.vibectl.llm_proxy.GetServerInfoRequest\x1a(.vibectl.llm_proxy.GetServerInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0fllm_proxy.proto\x12\x11vibectl.llm_proxy\"\xc5\x03\n\x0e\x45xecuteRequest\x12\x18\n\x10system_fragments\x18\x01 \x03(\t\x12\x16\n\x0euser_fragments\x18\x02 \x03(\t\x12\x17\n\nmodel_name\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\"\n\x15response_model_schema\x18\x04 \x01(\tH\x01\x88\x01\x01\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x30\n\x08messages\x18\x06 \x03(\x0b\x32\x1e.vibectl.llm_proxy.ChatMessage\x12?\n\x07options\x18\x07 \x03(\x0b\x32..vibectl.llm_proxy.ExecuteRequest.OptionsEntry\x12\x30\n\x05tools\x18\x08 \x03(\x0b\x32!.vibectl.llm_proxy.ToolDefinition\x12\x32\n\x0b\x61ttachments\x18\t \x03(\x0b\x32\x1d.vibectl.llm_proxy.Attachment\x1a.\n\x0cOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\r\n\x0b_model_nameB\x18\n\x16_response_model_schema\"c\n\x0b\x43hatMessage\x12%\n\x04role\x18\x01 \x01(\x0e\x32\x17.vibectl.llm_proxy.Role\x12-\n\x05parts\x18\x02 \x03(\x0b\x32\x1e.vibectl.llm_proxy.MessagePart\"\xc2\x01\n\x0bMessagePart\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\x33\n\nattachment\x18\x02 \x01(\x0b\x32\x1d.vibectl.llm_proxy.AttachmentH\x00\x12\x30\n\ttool_call\x18\x03 \x01(\x0b\x32\x1b.vibectl.llm_proxy.ToolCallH\x00\x12\x34\n\x0btool_result\x18\x04 \x01(\x0b\x32\x1d.vibectl.llm_proxy.ToolResultH\x00\x42\x06\n\x04kind\"L\n\nAttachment\x12\x12\n\nmedia_type\x18\x01 \x01(\t\x12\x11\n\x07\x63ontent\x18\x02 \x01(\x0cH\x00\x12\r\n\x03url\x18\x03 \x01(\tH\x00\x42\x08\n\x06source\"I\n\x0eToolDefinition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x14\n\x0cinput_schema\x18\x03 \x01(\t\"<\n\x08ToolCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\targuments\x18\x03 \x01(\t\";\n\nToolResult\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06output\x18\x03 \x01(\t\"\x97\x01\n\x0f\x45xecuteResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x34\n\x07success\x18\x02 \x01(\x0b\x32!.vibectl.llm_proxy.ExecuteSuccessH\x00\x12\x30\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x1f.vibectl.llm_proxy.ExecuteErrorH\x00\x42\x08\n\x06result\"\xf0\x01\n\x0e\x45xecuteSuccess\x12\x15\n\rresponse_text\x18\x01 \x01(\t\x12\x34\n\x07metrics\x18\x02 \x01(\x0b\x32#.vibectl.llm_proxy.ExecutionMetrics\x12\x19\n\x11\x61\x63tual_model_used\x18\x03 \x01(\t\x12/\n\ntool_calls\x18\x04 \x03(\x0b\x32\x1b.vibectl.llm_proxy.ToolCall\x12\x15\n\rfinish_reason\x18\x05 \x01(\t\x12\x1b\n\x0eresolved_model\x18\x06 \x01(\tH\x00\x88\x01\x01\x42\x11\n\x0f_resolved_model\"g\n\x0c\x45xecuteError\x12\x12\n\nerror_code\x18\x01 \x01(\t\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x1a\n\rerror_details\x18\x03 \x01(\tH\x00\x88\x01\x01\x42\x10\n\x0e_error_details\"\x9e\x02\n\x0bStreamChunk\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\ntext_chunk\x18\x02 \x01(\tH\x00\x12<\n\rfinal_metrics\x18\x03 \x01(\x0b\x32#.vibectl.llm_proxy.ExecutionMetricsH\x00\x12\x30\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x1f.vibectl.llm_proxy.ExecuteErrorH\x00\x12\x35\n\x08\x63omplete\x18\x05 \x01(\x0b\x32!.vibectl.llm_proxy.StreamCompleteH\x00\x12\x30\n\ttool_call\x18\x06 \x01(\x0b\x32\x1b.vibectl.llm_proxy.ToolCallH\x00\x42\x0c\n\nchunk_type\"r\n\x0eStreamComplete\x12\x19\n\x11\x61\x63tual_model_used\x18\x01 \x01(\t\x12\x15\n\rfinish_reason\x18\x02 \x01(\t\x12\x1b\n\x0eresolved_model\x18\x03 \x01(\tH\x00\x88\x01\x01\x42\x11\n\x0f_resolved_model\"\xf9\x01\n\x10\x45xecutionMetrics\x12\x13\n\x0b\x64uration_ms\x18\x01 \x01(\x03\x12\x19\n\x0cinput_tokens\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x1a\n\routput_tokens\x18\x03 \x01(\x05H\x01\x88\x01\x01\x12\x19\n\x0ctotal_tokens\x18\x04 \x01(\x05H\x02\x88\x01\x01\x12\x15\n\x08\x63ost_usd\x18\x05 \x01(\x01H\x03\x88\x01\x01\x12\x13\n\x0bretry_count\x18\x06 \x01(\x05\x12\x11\n\ttimestamp\x18\x07 \x01(\x03\x42\x0f\n\r_input_tokensB\x10\n\x0e_output_tokensB\x0f\n\r_total_tokensB\x0b\n\t_cost_usd\"\x16\n\x14GetServerInfoRequest\"\xcc\x02\n\x15GetServerInfoResponse\x12\x36\n\x10\x61vailable_models\x18\x01 \x03(\x0b\x32\x1c.vibectl.llm_proxy.ModelInfo\x12\x15\n\rdefault_model\x18\x02 \x01(\t\x12/\n\x06limits\x18\x03 \x01(\x0b\x32\x1f.vibectl.llm_proxy.ServerLimits\x12\x16\n\x0eserver_version\x18\x04 \x01(\t\x12Q\n\rmodel_aliases\x18\x05 \x03(\x0b\x32:.vibectl.llm_proxy.GetServerInfoResponse.ModelAliasesEntry\x12\x13\n\x0bserver_name\x18\x06 \x01(\t\x1a\x33\n\x11ModelAliasesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xdd\x02\n\tModelInfo\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x1a\n\x12supports_streaming\x18\x04 \x01(\x08\x12\x1f\n\x12max_context_length\x18\x05 \x01(\x05H\x00\x88\x01\x01\x12\x0f\n\x07\x61liases\x18\x06 \x03(\t\x12\x17\n\x0fsupports_schema\x18\x07 \x01(\x08\x12\x16\n\x0esupports_tools\x18\x08 \x01(\x08\x12\x18\n\x10\x61ttachment_types\x18\t \x03(\t\x12\x1d\n\x15supports_conversation\x18\n \x01(\x08\x12\x16\n\x0esupports_async\x18\x0b \x01(\x08\x12/\n\x07options\x18\x0c \x03(\x0b\x32\x1e.vibectl.llm_proxy.ModelOptionB\x15\n\x13_max_context_length\"S\n\x0bModelOption\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x13\n\x0bjson_schema\x18\x04 \x01(\t\"\xde\x02\n\x0cServerLimits\x12$\n\x17max_requests_per_minute\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12$\n\x17max_concurrent_requests\x18\x02 \x01(\x05H\x01\x88\x01\x01\x12\x1d\n\x10max_input_length\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12$\n\x17request_timeout_seconds\x18\x04 \x01(\x05H\x03\x88\x01\x01\x12\x17\n\x0fmax_attachments\x18\x05 \x01(\x05\x12\x1c\n\x14max_attachment_bytes\x18\x06 \x01(\x03\x12\x1d\n\x15\x61llow_attachment_urls\x18\x07 \x01(\x08\x42\x1a\n\x18_max_requests_per_minuteB\x1a\n\x18_max_concurrent_requestsB\x13\n\x11_max_input_lengthB\x1a\n\x18_request_timeout_seconds*_\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03\x12\r\n\tROLE_TOOL\x10\x04\x32\x9d\x02\n\x0fVibectlLLMProxy\x12P\n\x07\x45xecute\x12!.vibectl.llm_proxy.ExecuteRequest\x1a\".vibectl.llm_proxy.ExecuteResponse\x12T\n\rStreamExecute\x12!.vibectl.llm_proxy.ExecuteRequest\x1a\x1e.vibectl.llm_proxy.StreamChunk0\x01\x12\x62\n\rGetServerInfo\x12\'.vibectl.llm_proxy.GetServerInfoRequest\x1a(.vibectl.llm_proxy.GetServerInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'llm_proxy_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_EXECUTEREQUEST_OPTIONSENTRY']._loaded_options = None
+  _globals['_EXECUTEREQUEST_OPTIONSENTRY']._serialized_options = b'8\001'
   _globals['_GETSERVERINFORESPONSE_MODELALIASESENTRY']._loaded_options = None
   _globals['_GETSERVERINFORESPONSE_MODELALIASESENTRY']._serialized_options = b'8\001'
+  _globals['_ROLE']._serialized_start=3376
+  _globals['_ROLE']._serialized_end=3471
   _globals['_EXECUTEREQUEST']._serialized_start=39
-  _globals['_EXECUTEREQUEST']._serialized_end=227
-  _globals['_EXECUTERESPONSE']._serialized_start=230
-  _globals['_EXECUTERESPONSE']._serialized_end=381
-  _globals['_EXECUTESUCCESS']._serialized_start=383
-  _globals['_EXECUTESUCCESS']._serialized_end=503
-  _globals['_EXECUTEERROR']._serialized_start=505
-  _globals['_EXECUTEERROR']._serialized_end=608
-  _globals['_STREAMCHUNK']._serialized_start=611
-  _globals['_STREAMCHUNK']._serialized_end=847
-  _globals['_STREAMCOMPLETE']._serialized_start=849
-  _globals['_STREAMCOMPLETE']._serialized_end=892
-  _globals['_EXECUTIONMETRICS']._serialized_start=895
-  _globals['_EXECUTIONMETRICS']._serialized_end=1144
-  _globals['_GETSERVERINFOREQUEST']._serialized_start=1146
-  _globals['_GETSERVERINFOREQUEST']._serialized_end=1168
-  _globals['_GETSERVERINFORESPONSE']._serialized_start=1171
-  _globals['_GETSERVERINFORESPONSE']._serialized_end=1503
-  _globals['_GETSERVERINFORESPONSE_MODELALIASESENTRY']._serialized_start=1452
-  _globals['_GETSERVERINFORESPONSE_MODELALIASESENTRY']._serialized_end=1503
-  _globals['_MODELINFO']._serialized_start=1506
-  _globals['_MODELINFO']._serialized_end=1676
-  _globals['_SERVERLIMITS']._serialized_start=1679
-  _globals['_SERVERLIMITS']._serialized_end=1943
-  _globals['_VIBECTLLLMPROXY']._serialized_start=1946
-  _globals['_VIBECTLLLMPROXY']._serialized_end=2231
+  _globals['_EXECUTEREQUEST']._serialized_end=492
+  _globals['_EXECUTEREQUEST_OPTIONSENTRY']._serialized_start=405
+  _globals['_EXECUTEREQUEST_OPTIONSENTRY']._serialized_end=451
+  _globals['_CHATMESSAGE']._serialized_start=494
+  _globals['_CHATMESSAGE']._serialized_end=593
+  _globals['_MESSAGEPART']._serialized_start=596
+  _globals['_MESSAGEPART']._serialized_end=790
+  _globals['_ATTACHMENT']._serialized_start=792
+  _globals['_ATTACHMENT']._serialized_end=868
+  _globals['_TOOLDEFINITION']._serialized_start=870
+  _globals['_TOOLDEFINITION']._serialized_end=943
+  _globals['_TOOLCALL']._serialized_start=945
+  _globals['_TOOLCALL']._serialized_end=1005
+  _globals['_TOOLRESULT']._serialized_start=1007
+  _globals['_TOOLRESULT']._serialized_end=1066
+  _globals['_EXECUTERESPONSE']._serialized_start=1069
+  _globals['_EXECUTERESPONSE']._serialized_end=1220
+  _globals['_EXECUTESUCCESS']._serialized_start=1223
+  _globals['_EXECUTESUCCESS']._serialized_end=1463
+  _globals['_EXECUTEERROR']._serialized_start=1465
+  _globals['_EXECUTEERROR']._serialized_end=1568
+  _globals['_STREAMCHUNK']._serialized_start=1571
+  _globals['_STREAMCHUNK']._serialized_end=1857
+  _globals['_STREAMCOMPLETE']._serialized_start=1859
+  _globals['_STREAMCOMPLETE']._serialized_end=1973
+  _globals['_EXECUTIONMETRICS']._serialized_start=1976
+  _globals['_EXECUTIONMETRICS']._serialized_end=2225
+  _globals['_GETSERVERINFOREQUEST']._serialized_start=2227
+  _globals['_GETSERVERINFOREQUEST']._serialized_end=2249
+  _globals['_GETSERVERINFORESPONSE']._serialized_start=2252
+  _globals['_GETSERVERINFORESPONSE']._serialized_end=2584
+  _globals['_GETSERVERINFORESPONSE_MODELALIASESENTRY']._serialized_start=2533
+  _globals['_GETSERVERINFORESPONSE_MODELALIASESENTRY']._serialized_end=2584
+  _globals['_MODELINFO']._serialized_start=2587
+  _globals['_MODELINFO']._serialized_end=2936
+  _globals['_MODELOPTION']._serialized_start=2938
+  _globals['_MODELOPTION']._serialized_end=3021
+  _globals['_SERVERLIMITS']._serialized_start=3024
+  _globals['_SERVERLIMITS']._serialized_end=3374
+  _globals['_VIBECTLLLMPROXY']._serialized_start=3474
+  _globals['_VIBECTLLLMPROXY']._serialized_end=3759
 # @@protoc_insertion_point(module_scope)

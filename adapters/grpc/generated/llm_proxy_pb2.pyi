@@ -3,12 +3,16 @@
 isort:skip_file
 vibectl.llm_proxy v1 — written from ../shared/wire-contract.md.
 Field numbers and types are frozen: add new fields with new numbers, never reuse or retype.
+Fields numbered from 6 on (and the messages they use) are additions documented in
+docs/protocol.md; clients that know only the original fields keep working unchanged.
+Numbers 100 and above are reserved for the governance additions.
 """
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -20,15 +24,60 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _Role:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Role.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ROLE_UNSPECIFIED: _Role.ValueType  # 0
+    ROLE_SYSTEM: _Role.ValueType  # 1
+    ROLE_USER: _Role.ValueType  # 2
+    ROLE_ASSISTANT: _Role.ValueType  # 3
+    ROLE_TOOL: _Role.ValueType  # 4
+
+class Role(_Role, metaclass=_RoleEnumTypeWrapper): ...
+
+ROLE_UNSPECIFIED: Role.ValueType  # 0
+ROLE_SYSTEM: Role.ValueType  # 1
+ROLE_USER: Role.ValueType  # 2
+ROLE_ASSISTANT: Role.ValueType  # 3
+ROLE_TOOL: Role.ValueType  # 4
+Global___Role: _TypeAlias = Role  # noqa: Y015
+
 @_typing.final
 class ExecuteRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class OptionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
 
     SYSTEM_FRAGMENTS_FIELD_NUMBER: _builtins.int
     USER_FRAGMENTS_FIELD_NUMBER: _builtins.int
     MODEL_NAME_FIELD_NUMBER: _builtins.int
     RESPONSE_MODEL_SCHEMA_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    TOOLS_FIELD_NUMBER: _builtins.int
+    ATTACHMENTS_FIELD_NUMBER: _builtins.int
     model_name: _builtins.str
     response_model_schema: _builtins.str
     request_id: _builtins.str
@@ -36,6 +85,24 @@ class ExecuteRequest(_message.Message):
     def system_fragments(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def user_fragments(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChatMessage]:
+        """The conversation so far, in order. system_fragments become a system message before it,
+        user_fragments a user message after it.
+        """
+
+    @_builtins.property
+    def options(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Model option name -> its value as JSON text, e.g. "temperature": "0.2"."""
+
+    @_builtins.property
+    def tools(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolDefinition]:
+        """Tools the model may ask the client to run; the server never runs them."""
+
+    @_builtins.property
+    def attachments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Attachment]:
+        """Attachments of the last user turn (the one user_fragments make, or the last user message)."""
+
     def __init__(
         self,
         *,
@@ -44,10 +111,14 @@ class ExecuteRequest(_message.Message):
         model_name: _builtins.str | None = ...,
         response_model_schema: _builtins.str | None = ...,
         request_id: _builtins.str = ...,
+        messages: _abc.Iterable[Global___ChatMessage] | None = ...,
+        options: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        tools: _abc.Iterable[Global___ToolDefinition] | None = ...,
+        attachments: _abc.Iterable[Global___Attachment] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_model_name", b"_model_name", "_response_model_schema", b"_response_model_schema", "model_name", b"model_name", "response_model_schema", b"response_model_schema"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_model_name", b"_model_name", "_response_model_schema", b"_response_model_schema", "model_name", b"model_name", "request_id", b"request_id", "response_model_schema", b"response_model_schema", "system_fragments", b"system_fragments", "user_fragments", b"user_fragments"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_model_name", b"_model_name", "_response_model_schema", b"_response_model_schema", "attachments", b"attachments", "messages", b"messages", "model_name", b"model_name", "options", b"options", "request_id", b"request_id", "response_model_schema", b"response_model_schema", "system_fragments", b"system_fragments", "tools", b"tools", "user_fragments", b"user_fragments"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__model_name: _TypeAlias = _typing.Literal["model_name"]  # noqa: Y015
     _WhichOneofArgType__model_name: _TypeAlias = _typing.Literal["_model_name", b"_model_name"]  # noqa: Y015
@@ -59,6 +130,168 @@ class ExecuteRequest(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__response_model_schema) -> _WhichOneofReturnType__response_model_schema | None: ...
 
 Global___ExecuteRequest: _TypeAlias = ExecuteRequest  # noqa: Y015
+
+@_typing.final
+class ChatMessage(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROLE_FIELD_NUMBER: _builtins.int
+    PARTS_FIELD_NUMBER: _builtins.int
+    role: Global___Role.ValueType
+    @_builtins.property
+    def parts(self) -> _containers.RepeatedCompositeFieldContainer[Global___MessagePart]: ...
+    def __init__(
+        self,
+        *,
+        role: Global___Role.ValueType = ...,
+        parts: _abc.Iterable[Global___MessagePart] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["parts", b"parts", "role", b"role"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChatMessage: _TypeAlias = ChatMessage  # noqa: Y015
+
+@_typing.final
+class MessagePart(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    ATTACHMENT_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_FIELD_NUMBER: _builtins.int
+    TOOL_RESULT_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    @_builtins.property
+    def attachment(self) -> Global___Attachment: ...
+    @_builtins.property
+    def tool_call(self) -> Global___ToolCall: ...
+    @_builtins.property
+    def tool_result(self) -> Global___ToolResult: ...
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+        attachment: Global___Attachment | None = ...,
+        tool_call: Global___ToolCall | None = ...,
+        tool_result: Global___ToolResult | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attachment", b"attachment", "kind", b"kind", "text", b"text", "tool_call", b"tool_call", "tool_result", b"tool_result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachment", b"attachment", "kind", b"kind", "text", b"text", "tool_call", b"tool_call", "tool_result", b"tool_result"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["text", "attachment", "tool_call", "tool_result"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___MessagePart: _TypeAlias = MessagePart  # noqa: Y015
+
+@_typing.final
+class Attachment(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEDIA_TYPE_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    media_type: _builtins.str
+    """e.g. "image/png"; must be one the model accepts (ModelInfo.attachment_types)."""
+    content: _builtins.bytes
+    url: _builtins.str
+    """https only, and only when the server allows URLs (ServerLimits.allow_attachment_urls)."""
+    def __init__(
+        self,
+        *,
+        media_type: _builtins.str = ...,
+        content: _builtins.bytes = ...,
+        url: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "source", b"source", "url", b"url"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "media_type", b"media_type", "source", b"source", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_source: _TypeAlias = _typing.Literal["content", "url"]  # noqa: Y015
+    _WhichOneofArgType_source: _TypeAlias = _typing.Literal["source", b"source"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_source) -> _WhichOneofReturnType_source | None: ...
+
+Global___Attachment: _TypeAlias = Attachment  # noqa: Y015
+
+@_typing.final
+class ToolDefinition(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    INPUT_SCHEMA_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    description: _builtins.str
+    input_schema: _builtins.str
+    """JSON Schema of the tool's input, as JSON text; empty means no arguments."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        input_schema: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "input_schema", b"input_schema", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolDefinition: _TypeAlias = ToolDefinition  # noqa: Y015
+
+@_typing.final
+class ToolCall(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    ARGUMENTS_FIELD_NUMBER: _builtins.int
+    call_id: _builtins.str
+    name: _builtins.str
+    arguments: _builtins.str
+    """The arguments as a JSON object in JSON text."""
+    def __init__(
+        self,
+        *,
+        call_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        arguments: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "call_id", b"call_id", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolCall: _TypeAlias = ToolCall  # noqa: Y015
+
+@_typing.final
+class ToolResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    OUTPUT_FIELD_NUMBER: _builtins.int
+    call_id: _builtins.str
+    name: _builtins.str
+    output: _builtins.str
+    def __init__(
+        self,
+        *,
+        call_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        output: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "name", b"name", "output", b"output"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolResult: _TypeAlias = ToolResult  # noqa: Y015
 
 @_typing.final
 class ExecuteResponse(_message.Message):
@@ -96,22 +329,38 @@ class ExecuteSuccess(_message.Message):
     RESPONSE_TEXT_FIELD_NUMBER: _builtins.int
     METRICS_FIELD_NUMBER: _builtins.int
     ACTUAL_MODEL_USED_FIELD_NUMBER: _builtins.int
+    TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    FINISH_REASON_FIELD_NUMBER: _builtins.int
+    RESOLVED_MODEL_FIELD_NUMBER: _builtins.int
     response_text: _builtins.str
     actual_model_used: _builtins.str
+    finish_reason: _builtins.str
+    """"stop", or "tool_calls" when the model stopped for tool_calls."""
+    resolved_model: _builtins.str
+    """The model's own id for what answered (e.g. a dated snapshot), when it reports one."""
     @_builtins.property
     def metrics(self) -> Global___ExecutionMetrics: ...
+    @_builtins.property
+    def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCall]:
+        """Tools the model wants run before it can go on; answer with ROLE_TOOL results."""
+
     def __init__(
         self,
         *,
         response_text: _builtins.str = ...,
         metrics: Global___ExecutionMetrics | None = ...,
         actual_model_used: _builtins.str = ...,
+        tool_calls: _abc.Iterable[Global___ToolCall] | None = ...,
+        finish_reason: _builtins.str = ...,
+        resolved_model: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["metrics", b"metrics"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_resolved_model", b"_resolved_model", "metrics", b"metrics", "resolved_model", b"resolved_model"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actual_model_used", b"actual_model_used", "metrics", b"metrics", "response_text", b"response_text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_resolved_model", b"_resolved_model", "actual_model_used", b"actual_model_used", "finish_reason", b"finish_reason", "metrics", b"metrics", "resolved_model", b"resolved_model", "response_text", b"response_text", "tool_calls", b"tool_calls"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__resolved_model: _TypeAlias = _typing.Literal["resolved_model"]  # noqa: Y015
+    _WhichOneofArgType__resolved_model: _TypeAlias = _typing.Literal["_resolved_model", b"_resolved_model"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__resolved_model) -> _WhichOneofReturnType__resolved_model | None: ...
 
 Global___ExecuteSuccess: _TypeAlias = ExecuteSuccess  # noqa: Y015
 
@@ -151,6 +400,7 @@ class StreamChunk(_message.Message):
     FINAL_METRICS_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     COMPLETE_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     text_chunk: _builtins.str
     @_builtins.property
@@ -159,6 +409,10 @@ class StreamChunk(_message.Message):
     def error(self) -> Global___ExecuteError: ...
     @_builtins.property
     def complete(self) -> Global___StreamComplete: ...
+    @_builtins.property
+    def tool_call(self) -> Global___ToolCall:
+        """One whole tool call, sent as soon as the model has finished producing it."""
+
     def __init__(
         self,
         *,
@@ -167,12 +421,13 @@ class StreamChunk(_message.Message):
         final_metrics: Global___ExecutionMetrics | None = ...,
         error: Global___ExecuteError | None = ...,
         complete: Global___StreamComplete | None = ...,
+        tool_call: Global___ToolCall | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk_type", b"chunk_type", "complete", b"complete", "error", b"error", "final_metrics", b"final_metrics", "text_chunk", b"text_chunk"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk_type", b"chunk_type", "complete", b"complete", "error", b"error", "final_metrics", b"final_metrics", "text_chunk", b"text_chunk", "tool_call", b"tool_call"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_type", b"chunk_type", "complete", b"complete", "error", b"error", "final_metrics", b"final_metrics", "request_id", b"request_id", "text_chunk", b"text_chunk"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_type", b"chunk_type", "complete", b"complete", "error", b"error", "final_metrics", b"final_metrics", "request_id", b"request_id", "text_chunk", b"text_chunk", "tool_call", b"tool_call"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_chunk_type: _TypeAlias = _typing.Literal["text_chunk", "final_metrics", "error", "complete"]  # noqa: Y015
+    _WhichOneofReturnType_chunk_type: _TypeAlias = _typing.Literal["text_chunk", "final_metrics", "error", "complete", "tool_call"]  # noqa: Y015
     _WhichOneofArgType_chunk_type: _TypeAlias = _typing.Literal["chunk_type", b"chunk_type"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_chunk_type) -> _WhichOneofReturnType_chunk_type | None: ...
 
@@ -183,17 +438,25 @@ class StreamComplete(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ACTUAL_MODEL_USED_FIELD_NUMBER: _builtins.int
+    FINISH_REASON_FIELD_NUMBER: _builtins.int
+    RESOLVED_MODEL_FIELD_NUMBER: _builtins.int
     actual_model_used: _builtins.str
+    finish_reason: _builtins.str
+    resolved_model: _builtins.str
     def __init__(
         self,
         *,
         actual_model_used: _builtins.str = ...,
+        finish_reason: _builtins.str = ...,
+        resolved_model: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_resolved_model", b"_resolved_model", "resolved_model", b"resolved_model"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actual_model_used", b"actual_model_used"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_resolved_model", b"_resolved_model", "actual_model_used", b"actual_model_used", "finish_reason", b"finish_reason", "resolved_model", b"resolved_model"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__resolved_model: _TypeAlias = _typing.Literal["resolved_model"]  # noqa: Y015
+    _WhichOneofArgType__resolved_model: _TypeAlias = _typing.Literal["_resolved_model", b"_resolved_model"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__resolved_model) -> _WhichOneofReturnType__resolved_model | None: ...
 
 Global___StreamComplete: _TypeAlias = StreamComplete  # noqa: Y015
 
@@ -331,13 +594,32 @@ class ModelInfo(_message.Message):
     SUPPORTS_STREAMING_FIELD_NUMBER: _builtins.int
     MAX_CONTEXT_LENGTH_FIELD_NUMBER: _builtins.int
     ALIASES_FIELD_NUMBER: _builtins.int
+    SUPPORTS_SCHEMA_FIELD_NUMBER: _builtins.int
+    SUPPORTS_TOOLS_FIELD_NUMBER: _builtins.int
+    ATTACHMENT_TYPES_FIELD_NUMBER: _builtins.int
+    SUPPORTS_CONVERSATION_FIELD_NUMBER: _builtins.int
+    SUPPORTS_ASYNC_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
     model_id: _builtins.str
     display_name: _builtins.str
     provider: _builtins.str
     supports_streaming: _builtins.bool
     max_context_length: _builtins.int
+    supports_schema: _builtins.bool
+    supports_tools: _builtins.bool
+    supports_conversation: _builtins.bool
+    supports_async: _builtins.bool
+    """The model has a native async implementation."""
     @_builtins.property
     def aliases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def attachment_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Media types accepted as attachments; empty: the model takes none."""
+
+    @_builtins.property
+    def options(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelOption]:
+        """The options the model accepts (ExecuteRequest.options)."""
+
     def __init__(
         self,
         *,
@@ -347,16 +629,54 @@ class ModelInfo(_message.Message):
         supports_streaming: _builtins.bool = ...,
         max_context_length: _builtins.int | None = ...,
         aliases: _abc.Iterable[_builtins.str] | None = ...,
+        supports_schema: _builtins.bool = ...,
+        supports_tools: _builtins.bool = ...,
+        attachment_types: _abc.Iterable[_builtins.str] | None = ...,
+        supports_conversation: _builtins.bool = ...,
+        supports_async: _builtins.bool = ...,
+        options: _abc.Iterable[Global___ModelOption] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_context_length", b"_max_context_length", "max_context_length", b"max_context_length"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_context_length", b"_max_context_length", "aliases", b"aliases", "display_name", b"display_name", "max_context_length", b"max_context_length", "model_id", b"model_id", "provider", b"provider", "supports_streaming", b"supports_streaming"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_context_length", b"_max_context_length", "aliases", b"aliases", "attachment_types", b"attachment_types", "display_name", b"display_name", "max_context_length", b"max_context_length", "model_id", b"model_id", "options", b"options", "provider", b"provider", "supports_async", b"supports_async", "supports_conversation", b"supports_conversation", "supports_schema", b"supports_schema", "supports_streaming", b"supports_streaming", "supports_tools", b"supports_tools"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_context_length: _TypeAlias = _typing.Literal["max_context_length"]  # noqa: Y015
     _WhichOneofArgType__max_context_length: _TypeAlias = _typing.Literal["_max_context_length", b"_max_context_length"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_context_length) -> _WhichOneofReturnType__max_context_length | None: ...
 
 Global___ModelInfo: _TypeAlias = ModelInfo  # noqa: Y015
+
+@_typing.final
+class ModelOption(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    JSON_SCHEMA_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    type: _builtins.str
+    """JSON Schema type, e.g. "number", "integer", "boolean", "string", "array";
+    alternatives joined by "|" (e.g. "integer|string").
+    """
+    description: _builtins.str
+    json_schema: _builtins.str
+    """The option's full JSON Schema as JSON text (bounds, enum, default)."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        type: _builtins.str = ...,
+        description: _builtins.str = ...,
+        json_schema: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "json_schema", b"json_schema", "name", b"name", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelOption: _TypeAlias = ModelOption  # noqa: Y015
 
 @_typing.final
 class ServerLimits(_message.Message):
@@ -366,10 +686,17 @@ class ServerLimits(_message.Message):
     MAX_CONCURRENT_REQUESTS_FIELD_NUMBER: _builtins.int
     MAX_INPUT_LENGTH_FIELD_NUMBER: _builtins.int
     REQUEST_TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    MAX_ATTACHMENTS_FIELD_NUMBER: _builtins.int
+    MAX_ATTACHMENT_BYTES_FIELD_NUMBER: _builtins.int
+    ALLOW_ATTACHMENT_URLS_FIELD_NUMBER: _builtins.int
     max_requests_per_minute: _builtins.int
     max_concurrent_requests: _builtins.int
     max_input_length: _builtins.int
     request_timeout_seconds: _builtins.int
+    max_attachments: _builtins.int
+    max_attachment_bytes: _builtins.int
+    """Over all attachments of one request."""
+    allow_attachment_urls: _builtins.bool
     def __init__(
         self,
         *,
@@ -377,10 +704,13 @@ class ServerLimits(_message.Message):
         max_concurrent_requests: _builtins.int | None = ...,
         max_input_length: _builtins.int | None = ...,
         request_timeout_seconds: _builtins.int | None = ...,
+        max_attachments: _builtins.int = ...,
+        max_attachment_bytes: _builtins.int = ...,
+        allow_attachment_urls: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_concurrent_requests", b"_max_concurrent_requests", "_max_input_length", b"_max_input_length", "_max_requests_per_minute", b"_max_requests_per_minute", "_request_timeout_seconds", b"_request_timeout_seconds", "max_concurrent_requests", b"max_concurrent_requests", "max_input_length", b"max_input_length", "max_requests_per_minute", b"max_requests_per_minute", "request_timeout_seconds", b"request_timeout_seconds"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_concurrent_requests", b"_max_concurrent_requests", "_max_input_length", b"_max_input_length", "_max_requests_per_minute", b"_max_requests_per_minute", "_request_timeout_seconds", b"_request_timeout_seconds", "max_concurrent_requests", b"max_concurrent_requests", "max_input_length", b"max_input_length", "max_requests_per_minute", b"max_requests_per_minute", "request_timeout_seconds", b"request_timeout_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_concurrent_requests", b"_max_concurrent_requests", "_max_input_length", b"_max_input_length", "_max_requests_per_minute", b"_max_requests_per_minute", "_request_timeout_seconds", b"_request_timeout_seconds", "allow_attachment_urls", b"allow_attachment_urls", "max_attachment_bytes", b"max_attachment_bytes", "max_attachments", b"max_attachments", "max_concurrent_requests", b"max_concurrent_requests", "max_input_length", b"max_input_length", "max_requests_per_minute", b"max_requests_per_minute", "request_timeout_seconds", b"request_timeout_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_concurrent_requests: _TypeAlias = _typing.Literal["max_concurrent_requests"]  # noqa: Y015
     _WhichOneofArgType__max_concurrent_requests: _TypeAlias = _typing.Literal["_max_concurrent_requests", b"_max_concurrent_requests"]  # noqa: Y015

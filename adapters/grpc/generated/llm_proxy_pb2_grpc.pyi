@@ -3,6 +3,9 @@
 isort:skip_file
 vibectl.llm_proxy v1 — written from ../shared/wire-contract.md.
 Field numbers and types are frozen: add new fields with new numbers, never reuse or retype.
+Fields numbered from 6 on (and the messages they use) are additions documented in
+docs/protocol.md; clients that know only the original fields keep working unchanged.
+Numbers 100 and above are reserved for the governance additions.
 """
 
 from collections import abc as _abc
