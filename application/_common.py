@@ -98,6 +98,7 @@ class PromptPipeline:
             # To a restricted caller a model outside its claim is the same as one that does not
             # exist: the refusal names only what it asked for and what it may use.
             raise ModelNotVisible(requested_name(request.model), visible_names(catalog, principal))
+        request.check_content(limits)
         check_supported(
             model, request, [other for other in catalog.models if principal.may_use(other)]
         )

@@ -157,14 +157,23 @@ class PromptRequest:
         return users > 1
 
     def validate(self, limits: Limits) -> None:
+        """The checks that cost next to nothing: run before a caller's rate is even looked at,
+        so an empty or oversized request is refused without spending its allowance."""
         if self.rejection is not None:
-            raise self.rejection
-        _check_structure(self.messages)
+            if isinstance(self.rejection, EmptyRequest):
+                raise self.rejection
+            return
         _check_final_turn(self.messages)
         if limits.max_input_length is not None:
             length = self.input_length()
             if length > limits.max_input_length:
                 raise InputTooLong(length, limits.max_input_length)
+
+    def check_content(self, limits: Limits) -> None:
+        """Everything else about the request itself, once the caller has been admitted."""
+        if self.rejection is not None:
+            raise self.rejection
+        _check_structure(self.messages)
         check_attachments(self.attachments(), limits)
         check_tools(self.tools)
         if self.schema is not None:

@@ -121,17 +121,39 @@ async def test_metrics_count_real_calls_by_method_model_and_outcome(
     text = scrape(port)
 
     requests = "llm_proxy_requests_total"
-    assert sample(text, requests, method="unary", transport="grpc", model="scripted", outcome="ok") == 3
-    assert sample(text, requests, method="stream", transport="grpc", model="scripted", outcome="ok") == 1
+    assert (
+        sample(text, requests, method="unary", transport="grpc", model="scripted", outcome="ok")
+        == 3
+    )
+    assert (
+        sample(text, requests, method="stream", transport="grpc", model="scripted", outcome="ok")
+        == 1
+    )
     # The unknown name a client sent is not a label value: it is counted as model="none".
-    assert sample(text, requests, method="unary", transport="grpc", model="none", outcome="MODEL_NOT_FOUND") == 1
+    assert (
+        sample(
+            text,
+            requests,
+            method="unary",
+            transport="grpc",
+            model="none",
+            outcome="MODEL_NOT_FOUND",
+        )
+        == 1
+    )
     assert "no-such-model-from-a-client" not in text
     assert (
         sample(text, "llm_proxy_upstream_errors_total", model="scripted", code="UPSTREAM_ERROR")
         == 1
     )
     assert (
-        sample(text, "llm_proxy_request_duration_seconds_count", method="unary", transport="grpc", model="scripted")
+        sample(
+            text,
+            "llm_proxy_request_duration_seconds_count",
+            method="unary",
+            transport="grpc",
+            model="scripted",
+        )
         == 4
     )
     assert sample(text, "llm_proxy_time_to_first_chunk_seconds_count", model="scripted") == 1

@@ -9,7 +9,6 @@ leak into what this client sends or understands.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import grpc
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.unknown_fields import UnknownFieldSet
-from grpc_tools import protoc
+from grpc_tools import protoc  # type: ignore[import-untyped]
 
 from adapters.grpc.generated import llm_proxy_pb2 as pb
 from tests.integration.conftest import Proxy
@@ -43,7 +42,7 @@ class Original:
 
 
 @pytest.fixture(scope="module")
-def original(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Original]:
+def original(tmp_path_factory: pytest.TempPathFactory) -> Original:
     out = tmp_path_factory.mktemp("original") / "v1.pb"
     status = protoc.main(
         [
@@ -54,11 +53,12 @@ def original(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Original]:
         ]
     )
     assert status == 0
-    yield Original(out)
+    return Original(out)
 
 
 def unknown_numbers(message: Any) -> set[int]:
-    return {field.field_number for field in UnknownFieldSet(message)}
+    fields = UnknownFieldSet(message)
+    return {fields[index].field_number for index in range(len(fields))}
 
 
 def test_every_original_field_is_unchanged_in_the_current_protocol(original: Original) -> None:

@@ -12,9 +12,10 @@ from application.admission import MAX_TRACKED_SUBJECTS, Admission
 from application.execute_prompt import ExecutePrompt
 from application.stream_prompt import StreamPrompt
 from domain.answer import Answer, Failure
-from domain.errors import Overloaded, RateLimited, SubjectOverloaded
+from domain.errors import Overloaded, RateLimited, SchemaInvalid, SubjectOverloaded
 from domain.policy import Limits, ServerPolicy
 from domain.principal import CallContext, Principal
+from domain.request import PromptRequest
 from tests.unit.fakes import (
     HANG,
     FakeClock,
@@ -230,9 +231,10 @@ async def test_cancelled_stream_releases_its_slot() -> None:
 @pytest.mark.parametrize(
     "costly",
     [
-        PromptRequest(user_fragments=("hi",), model="nope"),
-        PromptRequest(user_fragments=("hi",), response_schema="[" * 5_000),
-        PromptRequest(user_fragments=("hi",), model="large"),
+        prompt_request("hi", model="nope"),
+        prompt_request("hi", model="large", schema={"type": 5}),
+        PromptRequest(messages=(), rejection=SchemaInvalid("response_model_schema: not JSON")),
+        prompt_request("hi", model="large"),
     ],
 )
 async def test_a_caller_over_its_rate_is_told_that_and_nothing_costlier(
@@ -242,7 +244,7 @@ async def test_a_caller_over_its_rate_is_told_that_and_nothing_costlier(
     execute = ExecutePrompt(pipeline, harness.gateway, harness.observer)
     harness.script("fine")
     who = CallContext(principal=Principal(subject="carol", allowed_models=("echo",)))
-    assert isinstance(await execute(PromptRequest(user_fragments=("hi",)), who), Answer)
+    assert isinstance(await execute(prompt_request("hi"), who), Answer)
 
     refused = await execute(costly, who)
 
@@ -255,13 +257,13 @@ async def test_requests_refused_for_their_content_spend_the_allowance_too() -> N
     execute = ExecutePrompt(pipeline, harness.gateway, harness.observer)
     who = CallContext(principal=Principal(subject="mallory"))
     for bad in (
-        PromptRequest(user_fragments=("hi",), model="nope"),
-        PromptRequest(user_fragments=("hi",), response_schema="{"),
+        prompt_request("hi", model="nope"),
+        PromptRequest(messages=(), rejection=SchemaInvalid("response_model_schema: not JSON")),
     ):
         result = await execute(bad, who)
         assert isinstance(result, Failure)
         assert result.error.code in {"MODEL_NOT_FOUND", "INVALID_SCHEMA"}
-    third = await execute(PromptRequest(user_fragments=("hi",)), who)
+    third = await execute(prompt_request("hi"), who)
     assert isinstance(third, Failure)
     assert third.error.code == "RATE_LIMITED"
     assert admission.in_flight == 0
@@ -272,10 +274,10 @@ async def test_an_empty_request_is_refused_before_the_rate_limit_and_costs_nothi
     execute = ExecutePrompt(pipeline, harness.gateway, harness.observer)
     harness.script("fine")
     who = CallContext(principal=Principal(subject="dave"))
-    empty = await execute(PromptRequest(user_fragments=(" ",)), who)
+    empty = await execute(prompt_request(" "), who)
     assert isinstance(empty, Failure)
     assert empty.error.code == "EMPTY_REQUEST"
-    assert isinstance(await execute(PromptRequest(user_fragments=("hi",)), who), Answer)
+    assert isinstance(await execute(prompt_request("hi"), who), Answer)
 
 
 class _CountingPolicy(FakePolicySource):
@@ -296,8 +298,8 @@ async def test_the_policy_is_read_once_per_request() -> None:
     execute = ExecutePrompt(pipeline, harness.gateway, harness.observer)
     stream = StreamPrompt(pipeline, harness.gateway, harness.observer)
 
-    assert isinstance(await execute(PromptRequest(user_fragments=("hi",)), CallContext()), Answer)
-    async with stream(PromptRequest(user_fragments=("hi",)), CallContext()) as events:
+    assert isinstance(await execute(prompt_request("hi"), CallContext()), Answer)
+    async with stream(prompt_request("hi"), CallContext()) as events:
         async for _ in events:
             pass
 

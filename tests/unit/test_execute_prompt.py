@@ -278,10 +278,11 @@ async def test_a_transport_rejection_is_refused_and_recorded_without_calling_the
     assert (result.request_id, result.error.code) == ("bad-json", "INVALID_SCHEMA")
     assert h.gateway.calls == []
     record = h.observer.only()
+    # Recorded against the model it named (here the default), like any content refusal.
     assert (record.request_id, record.outcome, record.model_id) == (
         "bad-json",
         "INVALID_SCHEMA",
-        None,
+        "echo",
     )
 
 
