@@ -70,9 +70,15 @@ def build_container(
 
 
 async def start(
-    container: Container, host: str | None = None, port: int | None = None
+    container: Container,
+    host: str | None = None,
+    port: int | None = None,
+    *,
+    announce: bool = True,
 ) -> RunningServer:
-    """Load the model catalog, then bind and start; returns the bound port (port 0 → any free)."""
+    """Load the model catalog, then bind and start; returns the bound port (port 0 → any free).
+
+    `announce`: tell the terminal how to call this server (one worker of several does)."""
     settings: Settings = container.settings()
     container.catalog().load()
     server: grpc.aio.Server = container.grpc_server()
@@ -103,17 +109,21 @@ async def start(
     metrics: MetricsEndpoint | None = container.metrics_endpoint()
     if metrics is not None:
         log.info("metrics on http://%s:%d/metrics", settings.metrics.host, metrics.port)
-    notice = security.startup_notice(
-        settings, container.token_verifier(), host or settings.server.host, bound
+    notice = (
+        security.startup_notice(
+            settings, container.token_verifier(), host or settings.server.host, bound
+        )
+        if announce
+        else None
     )
     if notice is not None:
-        # The terminal, not the log: the notice holds a (short-lived) token.
+        # The terminal, not the log: the notice is for whoever started the server.
         sys.stdout.write(notice)
         sys.stdout.flush()
     return RunningServer(server, bound, health, metrics)
 
 
-async def serve_until_signalled(container: Container) -> None:
+async def serve_until_signalled(container: Container, *, announce: bool = True) -> None:
     """Serve; SIGHUP reloads the configuration; SIGTERM or SIGINT drains and returns, and a
     second one cancels whatever is still in flight at once."""
     settings: Settings = container.settings()
@@ -138,7 +148,7 @@ async def serve_until_signalled(container: Container) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: spawn(reloader.reload_logged("SIGHUP")))
-    running = await start(container)
+    running = await start(container, announce=announce)
     if watcher is not None:
         spawn(watch(watcher, settings.server.reload_check_seconds, reloader))
     if container.role() == WORKER:

@@ -81,7 +81,8 @@ def serve(
         role=WORKER if is_worker else SINGLE,
     )
     try:
-        asyncio.run(serve_until_signalled(container))
+        # Under --workers the first worker speaks for all: one notice, one development token.
+        asyncio.run(serve_until_signalled(container, announce=worker_index in (None, 0)))
     except ModelConfigError as exc:
         # The models section names something llm cannot serve here: fix the file, like any
         # other configuration error (a reload reports it the same way and keeps serving).

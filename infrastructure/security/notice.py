@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shlex
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from infrastructure.config.addresses import is_loopback
-from infrastructure.config.settings import Settings
+from infrastructure.config.settings import Settings, TlsSettings
 from infrastructure.security.keys import SwappableVerifier
 
 log = logging.getLogger("llm_proxy.security")
@@ -16,6 +20,8 @@ log = logging.getLogger("llm_proxy.security")
 
 DEV_TOKEN_SUBJECT = "dev"  # noqa: S105  # a subject name, not a secret
 DEV_TOKEN_SECONDS = 3600
+DEV_TOKEN_FILE_NAME = "dev-token"  # noqa: S105  # a file name, not a secret
+DEFAULT_PORT = 50051
 
 
 def startup_notice(
@@ -23,9 +29,9 @@ def startup_notice(
 ) -> str | None:
     """Log how callers authenticate; in development mode, also return text for the terminal.
 
-    The text holds a short-lived token, so it goes to standard output (the terminal of whoever
-    started the server), never to the log, and only when the secret was generated here and the
-    server listens on loopback.
+    In development mode (a generated secret, a loopback address) a one-hour token is written
+    to a 0600 file beside the secret, and the text says how to load it; the token itself is
+    never printed or logged.
     """
     if verifier is None:
         return None
@@ -44,7 +50,7 @@ def startup_notice(
         "generated at" if material.created else "read from",
         material.auto_secret,
     )
-    command = _cli_command()
+    command = cli_command()
     if not is_loopback(host):
         log.info("mint tokens on this machine with: %s token issue --subject NAME", command)
         return None
@@ -57,26 +63,60 @@ def startup_notice(
         issuer=settings.auth.issuer,
         audience=settings.auth.audience,
     )
-    scheme = "llm-proxy" if settings.server.tls.enabled else "llm-proxy+insecure"
-    server = (
-        ""
-        if port == 50051 and not settings.server.tls.enabled
-        else f" --server {scheme}://127.0.0.1:{port}"
-    )
+    # A file, not the terminal: `serve > log 2>&1` would put a printed token in a 0644 log.
+    token_file = write_private_file(material.auto_secret.with_name(DEV_TOKEN_FILE_NAME), token)
     return (
-        "\nAuthentication is on. A development token (subject 'dev', valid 1 hour):\n\n"
-        f"  export LLM_PROXY_TOKEN={token}\n\n"
-        "Then, in that shell:\n\n"
-        f"  {command} prompt{server} -m echo 'hello'\n\n"
+        "\nAuthentication is on. A development token (subject 'dev', valid 1 hour) is in\n"
+        f"{token_file} (mode 0600). In another shell:\n\n"
+        f"  export LLM_PROXY_TOKEN=$(cat {shlex.quote(str(token_file))})\n"
+        f"  {command} prompt{_connection_flags(settings.server.tls, port)} -m echo 'hello'\n\n"
         f"More tokens: {command} token issue --subject NAME --expires-in 30d\n"
     )
 
 
-def _cli_command() -> str:
-    """How the person who just ran `serve` can run the CLI: the console script installed beside
-    this interpreter (a bare `python` may not be the one with llm-proxy installed)."""
+def _connection_flags(tls: TlsSettings, port: int) -> str:
+    if not tls.enabled:
+        return "" if port == DEFAULT_PORT else f" --server llm-proxy+insecure://127.0.0.1:{port}"
+    flags = f" --server llm-proxy://127.0.0.1:{port} --ca-bundle {shlex.quote(_ca_bundle(tls))}"
+    if tls.client_ca_file is not None:
+        # The server cannot know which client certificate the caller holds.
+        flags += " --client-cert YOU.pem --client-key YOU-key.pem"
+    return flags
+
+
+def _ca_bundle(tls: TlsSettings) -> str:
+    """What a client should trust: the CA `certs generate` writes beside the server
+    certificate, else the certificate file itself (self-signed, or holding its chain)."""
+    assert tls.cert_file is not None
+    cert = Path(tls.cert_file)
+    beside = cert.with_name("ca.pem")
+    return str(beside if beside.is_file() and beside != cert else cert)
+
+
+def write_private_file(path: Path, text: str) -> Path:
+    """Replace `path` with `text`, readable by its owner only from the first byte on."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(text + "\n")
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    return path
+
+
+def cli_command() -> str:
+    """How the person who just ran `serve` can run the CLI, as they can paste it: `llm-proxy`
+    when that name on their PATH is this installation, else the console script installed
+    beside this interpreter (a bare `python` may not be the one with llm-proxy installed)."""
     script = Path(sys.executable).with_name("llm-proxy")
     if not script.exists():
         return f"{sys.executable} -m infrastructure.cli"
+    on_path = shutil.which("llm-proxy")
+    if on_path is not None and Path(on_path).resolve() == script.resolve():
+        return "llm-proxy"
     relative = os.path.relpath(script)
     return relative if not relative.startswith("..") else str(script)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,13 +38,11 @@ def _env(config_home: Path) -> dict[str, str]:
     return {**env, "PYTHONUNBUFFERED": "1", "XDG_CONFIG_HOME": str(config_home)}
 
 
-@pytest.fixture
-def default_server(tmp_path: Path) -> Iterator[Served]:
-    # Only the port differs from a bare `make serve`: no auth section at all.
+def _serve(tmp_path: Path, config_text: str, *args: str) -> Served:
     config = tmp_path / "proxy.yaml"
-    config.write_text("server:\n  port: 0\n")
+    config.write_text(config_text)
     process = subprocess.Popen(
-        [sys.executable, "-m", "infrastructure.cli", "serve", "--config", str(config)],
+        [sys.executable, "-m", "infrastructure.cli", "serve", "--config", str(config), *args],
         cwd=ROOT,
         env=_env(tmp_path / "xdg"),
         stdout=subprocess.PIPE,
@@ -66,12 +63,22 @@ def default_server(tmp_path: Path) -> Iterator[Served]:
         served.stdout.append(line)
         if line.startswith("More tokens:"):
             break
-    try:
-        yield served
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
+    return served
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
+    started: list[Served] = []
+
+    def start(config_text: str, *args: str) -> Served:
+        started.append(_serve(tmp_path, config_text, *args))
+        return started[-1]
+
+    yield start
+    for served in started:
+        if served.process.poll() is None:
+            served.process.kill()
+        served.process.wait(timeout=10)
 
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -86,40 +93,91 @@ def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _run_printed(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def _printed_commands(notice: str) -> list[str]:
+    """The indented lines of the notice: the commands to paste, in order."""
+    return [line.strip() for line in notice.splitlines() if line.startswith("  ")]
+
+
+def _paste(lines: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run lines as a person pasting them into a shell would, from where `serve` ran."""
     return subprocess.run(
-        argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
+        ["bash", "-c", "set -e\n" + "\n".join(lines)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
-def test_a_newcomer_gets_a_token_and_a_command_that_works(
-    default_server: Served, tmp_path: Path
+def test_a_newcomer_gets_a_token_file_and_commands_that_work_as_pasted(
+    serve: Callable[..., Served], tmp_path: Path
 ) -> None:
-    notice = "".join(default_server.stdout)
-    token = re.search(r"export LLM_PROXY_TOKEN=(\S+)", notice)
-    command = re.search(r"^\s+(\S*llm-proxy prompt .*)$", notice, re.MULTILINE)
-    assert token and command, notice
+    # Only the port differs from a bare `make serve`: no auth section at all.
+    served = serve("server:\n  port: 0\n")
+    notice = "".join(served.stdout)
+    export, prompt = _printed_commands(notice)
+    assert export.startswith("export LLM_PROXY_TOKEN=$(cat ")
     env = _env(tmp_path / "xdg")
 
-    # Run the command exactly as printed, from where the newcomer ran `serve`.
-    argv = shlex.split(command.group(1))
-    refused = _run_printed(argv, env=env)
-    allowed = _run_printed(argv, env={**env, "LLM_PROXY_TOKEN": token.group(1)})
+    refused = _paste([prompt], env=env)
+    allowed = _paste([export, prompt], env=env)
 
     assert refused.returncode != 0
     assert "missing credentials" in refused.stderr
     assert allowed.returncode == 0, allowed.stderr
     assert "hello" in allowed.stdout
-    default_server.stop()
+    served.stop()
     secret_file = tmp_path / "xdg" / "llm-proxy" / "jwt-secret"
+    token_file = secret_file.with_name("dev-token")
     assert secret_file.stat().st_mode & 0o777 == 0o600
-    log = "".join(default_server.stderr)
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    log = "".join(served.stderr)
     assert str(secret_file) in log
-    # The log has where the secret is, never the secret or a token.
-    assert secret_file.read_text().strip() not in log + notice
-    assert token.group(1) not in log
+    # Neither the terminal nor the log has the secret or the token; the log says where.
+    printed = log + "".join(served.stdout)
+    assert secret_file.read_text().strip() not in printed
+    assert token_file.read_text().strip() not in printed
     assert "subject=dev" in log
     assert "Traceback" not in log
+
+
+def test_under_tls_the_printed_commands_work_as_pasted(
+    serve: Callable[..., Served], tmp_path: Path
+) -> None:
+    certs = tmp_path / "certs"
+    made = _cli("certs", "generate", "--out", str(certs), env=_env(tmp_path / "xdg"))
+    assert made.returncode == 0, made.stderr
+    served = serve(
+        f"server:\n  port: 0\n  tls:\n    cert_file: {certs / 'server.pem'}\n"
+        f"    key_file: {certs / 'server-key.pem'}\n"
+    )
+    commands = _printed_commands("".join(served.stdout))
+
+    result = _paste(commands, env=_env(tmp_path / "xdg"))
+
+    assert result.returncode == 0, result.stderr
+    assert "hello" in result.stdout
+
+
+def test_workers_print_one_notice_and_write_one_token(
+    serve: Callable[..., Served], tmp_path: Path
+) -> None:
+    served = serve("server:\n  port: 0\n", "--workers", "2")
+    # Both workers listen before the supervisor is stopped; only one may have spoken.
+    while sum("listening on" in line for line in served.stderr) < 2:
+        assert served.process.stderr is not None
+        line = served.process.stderr.readline()
+        assert line, "".join(served.stderr)
+        served.stderr.append(line)
+    commands = _printed_commands("".join(served.stdout))
+    result = _paste(commands, env=_env(tmp_path / "xdg"))
+    served.stop()
+
+    assert result.returncode == 0, result.stderr
+    notices = "".join(served.stdout).count("Authentication is on")
+    assert notices == 1, "".join(served.stdout)
 
 
 def _run_serve(tmp_path: Path, config_text: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -170,8 +170,8 @@ def test_public_with_auth_but_no_tls_warns_about_clear_text(
 # --------------------------------------------------------------------------- notices
 
 
-def test_development_mode_prints_a_working_short_lived_token(
-    config_home: Path, caplog: pytest.LogCaptureFixture
+def test_development_mode_writes_a_working_short_lived_token_to_a_private_file(
+    config_home: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
     caplog.set_level(logging.DEBUG)
     config = settings()
@@ -181,17 +181,35 @@ def test_development_mode_prints_a_working_short_lived_token(
     notice = startup_notice(config, verifier, "127.0.0.1", 50051)
 
     assert notice is not None
-    token = notice.split("export LLM_PROXY_TOKEN=")[1].split()[0]
+    token_file = config_home / "llm-proxy" / "dev-token"
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    token = token_file.read_text().strip()
     principal = verifier.verify(token)
     assert principal.subject == "dev"
     payload = jwt.decode(token, options={"verify_signature": False})
     assert payload["exp"] - payload["iat"] <= 3600
+    assert f"export LLM_PROXY_TOKEN=$(cat {token_file})" in notice
     assert "prompt -m echo" in notice
-    # The log says where the secret is, never the secret or the token.
+    # Neither the notice, the log nor anything else printed holds the token or the secret.
     secret = (config_home / "llm-proxy" / "jwt-secret").read_text().strip()
+    printed = capsys.readouterr()
+    for text in (notice, caplog.text, printed.out, printed.err):
+        assert token not in text
+        assert secret not in text
     assert "jwt-secret" in caplog.text
-    assert secret not in caplog.text
-    assert token not in caplog.text
+
+
+def test_each_start_replaces_the_development_token(config_home: Path) -> None:
+    config = settings()
+    token_file = config_home / "llm-proxy" / "dev-token"
+    startup_notice(config, token_verifier(config), "127.0.0.1", 50051)
+    token_file.write_text("stale\n")
+    token_file.chmod(0o644)  # as if someone loosened it: the new file is private again
+    startup_notice(config, token_verifier(config), "127.0.0.1", 50051)
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    assert token_file.read_text().count(".") == 2  # a JWT again, not the stale text
+    # No temporary file is left behind.
+    assert [path.name for path in token_file.parent.iterdir() if path.name.startswith(".")] == []
 
 
 def test_other_ports_are_named_in_the_example_command(config_home: Path) -> None:
@@ -199,6 +217,25 @@ def test_other_ports_are_named_in_the_example_command(config_home: Path) -> None
     notice = startup_notice(config, token_verifier(config), "127.0.0.1", 6000)
     assert notice is not None
     assert "--server llm-proxy+insecure://127.0.0.1:6000" in notice
+
+
+def test_under_tls_the_example_command_trusts_the_ca_beside_the_certificate(
+    config_home: Path, tmp_path: Path
+) -> None:
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    for name in ("server.pem", "server-key.pem", "ca.pem"):
+        (certs / name).write_text("placeholder")
+    tls = {"cert_file": str(certs / "server.pem"), "key_file": str(certs / "server-key.pem")}
+    config = settings(server={"tls": tls})
+    notice = startup_notice(config, token_verifier(config), "127.0.0.1", 6000)
+    assert notice is not None
+    assert f"--server llm-proxy://127.0.0.1:6000 --ca-bundle {certs / 'ca.pem'}" in notice
+    # A certificate without a CA beside it is its own trust anchor (self-signed or a chain).
+    (certs / "ca.pem").unlink()
+    notice = startup_notice(config, token_verifier(config), "127.0.0.1", 6000)
+    assert notice is not None
+    assert f"--ca-bundle {certs / 'server.pem'}" in notice
 
 
 def test_no_token_is_printed_with_configured_keys_or_on_public_addresses(
