@@ -70,7 +70,11 @@ class LlmGateway:
         model = served.preferred
         # Before any call: a model must not be reached with options it would refuse.
         check_options(served.model_id, model, invocation.options)
-        call = build_call(invocation, model, stream=stream)
+        try:
+            call = build_call(invocation, model, stream=stream)
+        except Exception as error:
+            # Rebuilding earlier turns runs llm's own checks (conversation support, say).
+            raise translate(served.model_id, error, model) from error
         want_tool_calls = bool(invocation.tools)
         if served.async_model is not None:
             return self._async_events(served.model_id, model, call, want_tool_calls)

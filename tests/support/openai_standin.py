@@ -1,7 +1,9 @@
 """A tiny OpenAI-compatible chat completions server on loopback, for llm's OpenAI model path.
 
 It answers with a fixed list of words, streamed as server-sent events when asked, and records
-each request body so tests can check what the proxy sent upstream.
+each request body so tests can check what the proxy sent upstream. Given `tool_calls`, a request
+that offers tools and does not end with tool results is answered with those calls instead, the
+way OpenAI does (whole, or streamed as a name then argument fragments).
 """
 
 from __future__ import annotations
@@ -23,6 +25,12 @@ class StandIn:
     port: int = 0
     # Seconds to wait before each streamed word, to test cancellation and time to first chunk.
     delay: float = 0.0
+    # (name, arguments) of the tools to call when the request offers tools.
+    tool_calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def calls_tools(self, body: dict[str, Any]) -> bool:
+        messages = body.get("messages") or [{}]
+        return bool(self.tool_calls and body.get("tools") and messages[-1].get("role") != "tool")
 
     @property
     def api_base(self) -> str:
@@ -49,13 +57,96 @@ def _handler(state: StandIn) -> type[BaseHTTPRequestHandler]:
                 "completion_tokens": len(state.words),
                 "total_tokens": 7 + len(state.words),
             }
-            if body.get("stream"):
+            if state.calls_tools(body):
+                if body.get("stream"):
+                    self._stream_tool_calls(model, usage)
+                else:
+                    self._whole_tool_calls(model, usage)
+            elif body.get("stream"):
                 self._stream(model, usage)
             else:
                 self._whole(model, usage)
 
+        def _whole_tool_calls(self, model: str, usage: dict[str, int]) -> None:
+            message = {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": f"call_{index}",
+                        "type": "function",
+                        "function": {"name": name, "arguments": json.dumps(arguments)},
+                    }
+                    for index, (name, arguments) in enumerate(state.tool_calls)
+                ],
+            }
+            self._send_json(
+                {
+                    "id": "cmpl-2",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
+                    "usage": usage,
+                }
+            )
+
+        def _stream_tool_calls(self, model: str, usage: dict[str, int]) -> None:
+            self._start_events()
+            base = {"id": "cmpl-2", "object": "chat.completion.chunk", "model": model}
+
+            def delta(content: dict[str, Any], finish: str | None = None) -> None:
+                self._event(
+                    {
+                        **base,
+                        "created": int(time.time()),
+                        "choices": [{"index": 0, "delta": content, "finish_reason": finish}],
+                    }
+                )
+
+            for index, (name, arguments) in enumerate(state.tool_calls):
+                text = json.dumps(arguments)
+                half = len(text) // 2
+                delta(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": index,
+                                "id": f"call_{index}",
+                                "type": "function",
+                                "function": {"name": name, "arguments": ""},
+                            }
+                        ]
+                    }
+                )
+                for piece in (text[:half], text[half:]):
+                    delta({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+            delta({}, "tool_calls")
+            self._event({**base, "created": int(time.time()), "choices": [], "usage": usage})
+            self._event("[DONE]")
+            self.close_connection = True
+
+        def _start_events(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Connection", "close")
+            self.end_headers()
+
+        def _event(self, data: dict[str, Any] | str) -> None:
+            text = data if isinstance(data, str) else json.dumps(data)
+            self.wfile.write(f"data: {text}\n\n".encode())
+            self.wfile.flush()
+
+        def _send_json(self, body: dict[str, Any]) -> None:
+            payload = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
         def _whole(self, model: str, usage: dict[str, int]) -> None:
-            payload = json.dumps(
+            self._send_json(
                 {
                     "id": "cmpl-1",
                     "object": "chat.completion",
@@ -70,23 +161,11 @@ def _handler(state: StandIn) -> type[BaseHTTPRequestHandler]:
                     ],
                     "usage": usage,
                 }
-            ).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            )
 
         def _stream(self, model: str, usage: dict[str, int]) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Connection", "close")
-            self.end_headers()
-
-            def event(data: dict[str, Any] | str) -> None:
-                text = data if isinstance(data, str) else json.dumps(data)
-                self.wfile.write(f"data: {text}\n\n".encode())
-                self.wfile.flush()
+            self._start_events()
+            event = self._event
 
             base = {"id": "cmpl-1", "object": "chat.completion.chunk", "model": model}
             try:

@@ -8,6 +8,8 @@ A prompt that is a JSON object with a "script" key is followed:
   is released (or HANG_LIMIT_S passes); fail_after: raise after that many chunks ("error"
   alone means before the first); usage: reported only when the script gives it.
 - echo_system: the first chunk is "[system: <system prompt>]".
+- echo_messages: the answer is the JSON list of llm's prompt.messages (role and parts), which is
+  what plugins written for llm 0.36 read the conversation from.
 Any other prompt is echoed back in about three chunks with word-count usage; with a schema
 the answer is {"schema_seen": <schema>}.
 
@@ -112,6 +114,8 @@ def plan(prompt: Any) -> Script:
         words_in = len(text.split()) + len((prompt.system or "").split())
         return Script(chunks=_thirds(output), usage=(words_in, len(output.split())))
     chunks = tuple(str(chunk) for chunk in spec.get("chunks", ()))
+    if spec.get("echo_messages"):
+        chunks = (json.dumps([message.to_dict() for message in prompt.messages]), *chunks)
     if spec.get("echo_system"):
         chunks = (f"[system: {prompt.system}]", *chunks)
     usage = spec.get("usage")
