@@ -5,29 +5,59 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import sys
 import threading
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
 from domain.outcome import Method, RequestRecord
 
 REQUEST_LOGGER = "llm_proxy.requests"
 
+# What could end a log line early, rewrite it on a terminal, or reorder what a reader sees:
+# C0 and C1 controls (newline, carriage return, ESC...), DEL, Unicode line and paragraph
+# separators, and the bidirectional overrides and isolates.
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    named = _NAMED.get(char)
+    if named is not None:
+        return named
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape_controls(text: str) -> str:
+    """`text` with every character that could forge or hide log lines written as an escape,
+    so a line of the text log is always exactly one record."""
+    # isprintable() is a fast C scan that is True for nearly every message.
+    if text.isprintable():
+        return text
+    return _UNSAFE.sub(_escaped, text)
+
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line (json escapes every control character). A record that
+    carries `fields` is described by them; its message is then only the `event` name, so no
+    value appears twice."""
+
     def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, "fields", None)
+        structured = isinstance(fields, dict)
         entry: dict[str, object] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
             "pid": record.process,
-            "message": record.getMessage(),
+            "message": getattr(record, "event", "") if structured else record.getMessage(),
         }
-        fields = getattr(record, "fields", None)
-        if isinstance(fields, dict):
-            entry.update(fields)
+        if structured:
+            entry.update(fields)  # type: ignore[arg-type]
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
@@ -35,7 +65,12 @@ class JsonFormatter(logging.Formatter):
 
 class SecondCachingFormatter(logging.Formatter):
     """The standard text format, with the date and time rendered once per second instead of
-    once per line (localtime and strftime were a visible share of a request's cost)."""
+    once per line (localtime and strftime were a visible share of a request's cost).
+
+    Messages often carry what clients sent (request ids, subjects, key ids, model names):
+    control characters in the message are escaped, and every continuation line of a
+    traceback is indented, so that no client can forge a line or send terminal escapes.
+    """
 
     _cached_second = -1
     _cached_text = ""
@@ -46,6 +81,19 @@ class SecondCachingFormatter(logging.Formatter):
             self._cached_text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
             self._cached_second = second
         return f"{self._cached_text},{int(record.msecs):03d}"
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
+
+    def formatException(self, ei: Any) -> str:
+        lines = super().formatException(ei).split("\n")
+        # An exception's message may hold client input too; after the first line, nothing in
+        # a traceback starts at the left margin, where a reader expects a timestamp.
+        return "\n".join(
+            escape_controls(line if index == 0 or line[:1].isspace() else "  " + line)
+            for index, line in enumerate(lines)
+        )
 
 
 class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -59,6 +107,7 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self._pending: list[str] = []
         self._interval_s = interval_s
         self._max_lines = max_lines
+        self._stopping = threading.Event()
         self._flusher = threading.Thread(
             target=self._flush_periodically, name="log-flush", daemon=True
         )
@@ -94,9 +143,17 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
                 pass
 
     def _flush_periodically(self) -> None:
-        while True:
-            time.sleep(self._interval_s)
+        while not self._stopping.wait(self._interval_s):
             self.flush()
+
+    def close(self) -> None:
+        """Stop the flusher thread and write what is pending; the stream stays open (it is
+        usually stderr, which belongs to the process)."""
+        self._stopping.set()
+        if self._flusher is not threading.current_thread():
+            self._flusher.join()
+        self.flush()
+        super().close()
 
 
 def configure_logging(level: str, fmt: str, *, show_pid: bool = False) -> None:
@@ -116,6 +173,10 @@ def configure_logging(level: str, fmt: str, *, show_pid: bool = False) -> None:
             SecondCachingFormatter(f"%(asctime)s %(levelname)s{pid} %(name)s: %(message)s")
         )
     root = logging.getLogger()
+    for previous in root.handlers:
+        # Only our own: other handlers (a test harness's) are not ours to close.
+        if isinstance(previous, BatchingStreamHandler):
+            previous.close()
     root.handlers[:] = [handler]
     root.setLevel(level)
 
@@ -135,7 +196,6 @@ class LoggingObserver:
         if not self._log.isEnabledFor(logging.INFO):
             return
         usage = record.usage
-        duration_ms = round(record.duration_s * 1000, 2)
         fields: dict[str, object] = {
             "request_id": record.request_id,
             "method": record.method.value,
@@ -143,29 +203,36 @@ class LoggingObserver:
             "model": record.model_id,
             "subject": record.subject,
             "outcome": record.outcome,
-            "duration_ms": duration_ms,
+            "duration_ms": round(record.duration_s * 1000, 2),
             "input_tokens": usage.input_tokens,
             "output_tokens": usage.output_tokens,
         }
-        # Built piece by piece rather than from `fields`: this runs once per request.
-        message = (
-            f"request_id={record.request_id} method={record.method.value}"
-            f" transport={record.transport}"
-            + (f" model={record.model_id}" if record.model_id is not None else "")
-            + f" subject={record.subject} outcome={record.outcome} duration_ms={duration_ms}"
-            + (f" input_tokens={usage.input_tokens}" if usage.input_tokens is not None else "")
-            + (f" output_tokens={usage.output_tokens}" if usage.output_tokens is not None else "")
-        )
         if record.cost_usd is not None:
             fields["cost_usd"] = record.cost_usd
-            message += f" cost_usd={record.cost_usd}"
         if record.first_chunk_s is not None:
-            first_chunk_ms = round(record.first_chunk_s * 1000, 2)
-            fields["first_chunk_ms"] = first_chunk_ms
-            message += f" first_chunk_ms={first_chunk_ms}"
+            fields["first_chunk_ms"] = round(record.first_chunk_s * 1000, 2)
         if record.prompt is not None:
-            # repr keeps a multi-line prompt on the one line of its request in text logs.
             fields["prompt"] = record.prompt
             fields["answer"] = record.answer
-            message += f" prompt={record.prompt!r} answer={record.answer!r}"
-        self._log.info(message, extra={"fields": fields})
+        self._log.info(_RequestLine(fields), extra={"fields": fields, "event": "request"})
+
+
+class _RequestLine:
+    """The text form of a request's fields, `key=value ...`, built only when a text formatter
+    asks for it (the JSON formatter uses the fields themselves)."""
+
+    __slots__ = ("_fields",)
+
+    def __init__(self, fields: dict[str, object]) -> None:
+        self._fields = fields
+
+    def __str__(self) -> str:
+        return " ".join(
+            # repr keeps prompt text readable and quoted; None-valued facts are left out.
+            f"{key}={value!r}" if key in _QUOTED else f"{key}={value}"
+            for key, value in self._fields.items()
+            if value is not None
+        )
+
+
+_QUOTED = frozenset({"prompt", "answer"})

@@ -1,12 +1,19 @@
-"""The request log's batching handler and cached-time formatter keep every line, in order."""
+"""The log's batching handler and formatters: every line kept, in order, once, and the
+flusher thread stopped when the handler is closed."""
 
 from __future__ import annotations
 
 import io
+import json
 import logging
 import time
 
-from infrastructure.log import BatchingStreamHandler, SecondCachingFormatter
+from infrastructure.log import (
+    BatchingStreamHandler,
+    JsonFormatter,
+    SecondCachingFormatter,
+    configure_logging,
+)
 
 
 def _logger(handler: logging.Handler, name: str) -> logging.Logger:
@@ -60,3 +67,63 @@ def test_cached_time_matches_the_standard_formatter() -> None:
         record.created = created
         record.msecs = (created - int(created)) * 1000
         assert cached.format(record) == standard.format(record)
+
+
+def test_close_stops_the_flusher_and_writes_what_is_pending() -> None:
+    stream = io.StringIO()
+    handler = BatchingStreamHandler(stream, interval_s=60)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = _logger(handler, "test.batching.close")
+    logger.info("pending")
+    flusher = handler._flusher
+
+    handler.close()
+
+    assert not flusher.is_alive()
+    assert stream.getvalue() == "pending\n"
+
+
+def test_reconfiguring_closes_the_previous_handler_only() -> None:
+    root = logging.getLogger()
+    saved, level = root.handlers[:], root.level
+    foreign = logging.NullHandler()
+    try:
+        configure_logging("INFO", "text")
+        first = root.handlers[0]
+        assert isinstance(first, BatchingStreamHandler)
+        root.addHandler(foreign)
+        configure_logging("INFO", "text")
+        assert not first._flusher.is_alive()
+        assert root.handlers != [first]
+    finally:
+        for handler in root.handlers:
+            if isinstance(handler, BatchingStreamHandler):
+                handler.close()
+        root.handlers[:] = saved
+        root.setLevel(level)
+
+
+def _record(message: str, *, fields: dict[str, object] | None = None) -> logging.LogRecord:
+    record = logging.LogRecord("llm_proxy.requests", logging.INFO, __file__, 1, message, (), None)
+    if fields is not None:
+        record.fields = fields
+        record.event = "request"
+    return record
+
+
+def test_a_json_request_line_carries_each_field_once() -> None:
+    fields: dict[str, object] = {"request_id": "r-17", "subject": "alice", "model": "echo"}
+    line = JsonFormatter().format(
+        _record("request_id=r-17 subject=alice model=echo", fields=fields)
+    )
+
+    entry = json.loads(line)
+    assert entry["message"] == "request"
+    assert entry["request_id"] == "r-17"
+    assert line.count("r-17") == 1
+    assert line.count("alice") == 1
+
+
+def test_a_json_line_without_fields_keeps_its_message() -> None:
+    entry = json.loads(JsonFormatter().format(_record("listening on 127.0.0.1:1")))
+    assert entry["message"] == "listening on 127.0.0.1:1"
