@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -98,12 +99,12 @@ class JwtVerifier:
             )
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
+        except (jwt.PyJWTError, ValueError, TypeError, RecursionError):
             raise AuthenticationFailed(
                 "malformed token: its header is not valid base64url JSON"
             ) from None
         claims = self._verified_claims(token, header)
-        return _principal_from(claims), float(claims["exp"])
+        return _principal_from(claims), _expiry(claims)
 
     def _candidates(self, header: dict[str, Any]) -> list[VerificationKey]:
         algorithm = header.get("alg")
@@ -129,29 +130,39 @@ class JwtVerifier:
         return [key for key in self._keys if key.algorithm == algorithm]
 
     def _verified_claims(self, token: str, header: dict[str, Any]) -> dict[str, Any]:
-        rules = self._rules
         last_error: jwt.PyJWTError | None = None
         for key in self._candidates(header):
             try:
-                claims: dict[str, Any] = self._jwt.decode(
-                    token,
-                    key.material,
-                    algorithms=[key.algorithm],
-                    audience=list(rules.audience) if rules.audience else None,
-                    issuer=rules.issuer,
-                    leeway=rules.leeway_s,
-                    options={"require": ["exp", "sub"]},
-                )
+                claims = self._claims(token, key)
             except jwt.InvalidSignatureError as exc:
                 # Without a kid several keys may share the algorithm: try the next one.
                 last_error = exc
                 continue
             except jwt.PyJWTError as exc:
                 raise AuthenticationFailed(self._explain(exc)) from None
+            except (ValueError, TypeError, OverflowError, RecursionError):
+                # What PyJWT lets through for claims of absurd types or sizes (an `nbf` of
+                # 1e400 is an OverflowError): malformed input, never a server error.
+                raise AuthenticationFailed(
+                    "malformed token: a claim has a value of the wrong type or size"
+                ) from None
             return claims
         raise AuthenticationFailed(
             self._explain(last_error or jwt.InvalidSignatureError("no key"))
         ) from None
+
+    def _claims(self, token: str, key: VerificationKey) -> dict[str, Any]:
+        rules = self._rules
+        claims: dict[str, Any] = self._jwt.decode(
+            token,
+            key.material,
+            algorithms=[key.algorithm],
+            audience=list(rules.audience) if rules.audience else None,
+            issuer=rules.issuer,
+            leeway=rules.leeway_s,
+            options={"require": ["exp", "sub"]},
+        )
+        return claims
 
     def _explain(self, error: jwt.PyJWTError) -> str:
         rules = self._rules
@@ -178,6 +189,22 @@ class JwtVerifier:
         if isinstance(error, jwt.InvalidAlgorithmError):
             return "token algorithm is not accepted here"
         return f"invalid token ({type(error).__name__})"
+
+
+# 9999-12-31T23:59:59Z: later than any real expiry, and still a float and a date.
+_LATEST_EXPIRY = 253_402_300_799
+
+
+def _expiry(claims: dict[str, Any]) -> float:
+    # PyJWT has checked that int(exp) is in the future; an integer beyond any date (10**400)
+    # overflows a float, and such a token is refused rather than taken as eternal.
+    try:
+        expiry = float(claims["exp"])
+    except (TypeError, ValueError, OverflowError):
+        expiry = math.inf
+    if not expiry <= _LATEST_EXPIRY:
+        raise AuthenticationFailed("the exp claim is beyond the year 9999; issue a real expiry")
+    return expiry
 
 
 def _principal_from(claims: dict[str, Any]) -> Principal:

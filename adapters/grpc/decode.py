@@ -10,6 +10,7 @@ case answers it in-band and records it like any other refused request.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from adapters.grpc.generated import llm_proxy_pb2 as pb
@@ -38,6 +39,9 @@ from domain.request import (
 # Deeper JSON than this is not a schema or an argument list anyone writes by hand; refusing
 # it keeps recursive walks over it (ours, pydantic's, a plugin's) far from the stack limit.
 MAX_JSON_DEPTH = 64
+# Characters of one JSON text (a schema, a tool's input schema or arguments, an option value):
+# far beyond what anyone writes, and a bound on parsing time and memory per field.
+MAX_JSON_CHARS = 256 * 1024
 
 _ROLES = {
     pb.ROLE_SYSTEM: Role.SYSTEM,
@@ -206,12 +210,18 @@ def _object(text: str, error: Any, *, empty: JsonObject | None) -> JsonObject:
 
 
 def _json(text: str) -> JsonValue:
+    if len(text) > MAX_JSON_CHARS:
+        raise ValueError(f"{len(text)} characters long; at most {MAX_JSON_CHARS} are accepted")
     try:
-        value: JsonValue = json.loads(text, parse_constant=_no_constant)
+        value: JsonValue = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
     except json.JSONDecodeError as error:
         raise ValueError(f"{error.msg} at line {error.lineno} column {error.colno}") from None
     except RecursionError:
         raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError:
+        # Python's own bound on integer literals (4,300 digits), with a hint meant for
+        # programmers, not for whoever sent the text.
+        raise ValueError("holds an integer with too many digits") from None
     if _depth(value) > MAX_JSON_DEPTH:
         raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
     return value
@@ -220,6 +230,15 @@ def _json(text: str) -> JsonValue:
 def _no_constant(name: str) -> JsonValue:
     # json.loads takes NaN and Infinity, which are not JSON and which no model option means.
     raise json.JSONDecodeError(f"{name} is not JSON", name, 0)
+
+
+def _finite(literal: str) -> float:
+    # 1e999 parses as infinity, which a plugin re-encoding the schema would write as the
+    # non-JSON Infinity.
+    number = float(literal)
+    if not math.isfinite(number):
+        raise json.JSONDecodeError(f"{literal[:20]} is too large for a number", literal, 0)
+    return number
 
 
 def _depth(value: JsonValue) -> int:

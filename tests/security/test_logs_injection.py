@@ -32,11 +32,14 @@ def _assert_clean(log: str) -> None:
         assert RECORD_START.match(line) or line[:1].isspace() or line.startswith("Traceback"), line
 
 
-async def _call(address: str, token: str, **kwargs: str) -> grpc.StatusCode:
+async def _call(
+    address: str, token: str, *, model: str | None = None, request_id: str = ""
+) -> grpc.StatusCode:
     async with grpc.aio.insecure_channel(address) as channel:
         stub = pb_grpc.VibectlLLMProxyStub(channel)
+        message = request("hi", model=model, request_id=request_id)
         try:
-            await stub.Execute(request("hi", **kwargs), metadata=bearer(token), timeout=10)
+            await stub.Execute(message, metadata=bearer(token), timeout=10)
         except grpc.aio.AioRpcError as error:
             return error.code()
         return grpc.StatusCode.OK
