@@ -111,7 +111,9 @@ class Container(containers.DeclarativeContainer):
     )
     # None when JWT authentication is off (auth.enabled: false).
     token_verifier = providers.Singleton(security.token_verifier, settings)
-    interceptors = providers.Singleton(security.auth_interceptors, settings, token_verifier)
+    # Every transport hands its callers' credentials to this one application service.
+    identify_caller = providers.Singleton(security.caller_identity, settings, token_verifier)
+    interceptors = providers.Singleton(security.auth_interceptors, identify_caller)
     tls = providers.Singleton(security.server_credentials, settings)
     grpc_server = providers.Factory(
         build_server,

@@ -1,9 +1,10 @@
 """Authentication at the transport: a server interceptor and the per-call principal it sets.
 
-The interceptor cannot hand the principal to the servicer through grpc objects without leaking
-them into use cases, so it wraps each RPC handler: the wrapper authenticates, stores the
-Principal in a ContextVar, then runs the real handler in the same task, where the servicer's
-principal provider (`current_principal`) reads it.
+What the credentials mean is the application's business (application.authentication); the
+interceptor only collects them. It cannot hand the principal to the servicer through grpc
+objects without leaking them into use cases, so it wraps each RPC handler: the wrapper
+authenticates, stores the Principal in a ContextVar, then runs the real handler in the same
+task, where the servicer's principal provider (`current_principal`) reads it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from application.authentication import TokenVerifier
+from application.authentication import Credentials, IdentifyCaller
 from domain.errors import AuthenticationFailed
 from domain.principal import ANONYMOUS, Principal
 
@@ -41,35 +42,19 @@ else:
     _Interceptor = grpc.aio.ServerInterceptor
 
 
-class PeerCertificateIdentity:
-    """Names the caller by the common name of its verified TLS client certificate (mTLS)."""
-
-    def principal(self, context: Context) -> Principal:
-        names = list(context.auth_context().get("x509_common_name", ()))
-        if not names:
-            raise AuthenticationFailed(
-                "no verified client certificate: connect with TLS and a certificate signed by "
-                "the server's client CA"
-            )
-        return Principal(subject=names[0].decode("utf-8", "replace"))
-
-
 class AuthInterceptor(_Interceptor):
     """Authenticates every call except health and reflection.
 
-    With a verifier, the caller must send `authorization: Bearer <JWT>`; without one, the
-    verified client certificate names the caller (mutual TLS and JWT switched off).
+    It only gathers what the caller presented (authorization metadata, the verified client
+    certificate's name) and hands it to the application's IdentifyCaller, which every
+    transport shares.
     """
 
-    def __init__(
-        self,
-        verifier: TokenVerifier | None = None,
-        peer_identity: PeerCertificateIdentity | None = None,
-    ) -> None:
-        if verifier is None and peer_identity is None:
+    def __init__(self, identify: IdentifyCaller | None = None) -> None:
+        if identify is None or not identify.enabled:
             raise ValueError("an AuthInterceptor needs a token verifier or a peer identity")
-        self._verifier = verifier
-        self._peer = peer_identity
+        self._identify = identify
+        self._needs_peer = identify.needs_peer_subject
         # Handlers are fixed per method, so each is wrapped once rather than on every call.
         self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
@@ -91,10 +76,7 @@ class AuthInterceptor(_Interceptor):
         return wrapped
 
     def authenticate(self, context: Context) -> Principal:
-        if self._verifier is None:
-            assert self._peer is not None
-            return self._peer.principal(context)
-        return self._verifier.verify(_bearer_token(context.invocation_metadata() or ()))
+        return self._identify(credentials(context, peer=self._needs_peer))
 
     def _admit(self, context: Context) -> str | None:
         """Sets the caller's principal, or returns why the call is refused.
@@ -164,25 +146,16 @@ async def _refuse(context: Context, reason: str) -> None:
     await context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
 
 
-_BEARER = "bearer "
-
-
-def _bearer_token(metadata: Any) -> str:
-    value: Any = None
-    for key, item in metadata:
-        if key == "authorization":
-            if value is not None:
-                raise AuthenticationFailed("more than one authorization header; send exactly one")
-            value = item
-    if value is None:
-        raise AuthenticationFailed(
-            "missing credentials: send metadata 'authorization: Bearer <token>'"
-        )
-    if not isinstance(value, str) or value[: len(_BEARER)].lower() != _BEARER:
-        raise AuthenticationFailed("malformed authorization header: expected 'Bearer <token>'")
-    token = value[len(_BEARER) :].strip()
-    if not token:
-        raise AuthenticationFailed(
-            "malformed authorization header: the token after 'Bearer' is empty"
-        )
-    return token
+def credentials(context: Context, *, peer: bool) -> Credentials:
+    """What the caller of this call presented, uninterpreted."""
+    authorization = tuple(
+        value
+        for key, value in context.invocation_metadata() or ()
+        if key == "authorization" and isinstance(value, str)
+    )
+    subject: str | None = None
+    if peer:
+        names = list(context.auth_context().get("x509_common_name", ()))
+        if names:
+            subject = names[0].decode("utf-8", "replace")
+    return Credentials(authorization, subject)

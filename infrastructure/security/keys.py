@@ -11,8 +11,8 @@ from typing import Any
 import grpc
 
 from adapters.auth import ClaimRules, JwtVerifier, KeyProblem, SigningKey, VerificationKey
-from adapters.grpc.auth import AuthInterceptor, PeerCertificateIdentity
-from application.authentication import TokenVerifier
+from adapters.grpc.auth import AuthInterceptor
+from application.authentication import IdentifyCaller, TokenVerifier
 from domain.principal import Principal
 from infrastructure.config.settings import AuthSettings, Settings
 from infrastructure.security.secret_file import (
@@ -135,15 +135,14 @@ def token_verifier(settings: Settings) -> SwappableVerifier | None:
     return SwappableVerifier(build_verifier(settings.auth, material), material)
 
 
-def auth_interceptors(
-    settings: Settings, verifier: TokenVerifier | None
-) -> list[grpc.aio.ServerInterceptor[Any, Any]]:
-    if verifier is not None:
-        return [AuthInterceptor(verifier)]
-    if settings.server.tls.client_ca_file:
-        # JWT off but mutual TLS on: the verified client certificate names the caller.
-        return [AuthInterceptor(peer_identity=PeerCertificateIdentity())]
-    return []
+def caller_identity(settings: Settings, verifier: TokenVerifier | None) -> IdentifyCaller:
+    """How every transport names its callers: by JWT when a verifier exists; else, with mutual
+    TLS, by the verified client certificate; else nobody is asked (authentication off)."""
+    return IdentifyCaller(verifier, mutual_tls=settings.server.tls.client_ca_file is not None)
+
+
+def auth_interceptors(identify: IdentifyCaller) -> list[grpc.aio.ServerInterceptor[Any, Any]]:
+    return [AuthInterceptor(identify)] if identify.enabled else []
 
 
 class AuthReload:

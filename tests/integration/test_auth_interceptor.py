@@ -14,6 +14,7 @@ import grpc
 import pytest
 
 from adapters.grpc.auth import AuthInterceptor, current_principal
+from application.authentication import IdentifyCaller
 from domain.errors import AuthenticationFailed
 from domain.principal import Principal
 
@@ -64,7 +65,7 @@ def _handlers() -> list[Any]:
 @pytest.fixture
 async def probe() -> AsyncIterator[tuple[grpc.aio.Channel, TableVerifier]]:
     verifier = TableVerifier({f"token-{i}": Principal(f"user-{i}") for i in range(20)})
-    server = grpc.aio.server(interceptors=[AuthInterceptor(verifier)])
+    server = grpc.aio.server(interceptors=[AuthInterceptor(IdentifyCaller(verifier))])
     server.add_generic_rpc_handlers(_handlers())
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -160,3 +161,5 @@ async def test_unknown_methods_stay_unimplemented(
 def test_an_interceptor_needs_something_to_authenticate_with() -> None:
     with pytest.raises(ValueError, match="verifier or a peer identity"):
         AuthInterceptor()
+    with pytest.raises(ValueError, match="verifier or a peer identity"):
+        AuthInterceptor(IdentifyCaller())

@@ -17,6 +17,7 @@ from infrastructure.security import (
     AuthReload,
     SecurityError,
     auth_interceptors,
+    caller_identity,
     check_exposure,
     key_material,
     load_or_create_secret,
@@ -96,7 +97,7 @@ def test_auth_off_builds_no_verifier_and_no_secret(config_home: Path) -> None:
     off = settings(auth={"enabled": False})
 
     assert token_verifier(off) is None
-    assert auth_interceptors(off, None) == []
+    assert auth_interceptors(caller_identity(off, None)) == []
     assert not config_home.exists()
 
 
@@ -105,7 +106,7 @@ def test_mutual_tls_without_jwt_still_installs_an_interceptor(tmp_path: Path) ->
         auth={"enabled": False},
         server={"tls": {"cert_file": "c", "key_file": "k", "client_ca_file": "ca"}},
     )
-    assert len(auth_interceptors(mtls, None)) == 1
+    assert len(auth_interceptors(caller_identity(mtls, None))) == 1
 
 
 def test_weak_configured_secrets_are_refused() -> None:
