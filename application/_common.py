@@ -100,7 +100,7 @@ class PromptPipeline:
             raise ModelNotVisible(requested_name(request.model), visible_names(catalog, principal))
         request.check_content(limits)
         check_supported(
-            model, request, [other for other in catalog.models if principal.may_use(other)]
+            model, request, lambda: [other for other in catalog.models if principal.may_use(other)]
         )
         timeout_s = limits.request_timeout_seconds
         if context.time_remaining is not None:

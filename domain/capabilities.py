@@ -10,10 +10,12 @@ from domain.request import PromptRequest
 
 
 def check_supported(
-    model: ModelDescription, request: PromptRequest, others: Sequence[ModelDescription]
+    model: ModelDescription,
+    request: PromptRequest,
+    others: Callable[[], Sequence[ModelDescription]],
 ) -> None:
-    """Raise the error that tells the client what `model` lacks; `others` are the models the
-    client could use instead, named in the message."""
+    """Raise the error that tells the client what `model` lacks; `others()` are the models the
+    client could use instead, named in the message (asked for only when there is one)."""
     name = model.model_id
     if request.schema is not None and not model.supports_schema:
         raise SchemaInvalid(
@@ -59,6 +61,9 @@ def _conversation(model: ModelDescription) -> bool:
     return model.supports_conversation
 
 
-def _able(models: Sequence[ModelDescription], capable: Callable[[ModelDescription], bool]) -> str:
-    names = [model.model_id for model in models if capable(model)]
+def _able(
+    models: Callable[[], Sequence[ModelDescription]],
+    capable: Callable[[ModelDescription], bool],
+) -> str:
+    names = [model.model_id for model in models() if capable(model)]
     return ", ".join(names) if names else "none"

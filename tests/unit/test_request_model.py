@@ -256,7 +256,7 @@ ALL = (PLAIN, VISION, SINGLE)
 
 def unsupported(target: object, request: PromptRequest) -> ProxyError:
     with pytest.raises(ProxyError) as raised:
-        check_supported(target, request, ALL)  # type: ignore[arg-type]
+        check_supported(target, request, lambda: ALL)  # type: ignore[arg-type]
     return raised.value
 
 
@@ -269,7 +269,7 @@ def test_a_capable_model_takes_everything() -> None:
         tools=(ToolDefinition("f"),),
         schema={"type": "object"},
     )
-    check_supported(VISION, request, ALL)
+    check_supported(VISION, request, lambda: ALL)
 
 
 def test_each_missing_capability_is_named_with_the_models_that_have_it() -> None:
@@ -298,4 +298,4 @@ def test_each_missing_capability_is_named_with_the_models_that_have_it() -> None
 
 
 def test_a_system_message_and_one_user_turn_are_not_a_conversation() -> None:
-    check_supported(SINGLE, ask(Message.of_text(Role.SYSTEM, "rules"), HI), ALL)
+    check_supported(SINGLE, ask(Message.of_text(Role.SYSTEM, "rules"), HI), lambda: ALL)

@@ -326,3 +326,47 @@ def test_the_catalog_describes_what_each_model_can_do(registry: LlmModelRegistry
     assert length.type == "integer"
     assert json.loads(length.json_schema)["anyOf"] == [{"type": "integer"}, {"type": "null"}]
     assert scripted.options == ()
+
+
+async def test_tool_results_and_a_new_question_make_one_turn(gateway: LlmGateway) -> None:
+    asked = ToolCall("add", {"a": 2, "b": 3}, "tc_1")
+    call = ModelInvocation(
+        "echo",
+        (
+            Message.of_text(Role.USER, "What is 2 + 3?"),
+            Message(Role.ASSISTANT, (asked,)),
+            Message(Role.TOOL, (ToolResult("tc_1", "add", "5"),)),
+            Message.of_text(Role.USER, "Thanks. Now say it in words."),
+        ),
+        tools=(ADD,),
+    )
+
+    seen = json.loads((await gateway.complete(call)).text)
+
+    assert seen["prompt"] == "Thanks. Now say it in words."
+    assert seen["tool_results"] == [{"name": "add", "output": "5", "tool_call_id": "tc_1"}]
+    assert seen["previous"] == [{"prompt": "What is 2 + 3?"}]
+
+
+async def test_a_finished_tool_exchange_is_history_with_its_results(gateway: LlmGateway) -> None:
+    final = script(echo_messages=True)
+    call = ModelInvocation(
+        "scripted",
+        (
+            Message.of_text(Role.USER, "What is 2 + 3?"),
+            Message(Role.ASSISTANT, (ToolCall("add", {"a": 2, "b": 3}, "tc_1"),)),
+            Message(Role.TOOL, (ToolResult("tc_1", "add", "5"),)),
+            Message.of_text(Role.ASSISTANT, "It is 5."),
+            Message.of_text(Role.USER, final),
+        ),
+    )
+
+    messages = json.loads((await gateway.complete(call)).text)
+
+    assert [m["role"] for m in messages] == ["user", "assistant", "tool", "assistant", "user"]
+    assert messages[1]["parts"] == [
+        {"type": "tool_call", "name": "add", "arguments": {"a": 2, "b": 3}, "tool_call_id": "tc_1"}
+    ]
+    assert messages[2]["parts"] == [
+        {"type": "tool_result", "name": "add", "output": "5", "tool_call_id": "tc_1"}
+    ]
