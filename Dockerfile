@@ -30,6 +30,9 @@ COPY --chown=app:app deploy/config.yaml /etc/llm-proxy/config.yaml
 USER 10001
 WORKDIR /home/app
 EXPOSE 50051 9464
+# Open files: one per client connection. The server raises its soft limit to the hard one at
+# start and warns below 4,096; an image cannot set the hard limit, so run with
+# `docker run --ulimit nofile=65536:65536` where the runtime's default is lower.
 # The gRPC health service, asked by the proxy's own CLI: no extra probe binary in the image.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-m", "infrastructure.cli", "health"]

@@ -7,7 +7,7 @@ from pathlib import Path
 from dependency_injector import containers, providers
 
 from adapters.grpc.auth import current_principal
-from adapters.grpc.server import build_server
+from adapters.grpc.server import ConnectionLimits, build_server
 from adapters.grpc.servicer import ProxyServicer
 from adapters.llm import LlmGateway, LlmModelRegistry
 from application._common import PromptPipeline
@@ -127,6 +127,12 @@ class Container(containers.DeclarativeContainer):
         health=health,
         reflection=settings.provided.server.reflection,
         reuse_port=providers.Callable(lambda role: role != SINGLE, role),
+        connections=providers.Factory(
+            ConnectionLimits,
+            idle_s=settings.provided.server.max_connection_idle_seconds,
+            age_s=settings.provided.server.max_connection_age_seconds,
+            age_grace_s=settings.provided.server.max_connection_age_grace_seconds,
+        ),
     )
 
     # Everything a SIGHUP re-applies; append more (JWT keys, say) to make them reloadable.

@@ -19,6 +19,7 @@ from adapters.grpc.health import GrpcHealth
 from infrastructure import security
 from infrastructure.config.settings import Settings
 from infrastructure.container import Container
+from infrastructure.fd_limit import raise_open_file_limit
 from infrastructure.observability import SINGLE, WORKER, shutdown_tracing
 from infrastructure.reload import FileWatcher, Reloader, SettingsLoader, watch
 
@@ -80,6 +81,7 @@ async def start(
 
     `announce`: tell the terminal how to call this server (one worker of several does)."""
     settings: Settings = container.settings()
+    open_files = raise_open_file_limit()
     container.catalog().load()
     server: grpc.aio.Server = container.grpc_server()
     address = f"{host or settings.server.host}:{settings.server.port if port is None else port}"
@@ -99,12 +101,13 @@ async def start(
     await server.start()
     catalog = container.catalog().current()
     log.info(
-        "listening on %s:%d serving %d models (default %s) pid %d",
+        "listening on %s:%d serving %d models (default %s) pid %d, open-file limit %d",
         host or settings.server.host,
         bound,
         len(catalog.models),
         catalog.default_model or "none",
         os.getpid(),
+        open_files,
     )
     metrics: MetricsEndpoint | None = container.metrics_endpoint()
     if metrics is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import grpc
 
@@ -13,11 +14,41 @@ from adapters.grpc.servicer import ProxyServicer
 MAX_PENDING_CALLS = 16_384
 
 
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """How long a client connection may live. Each one holds a file descriptor and buffers,
+    so connections nobody uses must not accumulate until the process runs out of either."""
+
+    # Closed (GOAWAY) after this long without a call in progress; keepalive pings do not
+    # count as use. A client's channel reconnects by itself at its next call.
+    idle_s: float = 300.0
+    # Told to go away after this long even if busy (None: never), so long-lived clients get
+    # spread again over replicas; calls in flight then have `age_grace_s` to finish.
+    age_s: float | None = 3600.0
+    age_grace_s: float = 300.0
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
 def server_options(
-    *, min_ping_interval_s: float, max_message_bytes: int, reuse_port: bool = False
+    *,
+    min_ping_interval_s: float,
+    max_message_bytes: int,
+    reuse_port: bool = False,
+    connections: ConnectionLimits = ConnectionLimits(),
 ) -> list[tuple[str, int]]:
     ping_ms = int(min_ping_interval_s * 1000)
+    age = (
+        []
+        if connections.age_s is None
+        else [("grpc.max_connection_age_ms", _ms(connections.age_s))]
+    )
     return [
+        ("grpc.max_connection_idle_ms", _ms(connections.idle_s)),
+        *age,
+        ("grpc.max_connection_age_grace_ms", _ms(connections.age_grace_s)),
         # Idle clients ping every 30 s (vibectl does); never answer that with GOAWAY.
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", ping_ms),
@@ -44,6 +75,7 @@ def build_server(
     health: GrpcHealth | None = None,
     reflection: bool = False,
     reuse_port: bool = False,
+    connections: ConnectionLimits = ConnectionLimits(),
 ) -> grpc.aio.Server:
     server = grpc.aio.server(
         interceptors=list(interceptors),
@@ -51,6 +83,7 @@ def build_server(
             min_ping_interval_s=min_ping_interval_s,
             max_message_bytes=max_message_bytes,
             reuse_port=reuse_port,
+            connections=connections,
         ),
     )
     pb_grpc.add_VibectlLLMProxyServicer_to_server(servicer, server)

@@ -91,6 +91,13 @@ class ServerSchema(_Strict):
     max_message_bytes = fields.Integer(
         load_default=16 * 1024 * 1024, validate=validate.Range(min=1024)
     )
+    max_connection_idle_seconds = fields.Float(load_default=300.0, validate=_POSITIVE)
+    max_connection_age_seconds = fields.Float(
+        load_default=3600.0, allow_none=True, validate=_POSITIVE
+    )
+    max_connection_age_grace_seconds = fields.Float(
+        load_default=300.0, validate=validate.Range(min=0)
+    )
     tls = fields.Nested(TlsSchema, load_default=TlsSettings)
     allow_insecure_public = fields.Boolean(load_default=False)
     health = fields.Boolean(load_default=True)

@@ -33,6 +33,13 @@ class ServerSettings:
     # Clients (vibectl's among them) ping every 30 s even when idle; allow that and faster.
     min_ping_interval_seconds: float = 10.0
     max_message_bytes: int = 16 * 1024 * 1024
+    # A connection without a call in progress for this long is closed (GOAWAY); each open
+    # connection holds a file descriptor, so idle ones must not pile up.
+    max_connection_idle_seconds: float = 300.0
+    # Busy connections are asked to reconnect after this long (None: never), which also
+    # spreads long-lived clients over replicas; their calls in flight get the grace period.
+    max_connection_age_seconds: float | None = 3600.0
+    max_connection_age_grace_seconds: float = 300.0
     tls: TlsSettings = TlsSettings()
     # Listening beyond loopback with neither JWT nor mTLS is refused unless this is set.
     allow_insecure_public: bool = False

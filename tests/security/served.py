@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -102,10 +103,19 @@ def _read(served: Served, ready: threading.Event) -> None:
 
 @contextmanager
 def serve(
-    config_text: str, tmp_path: Path, *, env: dict[str, str] | None = None
+    config_text: str,
+    tmp_path: Path,
+    *,
+    env: dict[str, str] | None = None,
+    open_files: tuple[int, int] | None = None,
 ) -> Iterator[Served]:
     """`serve --config` with `config_text`; yields once it listens (and serves /metrics, when
-    enabled), kills it at the end."""
+    enabled), kills it at the end. `open_files`: the (soft, hard) RLIMIT_NOFILE it starts with."""
+
+    def limit() -> None:
+        if open_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, open_files)
+
     config = tmp_path / "proxy.yaml"
     config.write_text(config_text)
     process = subprocess.Popen(
@@ -115,6 +125,7 @@ def serve(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=limit,
     )
     served = Served(process)
     ready = threading.Event()
