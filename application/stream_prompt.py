@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
-from dataclasses import dataclass
 
 from application._common import Admitted, PromptUseCase, outcome_of
 from application.ports import Tracer
@@ -24,16 +23,34 @@ from domain.principal import CallContext
 from domain.request import PromptRequest
 
 
-@dataclass(frozen=True, slots=True)
 class OpenedStream:
     """A stream's events; the request is recorded when its last event is produced.
 
     Consume it as `async with opened as events:`, so that a consumer that stops before the end
     (an error while sending, an abort) ends the request on leaving the block, not at GC.
+
+    Once the request is admitted, `timeout_s` bounds the whole stream, including the time the
+    consumer takes to pass events on, and `read_timeout_s` how long passing one on may take.
+    The model waits are bounded here; bounding the consumer's part is the consumer's job (a
+    transport knows when its client stops reading): it calls give_up() and leaves the block.
     """
 
-    request_id: str
-    events: AsyncGenerator[StreamEvent, None]
+    __slots__ = ("_given_up", "events", "read_timeout_s", "request_id", "timeout_s")
+
+    def __init__(self, request_id: str) -> None:
+        self.request_id = request_id
+        self.events: AsyncGenerator[StreamEvent, None]
+        self.timeout_s: float | None = None
+        self.read_timeout_s: float | None = None
+        self._given_up: ProxyError | None = None
+
+    def give_up(self, reason: ProxyError) -> None:
+        """The consumer stops early for `reason`, which the request is recorded with."""
+        self._given_up = reason
+
+    @property
+    def given_up(self) -> ProxyError | None:
+        return self._given_up
 
     async def __aenter__(self) -> AsyncIterator[StreamEvent]:
         return self.events
@@ -44,11 +61,12 @@ class OpenedStream:
 
 class StreamPrompt(PromptUseCase):
     def __call__(self, request: PromptRequest, context: CallContext) -> OpenedStream:
-        request_id = self._pipeline.request_id_for(request)
-        events = self._events(request, request_id, context)
+        opened = OpenedStream(self._pipeline.request_id_for(request))
+        events = self._events(request, opened, context)
         if self._tracer is not None:
-            events = self._traced(self._tracer, request_id, events)
-        return OpenedStream(request_id, events)
+            events = self._traced(self._tracer, opened.request_id, events)
+        opened.events = events
+        return opened
 
     @staticmethod
     async def _traced(
@@ -72,9 +90,10 @@ class StreamPrompt(PromptUseCase):
             span.set_attribute("llm_proxy.chunks", chunks)
 
     async def _events(
-        self, request: PromptRequest, request_id: str, context: CallContext
+        self, request: PromptRequest, opened: OpenedStream, context: CallContext
     ) -> AsyncGenerator[StreamEvent, None]:
         self._observer.request_started(Method.STREAM, context.transport)
+        request_id = opened.request_id
         pipeline = self._pipeline
         clock = pipeline.clock
         tally = pipeline.open_tally(Method.STREAM, request_id, context)
@@ -84,6 +103,8 @@ class StreamPrompt(PromptUseCase):
         tool_calls = 0
         try:
             admitted = pipeline.admit(tally, request, context)
+            opened.timeout_s = admitted.timeout_s
+            opened.read_timeout_s = admitted.policy.limits.client_read_timeout_seconds
             if tally.prompt is not None:
                 answer_parts = []
             # aclosing: a consumer that stops early must stop the model call now, not at GC.
@@ -114,7 +135,8 @@ class StreamPrompt(PromptUseCase):
             tally.outcome = error.outcome
             last = Failure(request_id, error)
         except BaseException as error:
-            tally.outcome = outcome_of(error)
+            reason = opened.given_up
+            tally.outcome = reason.outcome if reason is not None else outcome_of(error)
             raise
         finally:
             if answer_parts is not None:

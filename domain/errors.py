@@ -43,6 +43,14 @@ class InputTooLong(InvalidRequest):
         self.limit = limit
 
 
+class MalformedCall(InvalidRequest):
+    """The call's identifiers (request id, model name) are not identifiers: too long, or with
+    characters that would corrupt logs. Transports refuse it with their own status for bad
+    arguments; the message never repeats the value."""
+
+    code = "INVALID_ARGUMENT"
+
+
 class SchemaInvalid(InvalidRequest):
     code = "INVALID_SCHEMA"
 
@@ -121,6 +129,12 @@ class UpstreamTimeout(ProxyError):
             "or raise limits.request_timeout_seconds on the server."
         )
         self.seconds = seconds
+
+
+class ClientTooSlow(ProxyError):
+    """The client stopped reading its answer, so the server stopped producing it."""
+
+    code = "CLIENT_TOO_SLOW"
 
 
 class RequestCancelled(ProxyError):

@@ -28,6 +28,9 @@ class Limits:
     max_attachment_bytes: int = 10 * 1024 * 1024
     # Off by default: a URL makes the model's plugin fetch it from inside this network (SSRF).
     allow_attachment_urls: bool = False
+    # A stream whose client accepts nothing for this long is cancelled: its slot freed, its
+    # model stopped, its buffered answer dropped.
+    client_read_timeout_seconds: float = 30.0
 
     def concurrency_cap_per_subject(self) -> int | None:
         if self.max_concurrent_per_subject is not None:

@@ -15,6 +15,7 @@ from domain.errors import (
     EmptyRequest,
     InputTooLong,
     InvalidRequest,
+    MalformedCall,
     ProxyError,
     SchemaInvalid,
 )
@@ -160,7 +161,7 @@ class PromptRequest:
         """The checks that cost next to nothing: run before a caller's rate is even looked at,
         so an empty or oversized request is refused without spending its allowance."""
         if self.rejection is not None:
-            if isinstance(self.rejection, EmptyRequest):
+            if isinstance(self.rejection, EmptyRequest | MalformedCall):
                 raise self.rejection
             return
         _check_final_turn(self.messages)

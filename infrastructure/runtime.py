@@ -51,6 +51,7 @@ def policy_from(settings: Settings, version: str) -> ServerPolicy:
             max_attachments=limits.max_attachments,
             max_attachment_bytes=limits.max_attachment_bytes,
             allow_attachment_urls=limits.allow_attachment_urls,
+            client_read_timeout_seconds=limits.client_read_timeout_seconds,
         ),
         prices={
             model: ModelPrice(price.input_per_million, price.output_per_million)

@@ -18,6 +18,7 @@ from domain.errors import (
     EmptyRequest,
     InvalidOptions,
     InvalidRequest,
+    MalformedCall,
     ProxyError,
     SchemaInvalid,
 )
@@ -36,6 +37,8 @@ from domain.request import (
     check_schema,
 )
 
+# Longer ids are not identifiers but payloads; refusing them keeps logs and replies bounded.
+MAX_IDENTIFIER_LENGTH = 256
 # Deeper JSON than this is not a schema or an argument list anyone writes by hand; refusing
 # it keeps recursive walks over it (ours, pydantic's, a plugin's) far from the stack limit.
 MAX_JSON_DEPTH = 64
@@ -60,6 +63,10 @@ class _Undecodable(Exception):
 
 def to_prompt_request(message: pb.ExecuteRequest) -> PromptRequest:
     model = message.model_name if message.HasField("model_name") else None
+    malformed = _identifier("request_id", message.request_id) or _identifier("model_name", model)
+    if malformed is not None:
+        # Neither value is carried on: they are what must not reach a log line or a reply.
+        return PromptRequest(messages=(), rejection=malformed)
     try:
         return PromptRequest(
             messages=_messages(message),
@@ -73,6 +80,22 @@ def to_prompt_request(message: pb.ExecuteRequest) -> PromptRequest:
         return PromptRequest(
             messages=(), model=model, request_id=message.request_id, rejection=undecodable.error
         )
+
+
+def _identifier(field: str, value: str | None) -> MalformedCall | None:
+    """Why `value` cannot be the `field` identifier, if it cannot. Identifiers end up in log
+    lines, metrics and replies: they are short and printable, or refused."""
+    if value is None or (len(value) <= MAX_IDENTIFIER_LENGTH and value.isprintable()):
+        return None
+    if len(value) > MAX_IDENTIFIER_LENGTH:
+        return MalformedCall(
+            f"{field} is {len(value)} characters; at most {MAX_IDENTIFIER_LENGTH} are accepted"
+        )
+    position, char = next((i, c) for i, c in enumerate(value) if not c.isprintable())
+    return MalformedCall(
+        f"{field} contains a control or other non-printable character (U+{ord(char):04X} at "
+        f"position {position}); use printable characters only"
+    )
 
 
 def _messages(message: pb.ExecuteRequest) -> tuple[Message, ...]:

@@ -10,18 +10,16 @@ import grpc
 from adapters.grpc import mapping
 from adapters.grpc.generated import llm_proxy_pb2 as pb
 from adapters.grpc.generated import llm_proxy_pb2_grpc as pb_grpc
+from adapters.grpc.read_watch import ReadWatch
 from application.describe_server import DescribeServer
 from application.execute_prompt import ExecutePrompt
 from application.stream_prompt import StreamPrompt
 from domain.answer import Answer, Failure, StreamFinished, TextChunk
-from domain.errors import PermissionDenied, RateLimited
+from domain.errors import MalformedCall, PermissionDenied, RateLimited
 from domain.principal import ANONYMOUS, CallContext, Principal
 from domain.request import ToolCall
 
 log = logging.getLogger("llm_proxy.grpc")
-
-# Longer ids are not identifiers but payloads; refusing them keeps logs and memory bounded.
-MAX_REQUEST_ID_LENGTH = 256
 
 PrincipalProvider = Callable[[], Principal]
 # The transport label of requests served here, in metrics and logs.
@@ -50,20 +48,9 @@ class ProxyServicer(pb_grpc.VibectlLLMProxyServicer):
             principal=self._principal(), time_remaining=context.time_remaining(), transport=GRPC
         )
 
-    async def _check_request(
-        self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext[object, object]
-    ) -> None:
-        if len(request.request_id) > MAX_REQUEST_ID_LENGTH:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"request_id is {len(request.request_id)} characters; at most "
-                f"{MAX_REQUEST_ID_LENGTH} are accepted",
-            )
-
     async def Execute(
         self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.ExecuteResponse:
-        await self._check_request(request, context)
         try:
             result = await self._execute(mapping.to_prompt_request(request), self._context(context))
         except Exception:
@@ -81,31 +68,39 @@ class ProxyServicer(pb_grpc.VibectlLLMProxyServicer):
     async def StreamExecute(
         self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> AsyncIterator[pb.StreamChunk]:
-        await self._check_request(request, context)
         opened = self._stream(mapping.to_prompt_request(request), self._context(context))
         request_id = opened.request_id
         failure: Failure | None = None
+        watch = ReadWatch(opened)
         try:
             async with opened as events:
                 async for event in events:
                     if isinstance(event, TextChunk):
+                        watch.sending()
                         yield pb.StreamChunk(request_id=request_id, text_chunk=event.text)
+                        watch.sent()
                     elif isinstance(event, StreamFinished):
+                        watch.sending()
                         yield pb.StreamChunk(
                             request_id=request_id, final_metrics=mapping.to_metrics(event.metrics)
                         )
                         yield pb.StreamChunk(
                             request_id=request_id, complete=mapping.to_complete(event)
                         )
+                        watch.sent()
                     elif isinstance(event, ToolCall):
+                        watch.sending()
                         yield pb.StreamChunk(
                             request_id=request_id, tool_call=mapping.to_tool_call(event)
                         )
+                        watch.sent()
                     else:
                         failure = event
         except Exception:
             log.exception("StreamExecute failed unexpectedly")
             await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
+        finally:
+            watch.stop()
         # Outside the try: grpc's abort raises, and that must reach grpc, not the handler above.
         if failure is not None:
             await self._abort_if_status(failure, context)
@@ -123,6 +118,8 @@ class ProxyServicer(pb_grpc.VibectlLLMProxyServicer):
         # Authorization and rate limits are transport-level statuses by contract; other
         # problems stay in-band.
         error = failure.error
+        if isinstance(error, MalformedCall):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, error.message)
         if isinstance(error, PermissionDenied):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, error.message)
         if isinstance(error, RateLimited):

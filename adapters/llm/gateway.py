@@ -19,6 +19,10 @@ from domain.errors import ModelUnavailable
 from domain.request import ModelInvocation, ToolCall
 from domain.usage import Usage
 
+# Characters of a sync model's answer that may wait for the reader before the model is paused.
+MAX_BUFFERED_CHARS = 64 * 1024
+_STOP_POLL_S = 0.1
+
 
 class LlmGateway:
     """Implements application.ports.ModelGateway on top of LlmModelRegistry's models."""
@@ -115,8 +119,11 @@ class LlmGateway:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Item] = asyncio.Queue()
         stop = threading.Event()
+        room = _Room(stop)
 
         def post(item: Item) -> None:
+            if isinstance(item, str) and not room.take(len(item)):
+                return
             try:
                 loop.call_soon_threadsafe(queue.put_nowait, item)
             except RuntimeError:
@@ -143,14 +150,45 @@ class LlmGateway:
                     raise translate(model_id, item.error, model) from item.error
                 if isinstance(item, Stopped):
                     raise _shutting_down()
+                room.give(len(item))
                 yield TextChunk(item)
         finally:
             # Reached on completion, failure, aclose() and cancellation alike.
             stop.set()
+            room.close()
             self._running.discard(stop)
             if job is not None:
                 # Frees the slot at once when the pool was saturated and the job never began.
                 job.cancel()
+
+
+class _Room:
+    """How much of a sync model's answer may wait for its reader: the model's thread waits
+    while MAX_BUFFERED_CHARS are queued, as an async model waits in its own await. Without
+    it a reader that stops reading makes the server keep the whole answer in memory."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self._stop = stop
+        self._queued = 0
+        self._changed = threading.Condition()
+
+    def take(self, size: int) -> bool:
+        """On the model's thread: waits for room for `size` characters; False once stopped."""
+        with self._changed:
+            # A timeout, so that a stop set from elsewhere (LlmGateway.close) is seen too.
+            while self._queued >= MAX_BUFFERED_CHARS and not self._stop.is_set():
+                self._changed.wait(_STOP_POLL_S)
+            self._queued += size
+        return not self._stop.is_set()
+
+    def give(self, size: int) -> None:
+        with self._changed:
+            self._queued -= size
+            self._changed.notify()
+
+    def close(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
 
 
 def _shutting_down() -> ModelUnavailable:

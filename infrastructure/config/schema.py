@@ -161,6 +161,7 @@ class LimitsSchema(_Strict):
         load_default=10 * 1024 * 1024, validate=validate.Range(min=0)
     )
     allow_attachment_urls = fields.Boolean(load_default=False)
+    client_read_timeout_seconds = fields.Float(load_default=30.0, validate=_POSITIVE)
 
     @post_load
     def build(self, data: dict[str, Any], **_: Any) -> LimitsSettings:

@@ -91,6 +91,7 @@ class LimitsSettings:
     max_attachment_bytes: int = 10 * 1024 * 1024
     # Off by default: a URL attachment makes the model's plugin fetch it from this network.
     allow_attachment_urls: bool = False
+    client_read_timeout_seconds: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -284,3 +284,38 @@ async def test_a_caller_at_its_own_concurrency_cap_while_others_are_served(
     assert len(books.lines(rid)) == 1
     assert proxy.container.admission().in_flight == 0
     assert books.errors() == []
+
+
+MALFORMED = [
+    ("request id with a newline", request("hi", model="echo", request_id="a\nb")),
+    ("request id too long", request("hi", model="echo", request_id="r" * 257)),
+    ("model name too long", request("hi", model="m" * 257)),
+]
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize(("case", "message"), MALFORMED)
+async def test_malformed_identifiers_refused_with_a_status(
+    start_proxy: ProxyFactory,
+    capture: pytest.LogCaptureFixture,
+    method: str,
+    case: str,
+    message: pb.ExecuteRequest,
+) -> None:
+    proxy = await secured(start_proxy)
+    books = Books(proxy, capture)
+    await assert_recorded_once(
+        books,
+        method,
+        "INVALID_ARGUMENT",
+        lambda: call(proxy, method, message, token("erin")),
+        Refusal(grpc.StatusCode.INVALID_ARGUMENT, ""),
+        # The id is not carried on (it is the thing refused): the record has a generated one.
+        request_id=None,
+    )
+    lines = [
+        r
+        for r in capture.records
+        if r.name == REQUEST_LOGGER and r.fields["outcome"] == "INVALID_ARGUMENT"  # type: ignore[attr-defined]
+    ]
+    assert len(lines) == 1

@@ -7,7 +7,8 @@ A prompt that is a JSON object with a "script" key is followed:
 - delay: seconds slept before each chunk; hang: sleep before the first chunk until the probe
   is released (or HANG_LIMIT_S passes); fail_after: raise after that many chunks ("error"
   alone means before the first); usage: reported only when the script gives it.
-- echo_system: the first chunk is "[system: <system prompt>]".
+- echo_system: the first chunk is "[system: <system prompt>]"; repeat: the chunks are sent
+  that many times over (a large answer from a small prompt).
 - echo_messages: the answer is the JSON list of llm's prompt.messages (role and parts), which is
   what plugins written for llm 0.36 read the conversation from.
 Any other prompt is echoed back in about three chunks with word-count usage; with a schema
@@ -96,6 +97,7 @@ def release_all() -> None:
 @dataclass(frozen=True)
 class Script:
     chunks: tuple[str, ...]
+    repeat: int = 1
     delay: float = 0.0
     usage: tuple[int, int] | None = None
     fail_after: int | None = None
@@ -104,6 +106,17 @@ class Script:
     hang: bool = False
     probe: str | None = None
     probe_file: str | None = None
+
+    def each_chunk(self) -> Iterator[str]:
+        return _each_chunk(self)
+
+
+def _each_chunk(script: Script) -> Iterator[str]:
+    # Made as they are sent, a copy each, as a real model's chunks are: each costs memory only
+    # while something keeps it.
+    for _ in range(script.repeat):
+        for chunk in script.chunks:
+            yield chunk.encode().decode() if script.repeat > 1 else chunk
 
 
 def plan(prompt: Any) -> Script:
@@ -124,6 +137,7 @@ def plan(prompt: Any) -> Script:
         fail_after = 0
     return Script(
         chunks=chunks,
+        repeat=int(spec.get("repeat", 1)),
         delay=float(spec.get("delay", 0.0)),
         usage=(int(usage.get("input", 0)), int(usage.get("output", 0)))
         if usage is not None
@@ -222,7 +236,7 @@ def _run_sync(prompt: Any, response: Any, implementation: str) -> Iterator[str]:
         if script.hang:
             began = time.monotonic()
             _sleep_sync(HANG_LIMIT_S, lambda: run.hanging(began))
-        for chunk in script.chunks:
+        for chunk in script.each_chunk():
             if run.should_fail():
                 raise _failure(script)
             _sleep_sync(script.delay)
@@ -254,7 +268,7 @@ async def _run_async(prompt: Any, response: Any) -> AsyncGenerator[str, None]:
         if script.hang:
             began = time.monotonic()
             await _sleep_async(HANG_LIMIT_S, lambda: run.hanging(began))
-        for chunk in script.chunks:
+        for chunk in script.each_chunk():
             if run.should_fail():
                 raise _failure(script)
             await _sleep_async(script.delay)

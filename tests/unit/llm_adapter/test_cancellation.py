@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
 from contextlib import aclosing
@@ -11,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from adapters.llm import LlmGateway, LlmModelRegistry
-from domain.answer import ModelOutput, TextChunk
+from adapters.llm.gateway import MAX_BUFFERED_CHARS
+from domain.answer import TextChunk
 from domain.errors import ModelUnavailable
 from tests.support import scripted_models
 from tests.support.scripted_models import Probe
@@ -22,14 +24,23 @@ TOTAL_CHUNKS = 200
 DELAY_S = 0.02
 
 
-async def wait_until(condition: Callable[[], bool], timeout: float = 2.0) -> float:
-    """Seconds it took for `condition` to hold; fails the test if it never does."""
-    started = time.monotonic()
+# Generous: only a broken test waits this long; a passing one waits for an event.
+EVENT_TIMEOUT_S = 10.0
+
+
+async def wait_for(event: threading.Event) -> None:
+    """Waits for an event set on a model's thread, without blocking the loop."""
+    if not await asyncio.to_thread(event.wait, EVENT_TIMEOUT_S):
+        pytest.fail(f"not set within {EVENT_TIMEOUT_S}s")
+
+
+async def wait_until(condition: Callable[[], bool]) -> None:
+    """For states no event announces: looks again at every turn of the loop."""
+    deadline = time.monotonic() + EVENT_TIMEOUT_S
     while not condition():
-        if time.monotonic() - started > timeout:
-            pytest.fail(f"condition not met within {timeout}s")
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {EVENT_TIMEOUT_S}s")
         await asyncio.sleep(0.005)
-    return time.monotonic() - started
 
 
 def slow_script(probe_name: str, **extra: object) -> str:
@@ -37,12 +48,9 @@ def slow_script(probe_name: str, **extra: object) -> str:
 
 
 async def assert_stopped(probe: Probe) -> None:
-    took = await wait_until(probe.closed.is_set, timeout=0.5)
-    assert took < 0.5
-    sent = probe.chunks_sent
-    await asyncio.sleep(0.1)
-    assert probe.chunks_sent == sent, "the model kept producing after it was stopped"
-    assert 0 < sent < TOTAL_CHUNKS
+    # `closed` is set as the model's generator is closed: nothing is produced after it.
+    await wait_for(probe.closed)
+    assert 0 < probe.chunks_sent < TOTAL_CHUNKS
     assert not probe.finished.is_set()
 
 
@@ -109,14 +117,14 @@ async def test_cancelling_a_hanging_model_before_its_first_chunk(
     name = new_probe_name()
     probe = scripted_models.probe(name)
     task = asyncio.create_task(gateway.complete(invocation(model, slow_script(name, hang=True))))
-    await wait_until(probe.started.is_set)
+    await wait_for(probe.started)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     if model == "scripted":
         # A sync plugin call cannot be interrupted: it stops once it next yields.
         probe.release.set()
-    await wait_until(probe.closed.is_set, timeout=0.5)
+    await wait_for(probe.closed)
     assert probe.chunks_sent <= 1
 
 
@@ -141,55 +149,84 @@ async def test_closing_the_gateway_ends_running_sync_streams(gateway: LlmGateway
     await assert_stopped(scripted_models.PROBES[name])
 
 
-async def test_a_slow_sync_model_does_not_block_the_event_loop(gateway: LlmGateway) -> None:
-    gaps: list[float] = []
-
-    async def tick(until: asyncio.Future[ModelOutput]) -> None:
-        last = time.monotonic()
-        while not until.done():
-            await asyncio.sleep(0.005)
-            now = time.monotonic()
-            gaps.append(now - last)
-            last = now
-
-    # Five chunks of 0.1 s each: a blocked loop would stall the ticker for the whole 0.5 s.
-    call = invocation("scripted", script(chunks=["x"] * 5, delay=0.1))
+async def test_a_running_sync_model_does_not_block_the_event_loop(gateway: LlmGateway) -> None:
+    name = new_probe_name()
+    probe = scripted_models.probe(name)
+    call = invocation("scripted", script(chunks=["x"], hang=True, probe=name))
     task = asyncio.create_task(gateway.complete(call))
-    await tick(task)
-    assert (await task).text == "xxxxx"
-    assert len(gaps) > 20
-    assert max(gaps) < 0.25
+    await wait_for(probe.started)
+    # The model waits for this loop to release it: a blocked loop would never get here.
+    probe.release.set()
+    assert (await task).text == "x"
 
 
 async def test_sync_calls_run_in_parallel_threads(gateway: LlmGateway) -> None:
-    call = invocation("scripted", script(chunks=["a", "b"], delay=0.15))
-    started = time.monotonic()
-    outputs = await asyncio.gather(*(gateway.complete(call) for _ in range(4)))
-    assert [output.text for output in outputs] == ["ab"] * 4
-    # Serially this would take 4 x 0.3 s.
-    assert time.monotonic() - started < 0.9
+    names = [new_probe_name() for _ in range(4)]
+    tasks = [
+        asyncio.create_task(
+            gateway.complete(invocation("scripted", script(chunks=["a"], hang=True, probe=name)))
+        )
+        for name in names
+    ]
+    # All four are running at once, each on its own thread, before any is let go.
+    for name in names:
+        await wait_for(scripted_models.probe(name).started)
+    for name in names:
+        scripted_models.probe(name).release.set()
+    assert [output.text for output in await asyncio.gather(*tasks)] == ["a"] * 4
 
 
 async def test_a_call_cancelled_while_queued_for_a_thread_never_runs(
     registry: LlmModelRegistry,
 ) -> None:
     gateway = LlmGateway(registry, max_threads=1)
-    busy, queued = new_probe_name(), new_probe_name()
+    busy, queued, after = new_probe_name(), new_probe_name(), new_probe_name()
     try:
         blocker = asyncio.create_task(
             gateway.complete(invocation("scripted", script(chunks=["a"], hang=True, probe=busy)))
         )
-        await wait_until(scripted_models.probe(busy).started.is_set)
+        await wait_for(scripted_models.probe(busy).started)
         waiting = asyncio.create_task(
             gateway.complete(invocation("scripted", script(chunks=["b"], probe=queued)))
         )
-        await asyncio.sleep(0.05)
+        # Submitting to the pool happens on the task's first steps; let it take them.
+        for _ in range(10):
+            await asyncio.sleep(0)
         waiting.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiting
         scripted_models.probe(busy).release.set()
         assert (await blocker).text == "a"
-        await asyncio.sleep(0.05)
+        # The single thread takes jobs in order: had the cancelled one stayed queued, it
+        # would have run before this one.
+        later = invocation("scripted", script(chunks=["c"], probe=after))
+        assert (await gateway.complete(later)).text == "c"
         assert not scripted_models.probe(queued).started.is_set()
     finally:
         gateway.close()
+
+
+async def test_a_sync_model_pauses_while_its_reader_does_not_read(gateway: LlmGateway) -> None:
+    """Its unread answer waits in a bounded buffer, as an async model waits in its await."""
+    name = new_probe_name()
+    probe = scripted_models.probe(name)
+    chunk = "y" * 1024
+    total = 4 * MAX_BUFFERED_CHARS // len(chunk)
+    events = gateway.stream(invocation("scripted", script(chunks=[chunk] * total, probe=name)))
+    async with aclosing(events):
+        assert await anext(events) == TextChunk(chunk)
+        # The model fills the buffer, then waits: it is not finished, and it stays paused.
+        await wait_until(lambda: probe.chunks_sent >= MAX_BUFFERED_CHARS // len(chunk))
+        paused_at = probe.chunks_sent
+        assert not probe.finished.is_set()
+        # Reading one chunk makes room for about one more, no more than that.
+        assert await anext(events) == TextChunk(chunk)
+        await wait_until(lambda: probe.chunks_sent > paused_at)
+        assert probe.chunks_sent <= paused_at + 2
+    # Closing the stream ends the paused model.
+    await assert_stopped_at_most(probe, total)
+
+
+async def assert_stopped_at_most(probe: Probe, total: int) -> None:
+    await wait_for(probe.closed)
+    assert probe.chunks_sent < total
