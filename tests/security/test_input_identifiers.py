@@ -98,8 +98,9 @@ def test_no_client_value_forges_or_colours_a_log_line(served: Served) -> None:
 def test_identifiers_over_256_characters_are_refused_without_being_repeated(
     served: Served, method: str, field: str
 ) -> None:
-    value = "m" * 257
-    details = refused(served, method, pb.ExecuteRequest(user_fragments=["hi"], **{field: value}))
+    message = pb.ExecuteRequest(user_fragments=["hi"])
+    setattr(message, field, "m" * 257)
+    details = refused(served, method, message)
     assert details == f"{field} is 257 characters; at most 256 are accepted"
 
 
