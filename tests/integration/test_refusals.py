@@ -26,6 +26,7 @@ from tests.support.tokens import SECRET, bearer, claims, sign
 
 AUTH: dict[str, Any] = {"enabled": True, "keys": [{"id": "k", "secret": SECRET}]}
 METHODS = ("Execute", "StreamExecute")
+SERVER_LOGGERS = ("llm_proxy", "grpc")
 # The RPC's label in the metrics: how the answer is delivered, whatever the transport.
 METRIC_METHOD = {"Execute": "unary", "StreamExecute": "stream"}
 SETTLE_S = 5.0
@@ -97,7 +98,13 @@ class Books:
         ]
 
     def errors(self) -> list[logging.LogRecord]:
-        return [record for record in self._caplog.records if record.levelno >= logging.ERROR]
+        """ERROR lines of the server and of grpc serving it (not, say, asyncio reporting an
+        object another test left to the garbage collector)."""
+        return [
+            record
+            for record in self._caplog.records
+            if record.levelno >= logging.ERROR and record.name.startswith(SERVER_LOGGERS)
+        ]
 
     async def settle(self, done: Callable[[], bool]) -> None:
         """Waits for the server to finish its side of a call the client has already seen end."""
