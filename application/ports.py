@@ -58,6 +58,18 @@ class RequestObserver(Protocol):
     def request_finished(self, record: RequestRecord) -> None: ...
 
 
+class RefusalObserver(Protocol):
+    """Told about every call refused before it reached a use case (no valid credentials, a
+    request body that does not decode). Such calls are cheap for anyone to send by the
+    thousand, so implementations must not log each one, and must be cheap and never raise.
+
+    `reason` is one of a small fixed set of names (a metric label); `peer` is the caller's
+    address as the transport names it; `detail` is the message the caller was given.
+    """
+
+    def call_refused(self, reason: str, peer: str, detail: str) -> None: ...
+
+
 AttributeValue = str | int | float | bool
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from dependency_injector import containers, providers
 
 from adapters.grpc.auth import current_principal
+from adapters.grpc.malformed import MalformedRequestGuard
 from adapters.grpc.server import ConnectionLimits, build_server
 from adapters.grpc.servicer import ProxyServicer
 from adapters.llm import LlmGateway, LlmModelRegistry
@@ -25,11 +26,13 @@ from infrastructure.observability import (
     build_tracer_provider,
     chain,
     compose_observers,
+    compose_refusals,
     start_metrics_endpoint,
     traced_gateway,
     tracing_interceptors,
     use_case_tracer,
 )
+from infrastructure.refusal_log import RefusalLog
 from infrastructure.reload import (
     CatalogReload,
     LogLevelReload,
@@ -64,6 +67,9 @@ class Container(containers.DeclarativeContainer):
     logging_observer = providers.Singleton(LoggingObserver)
     metrics = providers.Singleton(build_metrics, settings.provided.metrics)
     observer = providers.Singleton(compose_observers, logging_observer, metrics)
+    # Calls refused before the service: a rate-limited log line and a metric, never a flood.
+    refusal_log = providers.Singleton(RefusalLog)
+    refusals = providers.Singleton(compose_refusals, refusal_log, metrics)
     metrics_endpoint = providers.Singleton(
         start_metrics_endpoint, settings.provided.metrics, metrics, role
     )
@@ -113,16 +119,20 @@ class Container(containers.DeclarativeContainer):
     token_verifier = providers.Singleton(security.token_verifier, settings)
     # Every transport hands its callers' credentials to this one application service.
     identify_caller = providers.Singleton(security.caller_identity, settings, token_verifier)
-    interceptors = providers.Singleton(security.auth_interceptors, identify_caller)
+    interceptors = providers.Singleton(security.auth_interceptors, identify_caller, refusals)
     tls = providers.Singleton(security.server_credentials, settings)
     grpc_server = providers.Factory(
         build_server,
         servicer,
         min_ping_interval_s=settings.provided.server.min_ping_interval_seconds,
         max_message_bytes=settings.provided.server.max_message_bytes,
-        # Tracing outermost, so that calls the other interceptors refuse are traced too.
+        # Tracing outermost, so that calls the other interceptors refuse are traced too; the
+        # body check innermost, so that a caller without credentials learns nothing more.
         interceptors=providers.Callable(
-            chain, providers.Callable(tracing_interceptors, tracer_provider), interceptors
+            chain,
+            providers.Callable(tracing_interceptors, tracer_provider),
+            interceptors,
+            providers.Callable(lambda refusals: [MalformedRequestGuard(refusals)], refusals),
         ),
         health=health,
         reflection=settings.provided.server.reflection,

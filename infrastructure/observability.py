@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from adapters.grpc.health import GrpcHealth
-from application.ports import ModelGateway, RequestObserver, Tracer
+from application.ports import ModelGateway, RefusalObserver, RequestObserver, Tracer
 from domain.outcome import Method, RequestRecord
 from infrastructure.config.settings import MetricsSettings, ServerSettings, TracingSettings
 
@@ -34,6 +34,22 @@ class FanOutObserver:
     def request_finished(self, record: RequestRecord) -> None:
         for observer in self._observers:
             observer.request_finished(record)
+
+
+class FanOutRefusals:
+    """Tells the refusal log and, when enabled, the metrics about every refused call."""
+
+    def __init__(self, observers: Sequence[RefusalObserver]) -> None:
+        self._observers = tuple(observers)
+
+    def call_refused(self, reason: str, peer: str, detail: str) -> None:
+        for observer in self._observers:
+            observer.call_refused(reason, peer, detail)
+
+
+def compose_refusals(*observers: RefusalObserver | None) -> RefusalObserver:
+    present = [observer for observer in observers if observer is not None]
+    return present[0] if len(present) == 1 else FanOutRefusals(present)
 
 
 def compose_observers(*observers: RequestObserver | None) -> RequestObserver:

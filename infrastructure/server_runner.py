@@ -21,6 +21,7 @@ from infrastructure.config.settings import Settings
 from infrastructure.container import Container
 from infrastructure.fd_limit import raise_open_file_limit
 from infrastructure.observability import SINGLE, WORKER, shutdown_tracing
+from infrastructure.refusal_log import RefusalLog
 from infrastructure.reload import FileWatcher, Reloader, SettingsLoader, watch
 
 if TYPE_CHECKING:
@@ -156,6 +157,7 @@ async def serve_until_signalled(container: Container, *, announce: bool = True) 
         spawn(watch(watcher, settings.server.reload_check_seconds, reloader))
     if container.role() == WORKER:
         spawn(_stop_when_orphaned(stop))
+    spawn(_summarise_refusals(container.refusal_log()))
     try:
         await stop.wait()
     finally:
@@ -167,8 +169,17 @@ async def serve_until_signalled(container: Container, *, announce: bool = True) 
         loop.add_signal_handler(signum, hurry.set)
     await drain(running, reloader.current, hurry)
     container.gateway().close()
+    container.refusal_log().flush()
     shutdown_tracing(container.tracer_provider())
     log.info("stopped")
+
+
+async def _summarise_refusals(refusals: RefusalLog) -> None:
+    # The summary of a flood that has stopped is written within an interval, not at the
+    # next refusal.
+    while True:
+        await asyncio.sleep(refusals.interval_s)
+        refusals.flush()
 
 
 async def _stop_when_orphaned(stop: asyncio.Event) -> None:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from application.authentication import Credentials, IdentifyCaller
+from application.ports import RefusalObserver
 from domain.errors import AuthenticationFailed
 from domain.principal import ANONYMOUS, Principal
 
@@ -24,6 +25,9 @@ log = logging.getLogger("llm_proxy.auth")
 
 # Probes and tooling must work without credentials; they reveal nothing about models.
 EXEMPT_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+# The reason a refusal is counted under.
+UNAUTHENTICATED = "unauthenticated"
 
 _principal: ContextVar[Principal] = ContextVar("llm_proxy_principal", default=ANONYMOUS)
 
@@ -50,10 +54,14 @@ class AuthInterceptor(_Interceptor):
     transport shares.
     """
 
-    def __init__(self, identify: IdentifyCaller | None = None) -> None:
+    def __init__(
+        self, identify: IdentifyCaller | None = None, refusals: RefusalObserver | None = None
+    ) -> None:
         if identify is None or not identify.enabled:
             raise ValueError("an AuthInterceptor needs a token verifier or a peer identity")
         self._identify = identify
+        # Refusals are logged through this, rate-limited; without it, one line each.
+        self._refusals = refusals
         self._needs_peer = identify.needs_peer_subject
         # Handlers are fixed per method, so each is wrapped once rather than on every call.
         self._wrapped: dict[str, tuple[Handler, Handler]] = {}
@@ -87,7 +95,10 @@ class AuthInterceptor(_Interceptor):
         try:
             _principal.set(self.authenticate(context))
         except AuthenticationFailed as exc:
-            log.info("unauthenticated call refused: %s", exc.message)
+            if self._refusals is not None:
+                self._refusals.call_refused(UNAUTHENTICATED, context.peer(), exc.message)
+            else:
+                log.info("unauthenticated call refused: %s", exc.message)
             return exc.message
         return None
 

@@ -109,6 +109,13 @@ class PrometheusObserver:
             ("method", "transport"),
             registry=reg,
         )
+        self._refused = Counter(
+            "llm_proxy_refused_calls",
+            "Calls refused before reaching the service, by reason (unauthenticated, "
+            "malformed_request); a flood of them shows here, not line by line in the log.",
+            ("reason",),
+            registry=reg,
+        )
         worker = Gauge(
             "llm_proxy_worker_up",
             "1 for each live server process; under --workers the pid label tells them apart.",
@@ -145,6 +152,10 @@ class PrometheusObserver:
                 method.value, transport
             )
         return child
+
+    def call_refused(self, reason: str, peer: str, detail: str) -> None:
+        # reason comes from a fixed set in the transport; peer and detail are not labels.
+        self._refused.labels(reason).inc()
 
     def request_started(self, method: Method, transport: str) -> None:
         self._in_flight_child(method, transport).inc()

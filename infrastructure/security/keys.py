@@ -13,6 +13,7 @@ import grpc
 from adapters.auth import ClaimRules, JwtVerifier, KeyProblem, SigningKey, VerificationKey
 from adapters.grpc.auth import AuthInterceptor
 from application.authentication import IdentifyCaller, TokenVerifier
+from application.ports import RefusalObserver
 from domain.principal import Principal
 from infrastructure.config.settings import AuthSettings, Settings
 from infrastructure.security.secret_file import (
@@ -141,8 +142,10 @@ def caller_identity(settings: Settings, verifier: TokenVerifier | None) -> Ident
     return IdentifyCaller(verifier, mutual_tls=settings.server.tls.client_ca_file is not None)
 
 
-def auth_interceptors(identify: IdentifyCaller) -> list[grpc.aio.ServerInterceptor[Any, Any]]:
-    return [AuthInterceptor(identify)] if identify.enabled else []
+def auth_interceptors(
+    identify: IdentifyCaller, refusals: RefusalObserver | None = None
+) -> list[grpc.aio.ServerInterceptor[Any, Any]]:
+    return [AuthInterceptor(identify, refusals)] if identify.enabled else []
 
 
 class AuthReload:

@@ -1,0 +1,102 @@
+"""Request bodies that do not decode: a client error answered INVALID_ARGUMENT.
+
+grpc decodes a request before any handler or interceptor sees it, and a body that is not the
+message it should be (garbage bytes, a string field with bad UTF-8) would otherwise end as
+UNKNOWN with an ERROR traceback in the log, for every call, credentials or not. Each handler's
+decoder is wrapped to hand over a marker instead, which the handler answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from application.ports import RefusalObserver
+
+MALFORMED = "malformed_request"
+
+if TYPE_CHECKING:
+    Context = grpc.aio.ServicerContext[Any, Any]
+    Handler = grpc.RpcMethodHandler[Any, Any]
+    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
+else:
+    _Interceptor = grpc.aio.ServerInterceptor
+
+
+class _Undecodable:
+    __slots__ = ("problem",)
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+
+
+def _tolerant(decode: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def decode_or_mark(data: bytes) -> Any:
+        try:
+            return decode(data)
+        except DecodeError as error:
+            # protobuf's message names the type and the fault, never the bytes.
+            return _Undecodable(str(error))
+
+    return decode_or_mark
+
+
+class MalformedRequestGuard(_Interceptor):
+    """Answers an undecodable request body INVALID_ARGUMENT, with one short (rate-limited)
+    log line instead of a traceback. Placed innermost, so that authentication runs first."""
+
+    def __init__(self, refusals: RefusalObserver) -> None:
+        self._refusals = refusals
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        handler: Handler | None = await continuation(handler_call_details)
+        # Streamed requests decode message by message inside grpc's read loop; only unary
+        # requests (every method of the proxy's own service) are guarded here.
+        if handler is None or handler.request_deserializer is None or handler.request_streaming:
+            return handler  # type: ignore[return-value]
+        method: str = handler_call_details.method
+        known = self._wrapped.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapped = self._wrap(handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    async def _refuse(self, context: Context, request: _Undecodable) -> None:
+        message = f"the request body does not decode: {request.problem}"
+        self._refusals.call_refused(MALFORMED, context.peer(), message)
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+    def _wrap(self, handler: Handler) -> Handler:
+        decode = _tolerant(handler.request_deserializer)  # type: ignore[arg-type]
+        refuse = self._refuse
+        if handler.unary_unary is not None:
+            unary: Any = handler.unary_unary
+
+            async def guarded_unary(request: Any, context: Context) -> Any:
+                if isinstance(request, _Undecodable):
+                    await refuse(context, request)
+                return await unary(request, context)
+
+            return grpc.unary_unary_rpc_method_handler(
+                guarded_unary, decode, handler.response_serializer
+            )
+        streaming: Any = handler.unary_stream
+
+        async def guarded_stream(request: Any, context: Context) -> AsyncIterator[Any]:
+            if isinstance(request, _Undecodable):
+                await refuse(context, request)
+            async for response in streaming(request, context):
+                yield response
+
+        return grpc.unary_stream_rpc_method_handler(
+            guarded_stream, decode, handler.response_serializer
+        )
