@@ -30,11 +30,11 @@ async def _send(
     async with grpc.aio.insecure_channel(address) as channel:
         try:
             if method == STREAM:
-                call = channel.unary_stream(method)(body, metadata=metadata, timeout=10)
+                call = channel.unary_stream(method, None, None)(body, metadata=metadata, timeout=10)
                 async for _ in call:
                     pass
             else:
-                await channel.unary_unary(method)(body, metadata=metadata, timeout=10)
+                await channel.unary_unary(method, None, None)(body, metadata=metadata, timeout=10)
         except grpc.aio.AioRpcError as error:
             return error
     raise AssertionError("the call was not refused")
