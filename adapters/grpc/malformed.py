@@ -8,6 +8,7 @@ decoder is wrapped to hand over a marker instead, which the handler answers.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -90,6 +91,16 @@ class MalformedRequestGuard(_Interceptor):
                 guarded_unary, decode, handler.response_serializer
             )
         streaming: Any = handler.unary_stream
+        if not inspect.isasyncgenfunction(streaming):
+            # A stream written with context.write() (grpc's own health Watch), not yielded.
+            async def guarded_writer(request: Any, context: Context) -> Any:
+                if isinstance(request, _Undecodable):
+                    await refuse(context, request)
+                return await streaming(request, context)
+
+            return grpc.unary_stream_rpc_method_handler(
+                guarded_writer, decode, handler.response_serializer
+            )
 
         async def guarded_stream(request: Any, context: Context) -> AsyncIterator[Any]:
             if isinstance(request, _Undecodable):

@@ -156,7 +156,7 @@ async def test_crafted_bad_tokens_are_refused_on_every_method(
     assert chunks[-1].WhichOneof("chunk_type") == "complete"
     # Neither the tokens nor the secret ever reach the log.
     logged = "\n".join(f"{r.getMessage()} {getattr(r, 'fields', '')}" for r in caplog.records)
-    assert "unauthenticated call refused" in logged
+    assert "refused a call (unauthenticated)" in logged
     for _, token, _ in BAD_TOKENS:
         assert token not in logged
     assert valid_token().split(".")[2] not in logged

@@ -16,6 +16,7 @@ from tests.support.tokens import SECRET, bearer, claims, sign
 
 EXECUTE = "/vibectl.llm_proxy.VibectlLLMProxy/Execute"
 STREAM = "/vibectl.llm_proxy.VibectlLLMProxy/StreamExecute"
+HEALTH = "/grpc.health.v1.Health/Check"
 # Not a protobuf message: a field tag followed by a length far past the end.
 GARBAGE = b"\x0a\xff\xff\xff\xff\x0f"
 # A well-formed message whose string field holds invalid UTF-8.
@@ -91,11 +92,13 @@ async def test_a_malformed_body_without_authentication_is_one_short_line(tmp_pat
     with serve(config, tmp_path) as served:
         error = await _send(served.address, GARBAGE)
         stream_error = await _send(served.address, BAD_UTF8, method=STREAM)
+        health_error = await _send(served.address, GARBAGE, method=HEALTH)
         line = served.wait_for(lambda log: "refused a call (malformed_request)" in log)
         assert served.stop() == 0
 
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert stream_error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert health_error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "ExecuteRequest" in str(error.details())
     assert "Traceback" not in served.log
     assert " ERROR " not in served.log

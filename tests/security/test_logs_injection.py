@@ -82,4 +82,4 @@ async def test_a_key_id_or_model_name_cannot_forge_lines(tmp_path: Path) -> None
         log = server.wait_for(lambda log: "request_id=after" in log)
 
     _assert_clean(log)
-    assert "unauthenticated call refused" in log or "refused" in log
+    assert "refused a call (unauthenticated)" in log
