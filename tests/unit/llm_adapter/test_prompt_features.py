@@ -258,17 +258,16 @@ async def test_a_request_without_tools_never_reports_tool_calls(gateway: LlmGate
     assert output.tool_calls == ()
 
 
+# A question, the model's call for a tool, and the client's result for it.
+TOOL_EXCHANGE = (
+    Message.of_text(Role.USER, "What is 2 + 3?"),
+    Message(Role.ASSISTANT, (ToolCall("add", {"a": 2, "b": 3}, "tc_1"),)),
+    Message(Role.TOOL, (ToolResult("tc_1", "add", "5"),)),
+)
+
+
 async def test_tool_results_go_back_to_the_model_with_the_history(gateway: LlmGateway) -> None:
-    asked = ToolCall("add", {"a": 2, "b": 3}, "tc_1")
-    call = ModelInvocation(
-        "echo",
-        (
-            Message.of_text(Role.USER, "What is 2 + 3?"),
-            Message(Role.ASSISTANT, (asked,)),
-            Message(Role.TOOL, (ToolResult("tc_1", "add", "5"),)),
-        ),
-        tools=(ADD,),
-    )
+    call = ModelInvocation("echo", TOOL_EXCHANGE, tools=(ADD,))
 
     seen = json.loads((await gateway.complete(call)).text)
 
@@ -329,15 +328,9 @@ def test_the_catalog_describes_what_each_model_can_do(registry: LlmModelRegistry
 
 
 async def test_tool_results_and_a_new_question_make_one_turn(gateway: LlmGateway) -> None:
-    asked = ToolCall("add", {"a": 2, "b": 3}, "tc_1")
     call = ModelInvocation(
         "echo",
-        (
-            Message.of_text(Role.USER, "What is 2 + 3?"),
-            Message(Role.ASSISTANT, (asked,)),
-            Message(Role.TOOL, (ToolResult("tc_1", "add", "5"),)),
-            Message.of_text(Role.USER, "Thanks. Now say it in words."),
-        ),
+        (*TOOL_EXCHANGE, Message.of_text(Role.USER, "Thanks. Now say it in words.")),
         tools=(ADD,),
     )
 
@@ -353,9 +346,7 @@ async def test_a_finished_tool_exchange_is_history_with_its_results(gateway: Llm
     call = ModelInvocation(
         "scripted",
         (
-            Message.of_text(Role.USER, "What is 2 + 3?"),
-            Message(Role.ASSISTANT, (ToolCall("add", {"a": 2, "b": 3}, "tc_1"),)),
-            Message(Role.TOOL, (ToolResult("tc_1", "add", "5"),)),
+            *TOOL_EXCHANGE,
             Message.of_text(Role.ASSISTANT, "It is 5."),
             Message.of_text(Role.USER, final),
         ),
