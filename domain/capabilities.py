@@ -38,7 +38,7 @@ def check_supported(
                 f"attachment {index + 1} is {attachment.media_type!r}; model {name!r} accepts "
                 f"{', '.join(sorted(model.attachment_types))}"
             )
-    if request.has_history() and not model.supports_conversation:
+    if not model.supports_conversation and request.has_history():
         raise NotSupportedByModel(
             f"model {name!r} cannot continue a conversation: send one user turn (with a system "
             f"message if needed). Served models that can: {_able(others, _conversation)}"

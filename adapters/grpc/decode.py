@@ -73,7 +73,11 @@ def to_prompt_request(message: pb.ExecuteRequest) -> PromptRequest:
             model=model,
             options=_options(message.options),
             schema=_schema(message),
-            tools=tuple(_tool(index, tool) for index, tool in enumerate(message.tools)),
+            tools=(
+                tuple([_tool(index, tool) for index, tool in enumerate(message.tools)])
+                if message.tools
+                else ()
+            ),
             request_id=message.request_id,
         )
     except _Undecodable as undecodable:
@@ -99,11 +103,9 @@ def _identifier(field: str, value: str | None) -> MalformedCall | None:
 
 
 def _messages(message: pb.ExecuteRequest) -> tuple[Message, ...]:
-    if not (
-        message.messages
-        or message.attachments
-        or any(fragment.strip() for fragment in message.user_fragments)
-    ):
+    # Each read of a repeated field builds a new wrapper: read each once (hot path).
+    chat, user, attached = message.messages, message.user_fragments, message.attachments
+    if not (chat or attached or any(map(str.strip, user))):
         # Said in this protocol's terms; the domain's own check names no wire field.
         raise _Undecodable(
             EmptyRequest(
@@ -111,14 +113,19 @@ def _messages(message: pb.ExecuteRequest) -> tuple[Message, ...]:
                 "(or send the conversation in messages)"
             )
         )
+    system = message.system_fragments
+    if not (chat or attached or system):
+        # The original protocol's whole request: one user turn.
+        return (Message.of_text(Role.USER, *user),)
     messages: list[Message] = []
-    if message.system_fragments:
-        messages.append(Message.of_text(Role.SYSTEM, *message.system_fragments))
-    messages.extend(_message(index, each) for index, each in enumerate(message.messages))
-    if message.user_fragments:
-        messages.append(Message.of_text(Role.USER, *message.user_fragments))
-    if message.attachments:
-        attachments = tuple(_attachment(each) for each in message.attachments)
+    if system:
+        messages.append(Message.of_text(Role.SYSTEM, *system))
+    if chat:
+        messages.extend([_message(index, each) for index, each in enumerate(chat)])
+    if user:
+        messages.append(Message.of_text(Role.USER, *user))
+    if attached:
+        attachments = tuple([_attachment(each) for each in attached])
         if messages and messages[-1].role is Role.USER:
             last = messages.pop()
             messages.append(Message(Role.USER, last.parts + attachments))
