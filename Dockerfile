@@ -6,6 +6,7 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 # Dependencies first, so that a code change does not reinstall them.
 COPY pyproject.toml README.md ./
+COPY client ./client
 COPY domain ./domain
 COPY application ./application
 COPY adapters ./adapters
@@ -13,7 +14,7 @@ COPY infrastructure ./infrastructure
 # The tracing extra is small and lets operators turn tracing on by configuration alone.
 RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip install --upgrade pip \
-    && /opt/venv/bin/pip install '.[tracing]'
+    && /opt/venv/bin/pip install ./client '.[tracing]'
 
 FROM python:3.11-slim
 # A fixed numeric id so that Kubernetes' runAsNonRoot can check it without a passwd lookup.

@@ -8,10 +8,11 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# The client is its own distribution (client/); named together, pip takes it from here, not PyPI.
+$(VENV)/.installed: pyproject.toml client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e ./client -e '.[dev]'
 	touch $@
 
 ## Start the server on 127.0.0.1:50051 serving the offline models (echo, markov).

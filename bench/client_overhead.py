@@ -21,9 +21,9 @@ from multiprocessing.connection import Connection
 import grpc
 import grpc.aio
 
-from adapters.grpc.client import AsyncProxyClient, ProxyClient
-from adapters.grpc.generated import llm_proxy_pb2 as pb
-from adapters.grpc.generated import llm_proxy_pb2_grpc as pb_grpc
+from llm_proxy_client import AsyncProxyClient, ProxyClient
+from llm_proxy_client.generated import llm_proxy_pb2 as pb
+from llm_proxy_client.generated import llm_proxy_pb2_grpc as pb_grpc
 
 METRICS = pb.ExecutionMetrics(duration_ms=1, input_tokens=2, output_tokens=3, total_tokens=5)
 TEXT = "the quick brown fox jumps over the lazy dog " * 4

@@ -18,8 +18,8 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from adapters.grpc.generated import llm_proxy_pb2 as pb
-from adapters.grpc.generated import llm_proxy_pb2_grpc as pb_grpc
+from llm_proxy_client.generated import llm_proxy_pb2 as pb
+from llm_proxy_client.generated import llm_proxy_pb2_grpc as pb_grpc
 
 MODEL = "floor"
 # The same size as what the echo model answers to "hello", so both put the same bytes on the wire.

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Each step adds to the previous ones, so its RSS delta is what it brings that nothing earlier did.
 STEPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("grpc", ("grpc", "grpc.aio")),
-    ("protobuf + generated code", ("adapters.grpc.generated.llm_proxy_pb2_grpc",)),
+    ("protobuf + generated code", ("llm_proxy_client.generated.llm_proxy_pb2_grpc",)),
     ("llm", ("llm",)),
     ("llm plugins loaded", ()),
     ("proxy (cli, config, container, servicer)", ("infrastructure.cli",)),

@@ -23,9 +23,9 @@ from typing import Any, Literal
 
 import grpc
 
-from adapters.grpc.generated import llm_proxy_pb2 as pb
-from adapters.grpc.generated import llm_proxy_pb2_grpc as pb_grpc
 from bench import procinfo
+from llm_proxy_client.generated import llm_proxy_pb2 as pb
+from llm_proxy_client.generated import llm_proxy_pb2_grpc as pb_grpc
 
 Mode = Literal["unary", "stream", "info"]
 # A distinct subchannel pool per channel gives each channel its own TCP connection; by default

@@ -15,9 +15,9 @@ from typing import IO
 
 import grpc
 
-from adapters.grpc.generated import llm_proxy_pb2 as pb
-from adapters.grpc.generated import llm_proxy_pb2_grpc as pb_grpc
 from bench import procinfo
+from llm_proxy_client.generated import llm_proxy_pb2 as pb
+from llm_proxy_client.generated import llm_proxy_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"

@@ -27,8 +27,8 @@ from pathlib import Path
 import grpc
 
 from adapters.auth import SigningKey, issue_token
-from adapters.grpc.generated import llm_proxy_pb2 as pb
-from adapters.grpc.generated import llm_proxy_pb2_grpc as pb_grpc
+from llm_proxy_client.generated import llm_proxy_pb2 as pb
+from llm_proxy_client.generated import llm_proxy_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parents[1]
 LISTENING = re.compile(r"listening on [\d.]+:(\d+)")

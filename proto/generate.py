@@ -1,4 +1,4 @@
-"""Regenerate the protocol's Python code and type stubs into adapters/grpc/generated/.
+"""Regenerate the protocol's Python code and type stubs into client/llm_proxy_client/generated/.
 
 Run through `make proto`; `make proto-check` regenerates into a scratch folder and fails
 if the committed files differ, so a stale checkout cannot pass CI.
@@ -19,7 +19,7 @@ from grpc_tools import protoc
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = ROOT / "proto"
 PROTO_FILE = "llm_proxy.proto"
-TARGET = ROOT / "adapters" / "grpc" / "generated"
+TARGET = ROOT / "client" / "llm_proxy_client" / "generated"
 # protoc writes absolute imports ("import llm_proxy_pb2"); the package needs relative ones.
 _ABSOLUTE_IMPORT = re.compile(r"^import llm_proxy_pb2", re.MULTILINE)
 

@@ -13,7 +13,6 @@ import json
 import math
 from typing import Any
 
-from adapters.grpc.generated import llm_proxy_pb2 as pb
 from domain.errors import (
     EmptyRequest,
     InvalidOptions,
@@ -36,6 +35,7 @@ from domain.request import (
     ToolResult,
     check_schema,
 )
+from llm_proxy_client.generated import llm_proxy_pb2 as pb
 
 # Longer ids are not identifiers but payloads; refusing them keeps logs and replies bounded.
 MAX_IDENTIFIER_LENGTH = 256

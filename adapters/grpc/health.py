@@ -8,7 +8,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import SERVICE_NAME as HEALTH_SERVICE_NAME
 from grpc_reflection.v1alpha import reflection
 
-from adapters.grpc.generated import llm_proxy_pb2 as pb
+from llm_proxy_client.generated import llm_proxy_pb2 as pb
 
 PROXY_SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["VibectlLLMProxy"].full_name
 # "" is the whole server, as load balancers and Kubernetes probes ask by default.

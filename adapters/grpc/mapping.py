@@ -6,13 +6,13 @@ import json
 import math
 
 from adapters.grpc import decode
-from adapters.grpc.generated import llm_proxy_pb2 as pb
 from application.describe_server import ServerDescription
 from domain.answer import Answer, StreamFinished
 from domain.catalog import ModelDescription
 from domain.errors import ProxyError
 from domain.request import PromptRequest, ToolCall
 from domain.usage import ExecutionMetrics
+from llm_proxy_client.generated import llm_proxy_pb2 as pb
 
 # Counts and limits are int32 on the wire; the domain and the config allow any int.
 _INT32_MAX = 2**31 - 1

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import grpc
 
-from adapters.grpc.generated import llm_proxy_pb2_grpc as pb_grpc
 from adapters.grpc.health import GrpcHealth, enable_reflection
 from adapters.grpc.servicer import ProxyServicer
+from llm_proxy_client.generated import llm_proxy_pb2_grpc as pb_grpc
 
 MAX_PENDING_CALLS = 16_384
 

@@ -8,8 +8,6 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 
 from adapters.grpc import mapping
-from adapters.grpc.generated import llm_proxy_pb2 as pb
-from adapters.grpc.generated import llm_proxy_pb2_grpc as pb_grpc
 from adapters.grpc.read_watch import ReadWatch
 from application.describe_server import DescribeServer
 from application.execute_prompt import ExecutePrompt
@@ -18,6 +16,8 @@ from domain.answer import Answer, Failure, StreamFinished, TextChunk
 from domain.errors import MalformedCall, PermissionDenied, RateLimited
 from domain.principal import ANONYMOUS, CallContext, Principal
 from domain.request import ToolCall
+from llm_proxy_client.generated import llm_proxy_pb2 as pb
+from llm_proxy_client.generated import llm_proxy_pb2_grpc as pb_grpc
 
 log = logging.getLogger("llm_proxy.grpc")
 

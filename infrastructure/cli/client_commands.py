@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
-from adapters.grpc.client import (
+from llm_proxy_client import (
     DEFAULT_URL,
     AuthenticationError,
     ConfigurationError,

@@ -9,10 +9,10 @@ from typing import Any
 import grpc
 import pytest
 
-from adapters.grpc.generated import llm_proxy_pb2_grpc as pb_grpc
 from infrastructure.config.loader import deep_merge, validate
 from infrastructure.container import Container
 from infrastructure.server_runner import RunningServer, build_container, start
+from llm_proxy_client.generated import llm_proxy_pb2_grpc as pb_grpc
 
 SCRIPTED_PLUGIN = "tests.support.scripted_models"
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 
-from adapters.grpc.generated import llm_proxy_pb2 as pb
+from llm_proxy_client.generated import llm_proxy_pb2 as pb
 
 
 def script(**steps: Any) -> str:

@@ -11,9 +11,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from adapters.grpc.generated import llm_proxy_pb2 as pb
 from infrastructure.config.loader import deep_merge, validate
 from infrastructure.security import AuthReload
+from llm_proxy_client.generated import llm_proxy_pb2 as pb
 from tests.integration.conftest import BASE_CONFIG, Proxy, ProxyFactory
 from tests.integration.helpers import collect, request
 from tests.support.tokens import (

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from adapters.grpc.client import (
+from llm_proxy_client import (
     AsyncProxyClient,
     InvalidRequestError,
     ModelNotFoundError,

@@ -15,7 +15,7 @@ from pathlib import Path
 import llm
 import pytest
 
-from adapters.grpc import llm_plugin
+from llm_proxy_client import llm_plugin
 from tests.integration.conftest import Proxy, ProxyFactory
 from tests.integration.helpers import script
 from tests.support.fake_proxy import free_port

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.grpc.client import AsyncProxyClient, ProxyClient, UnavailableError
+from llm_proxy_client import AsyncProxyClient, ProxyClient, UnavailableError
 from tests.integration.conftest import Proxy, ProxyFactory
 from tests.support.certs import Pki, make_pki
 

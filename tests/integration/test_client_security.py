@@ -9,7 +9,7 @@ from pathlib import Path
 import jwt
 import pytest
 
-from adapters.grpc.client import (
+from llm_proxy_client import (
     AsyncProxyClient,
     AuthenticationError,
     ModelNotFoundError,

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from adapters.grpc.generated import llm_proxy_pb2 as pb
+from llm_proxy_client.generated import llm_proxy_pb2 as pb
 from tests.integration.conftest import Proxy, ProxyFactory
 from tests.integration.helpers import request, script
 

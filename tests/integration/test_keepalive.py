@@ -13,8 +13,8 @@ import asyncio
 import grpc
 import pytest
 
-from adapters.grpc.generated import llm_proxy_pb2 as pb
-from adapters.grpc.generated import llm_proxy_pb2_grpc as pb_grpc
+from llm_proxy_client.generated import llm_proxy_pb2 as pb
+from llm_proxy_client.generated import llm_proxy_pb2_grpc as pb_grpc
 from tests.integration.conftest import ProxyFactory
 
 PINGING_CLIENT = [

@@ -319,7 +319,7 @@ async def test_health_command_exits_zero_only_while_serving(start_proxy: ProxyFa
 
 _SERVE_ONCE = """
 import asyncio, sys
-from adapters.grpc.generated import llm_proxy_pb2 as pb, llm_proxy_pb2_grpc as pb_grpc
+from llm_proxy_client.generated import llm_proxy_pb2 as pb, llm_proxy_pb2_grpc as pb_grpc
 import grpc
 from infrastructure.config.loader import validate
 from infrastructure.server_runner import build_container, start

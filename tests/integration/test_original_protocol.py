@@ -18,7 +18,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.unknown_fields import UnknownFieldSet
 from grpc_tools import protoc  # type: ignore[import-untyped]
 
-from adapters.grpc.generated import llm_proxy_pb2 as pb
+from llm_proxy_client.generated import llm_proxy_pb2 as pb
 from tests.integration.conftest import Proxy
 
 ORIGINAL = Path(__file__).resolve().parents[1] / "support" / "original_protocol"

@@ -14,8 +14,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from adapters.grpc.generated import llm_proxy_pb2 as pb
-from adapters.grpc.generated import llm_proxy_pb2_grpc as pb_grpc
+from llm_proxy_client.generated import llm_proxy_pb2 as pb
+from llm_proxy_client.generated import llm_proxy_pb2_grpc as pb_grpc
 from tests.integration.helpers import read_chunk, request, script
 
 ROOT = Path(__file__).resolve().parents[2]

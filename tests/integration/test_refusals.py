@@ -18,8 +18,8 @@ from typing import Any
 import grpc
 import pytest
 
-from adapters.grpc.generated import llm_proxy_pb2 as pb
 from infrastructure.log import REQUEST_LOGGER
+from llm_proxy_client.generated import llm_proxy_pb2 as pb
 from tests.integration.conftest import Proxy, ProxyFactory
 from tests.integration.helpers import collect, read_chunk, request, sample, scrape, script
 from tests.support.tokens import SECRET, bearer, claims, sign

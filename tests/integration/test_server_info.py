@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from adapters.grpc.generated import llm_proxy_pb2 as pb
+from llm_proxy_client.generated import llm_proxy_pb2 as pb
 from tests.integration.conftest import ProxyFactory
 
 

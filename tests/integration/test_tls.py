@@ -13,9 +13,9 @@ from typing import Any
 import grpc
 import pytest
 
-from adapters.grpc.generated import llm_proxy_pb2_grpc as pb_grpc
 from infrastructure.config.loader import deep_merge, validate
 from infrastructure.security import TlsCredentials
+from llm_proxy_client.generated import llm_proxy_pb2_grpc as pb_grpc
 from tests.integration.conftest import BASE_CONFIG, Proxy, ProxyFactory
 from tests.integration.helpers import read_chunk, request, script
 from tests.support.certs import Pki, make_pki

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import grpc
 import grpc.aio
 
-from adapters.grpc.generated import llm_proxy_pb2 as pb
-from adapters.grpc.generated import llm_proxy_pb2_grpc as pb_grpc
+from llm_proxy_client.generated import llm_proxy_pb2 as pb
+from llm_proxy_client.generated import llm_proxy_pb2_grpc as pb_grpc
 
 Context = grpc.aio.ServicerContext[object, object]
 ExecuteHandler = Callable[[pb.ExecuteRequest, Context], Awaitable[pb.ExecuteResponse]]

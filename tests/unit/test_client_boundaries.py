@@ -1,5 +1,5 @@
-"""The client ships to other programs: it may use the generated protocol code, grpc and the
-standard library, never the server's own modules."""
+"""The client ships to other programs as its own distribution: it may use its generated protocol
+code, grpc, protobuf and the standard library (its plugin also llm), never the server's modules."""
 
 from __future__ import annotations
 
@@ -10,11 +10,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-CLIENT_FILES = [
-    *sorted((ROOT / "adapters/grpc/client").glob("*.py")),
-    ROOT / "adapters/grpc/llm_plugin.py",
-]
-ALLOWED_PREFIXES = ("adapters.grpc.client", "adapters.grpc.generated", "grpc", "llm")
+PACKAGE = ROOT / "client" / "llm_proxy_client"
+PLUGIN = PACKAGE / "llm_plugin.py"
+CLIENT_FILES = [*sorted(p for p in PACKAGE.glob("*.py") if p != PLUGIN), PLUGIN]
+ALLOWED_PREFIXES = ("llm_proxy_client", "grpc", "google.protobuf", "llm")
 
 
 def imported_modules(path: Path) -> set[str]:

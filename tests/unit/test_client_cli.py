@@ -11,8 +11,8 @@ import grpc
 import pytest
 from click.testing import CliRunner
 
-from adapters.grpc.generated import llm_proxy_pb2 as pb
 from infrastructure.cli import main
+from llm_proxy_client.generated import llm_proxy_pb2 as pb
 from tests.support.fake_proxy import Context, FakeProxy, StreamHandler, free_port
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from adapters.grpc.client import (
+from llm_proxy_client import (
     AuthenticationError,
     ConfigurationError,
     ConnectionSettings,
@@ -27,9 +27,9 @@ from adapters.grpc.client import (
     UpstreamError,
     parse_server_url,
 )
-from adapters.grpc.client import _protocol as proto
-from adapters.grpc.client.connection import Attempts
-from adapters.grpc.generated import llm_proxy_pb2 as pb
+from llm_proxy_client import _protocol as proto
+from llm_proxy_client.connection import Attempts
+from llm_proxy_client.generated import llm_proxy_pb2 as pb
 
 
 @pytest.mark.parametrize(

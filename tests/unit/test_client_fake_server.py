@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from adapters.grpc.client import (
+from llm_proxy_client import (
     AsyncProxyClient,
     AuthenticationError,
     InvalidRequestError,
@@ -26,7 +26,7 @@ from adapters.grpc.client import (
     UnavailableError,
     UpstreamError,
 )
-from adapters.grpc.generated import llm_proxy_pb2 as pb
+from llm_proxy_client.generated import llm_proxy_pb2 as pb
 from tests.support.certs import make_certs
 from tests.support.fake_proxy import Context, ExecuteHandler, FakeProxy, free_port, metrics
 

@@ -9,7 +9,6 @@ from typing import Literal
 import pytest
 
 from adapters.grpc import mapping
-from adapters.grpc.generated import llm_proxy_pb2 as pb
 from application.describe_server import ServerDescription
 from domain.answer import Answer, FinishReason, StreamFinished
 from domain.catalog import OptionSpec
@@ -25,6 +24,7 @@ from domain.request import (
     ToolResult,
 )
 from domain.usage import ExecutionMetrics, Usage
+from llm_proxy_client.generated import llm_proxy_pb2 as pb
 from tests.unit.fakes import model
 
 INT32_MAX = 2**31 - 1

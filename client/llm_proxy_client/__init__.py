@@ -4,8 +4,8 @@
 ...     print(client.execute("hi", model="echo").text)
 """
 
-from adapters.grpc.client.aio import AsyncProxyClient, AsyncTextStream
-from adapters.grpc.client.connection import (
+from llm_proxy_client.aio import AsyncProxyClient, AsyncTextStream
+from llm_proxy_client.connection import (
     DEFAULT_URL,
     NO_RETRY,
     ConnectionSettings,
@@ -13,7 +13,7 @@ from adapters.grpc.client.connection import (
     ServerAddress,
     parse_server_url,
 )
-from adapters.grpc.client.errors import (
+from llm_proxy_client.errors import (
     AuthenticationError,
     ConfigurationError,
     InvalidRequestError,
@@ -30,8 +30,8 @@ from adapters.grpc.client.errors import (
     UnavailableError,
     UpstreamError,
 )
-from adapters.grpc.client.sync import ProxyClient, TextStream
-from adapters.grpc.client.types import (
+from llm_proxy_client.sync import ProxyClient, TextStream
+from llm_proxy_client.types import (
     ExecuteResult,
     Metrics,
     ModelInfo,

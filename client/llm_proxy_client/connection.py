@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlsplit
 
 import grpc
 
-from adapters.grpc.client.errors import ConfigurationError, ProxyTimeoutError
+from llm_proxy_client.errors import ConfigurationError, ProxyTimeoutError
 
 DEFAULT_URL = "llm-proxy+insecure://127.0.0.1:50051"
 DEFAULT_PORT = 50051

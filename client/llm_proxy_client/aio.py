@@ -11,12 +11,12 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 
-from adapters.grpc.client import _protocol as proto
-from adapters.grpc.client._base import ClientBase, StreamBase
-from adapters.grpc.client.connection import Attempts
-from adapters.grpc.client.types import ExecuteResult, ModelInfo, ServerInfo
-from adapters.grpc.generated import llm_proxy_pb2 as pb
-from adapters.grpc.generated import llm_proxy_pb2_grpc as pb_grpc
+from llm_proxy_client import _protocol as proto
+from llm_proxy_client._base import ClientBase, StreamBase
+from llm_proxy_client.connection import Attempts
+from llm_proxy_client.generated import llm_proxy_pb2 as pb
+from llm_proxy_client.generated import llm_proxy_pb2_grpc as pb_grpc
+from llm_proxy_client.types import ExecuteResult, ModelInfo, ServerInfo
 
 T = TypeVar("T")
 

@@ -19,7 +19,7 @@ from typing import TypedDict
 import llm
 from llm.models import AsyncConversation, AsyncResponse, Conversation, Prompt, Response
 
-from adapters.grpc.client import (
+from llm_proxy_client import (
     NO_RETRY,
     AsyncProxyClient,
     ExecuteResult,
@@ -28,7 +28,7 @@ from adapters.grpc.client import (
     ProxyClientError,
     ServerInfo,
 )
-from adapters.grpc.client.connection import URL_ENV
+from llm_proxy_client.connection import URL_ENV
 
 PREFIX = "proxy/"
 LIST_TIMEOUT_ENV = "LLM_PROXY_LIST_TIMEOUT"

@@ -13,15 +13,15 @@ from typing import cast
 
 import grpc
 
-from adapters.grpc.client import errors
-from adapters.grpc.client.types import (
+from llm_proxy_client import errors
+from llm_proxy_client.generated import llm_proxy_pb2 as pb
+from llm_proxy_client.types import (
     ExecuteResult,
     Metrics,
     ModelInfo,
     ServerInfo,
     ServerLimits,
 )
-from adapters.grpc.generated import llm_proxy_pb2 as pb
 
 Prompt = str | Sequence[str]
 Schema = str | Mapping[str, object]

@@ -14,11 +14,11 @@ from typing import Generic, TypeVar
 
 import grpc
 
-from adapters.grpc.client import _protocol as proto
-from adapters.grpc.client.connection import Attempts, ConnectionSettings, RetryPolicy
-from adapters.grpc.client.errors import ProxyClientError, StreamInterruptedError
-from adapters.grpc.client.types import ServerInfo
-from adapters.grpc.generated import llm_proxy_pb2 as pb
+from llm_proxy_client import _protocol as proto
+from llm_proxy_client.connection import Attempts, ConnectionSettings, RetryPolicy
+from llm_proxy_client.errors import ProxyClientError, StreamInterruptedError
+from llm_proxy_client.generated import llm_proxy_pb2 as pb
+from llm_proxy_client.types import ServerInfo
 
 DEFAULT_TIMEOUT = 120.0
 DEFAULT_SERVER_INFO_TTL = 60.0

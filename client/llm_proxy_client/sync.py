@@ -10,17 +10,17 @@ from typing import TypeVar
 
 import grpc
 
-from adapters.grpc.client import _protocol as proto
-from adapters.grpc.client._base import (
+from llm_proxy_client import _protocol as proto
+from llm_proxy_client._base import (
     DEFAULT_SERVER_INFO_TTL,
     DEFAULT_TIMEOUT,
     ClientBase,
     StreamBase,
 )
-from adapters.grpc.client.connection import Attempts
-from adapters.grpc.client.types import ExecuteResult, ModelInfo, ServerInfo
-from adapters.grpc.generated import llm_proxy_pb2 as pb
-from adapters.grpc.generated import llm_proxy_pb2_grpc as pb_grpc
+from llm_proxy_client.connection import Attempts
+from llm_proxy_client.generated import llm_proxy_pb2 as pb
+from llm_proxy_client.generated import llm_proxy_pb2_grpc as pb_grpc
+from llm_proxy_client.types import ExecuteResult, ModelInfo, ServerInfo
 
 __all__ = ["DEFAULT_SERVER_INFO_TTL", "DEFAULT_TIMEOUT", "ProxyClient", "TextStream"]
 
