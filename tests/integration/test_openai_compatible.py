@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from adapters.grpc.generated import llm_proxy_pb2 as pb
+from llm_proxy_client.generated import llm_proxy_pb2 as pb
 from tests.integration.conftest import ProxyFactory
 from tests.integration.helpers import collect, kinds, request
 from tests.support.openai_standin import StandIn, running_standin

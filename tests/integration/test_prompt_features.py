@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from adapters.grpc.generated import llm_proxy_pb2 as pb
+from llm_proxy_client.generated import llm_proxy_pb2 as pb
 from tests.integration.conftest import Proxy, ProxyFactory
 from tests.integration.helpers import collect, kinds, script
 from tests.integration.test_refusals import (
