@@ -23,7 +23,7 @@ from packaging.utils import canonicalize_name
 
 def closure(names: Iterable[str]) -> set[str]:
     """The distributions `names` need at run time (extras not requested are left out)."""
-    environment: dict[str, str] = dict(default_environment())
+    environment = {key: str(value) for key, value in default_environment().items()}
     seen: set[str] = set()
     pending = [Requirement(name) for name in names]
     while pending:
