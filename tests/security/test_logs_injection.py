@@ -9,7 +9,7 @@ from pathlib import Path
 
 import grpc
 
-from adapters.grpc.generated import llm_proxy_pb2_grpc as pb_grpc
+from llm_proxy_client.generated import llm_proxy_pb2_grpc as pb_grpc
 from tests.integration.helpers import request
 from tests.security.served import serve
 from tests.support.tokens import SECRET, bearer, claims, raw_token, sign

@@ -14,8 +14,8 @@ import grpc
 import pytest
 
 from adapters.grpc.decode import MAX_JSON_CHARS, MAX_JSON_DEPTH
-from adapters.grpc.generated import llm_proxy_pb2 as pb
-from adapters.grpc.generated import llm_proxy_pb2_grpc as pb_grpc
+from llm_proxy_client.generated import llm_proxy_pb2 as pb
+from llm_proxy_client.generated import llm_proxy_pb2_grpc as pb_grpc
 from tests.integration.helpers import collect, request
 from tests.security.served import Served, serve
 from tests.support.tokens import SECRET, bearer, claims, sign
