@@ -10,7 +10,7 @@ from pathlib import Path
 
 import grpc
 
-from adapters.grpc.generated import llm_proxy_pb2_grpc as pb_grpc
+from llm_proxy_client.generated import llm_proxy_pb2_grpc as pb_grpc
 from tests.integration.conftest import ProxyFactory
 from tests.integration.helpers import collect, request, script
 from tests.security.h2client import RawConnection
