@@ -23,9 +23,9 @@ from pathlib import Path
 
 import grpc
 
-from adapters.grpc.generated import llm_proxy_pb2 as pb
-from adapters.grpc.generated import llm_proxy_pb2_grpc as pb_grpc
 from bench.procinfo import rss_kb
+from llm_proxy_client.generated import llm_proxy_pb2 as pb
+from llm_proxy_client.generated import llm_proxy_pb2_grpc as pb_grpc
 from tests.support.stalled_h2 import StalledClient
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from adapters.grpc.generated import llm_proxy_pb2 as pb
-from adapters.grpc.generated import llm_proxy_pb2_grpc as pb_grpc
+from llm_proxy_client.generated import llm_proxy_pb2 as pb
+from llm_proxy_client.generated import llm_proxy_pb2_grpc as pb_grpc
 from tests.security.served import SCRIPTED_PLUGIN, Served, serve
 
 FORGED = "2026-01-01 00:00:00,000 WARNING llm_proxy.auth: forged by a client"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import grpc
 
-from adapters.grpc.generated import llm_proxy_pb2 as pb
+from llm_proxy_client.generated import llm_proxy_pb2 as pb
 from tests.security.served import serve
 from tests.support.tokens import SECRET, bearer, claims, sign
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from adapters.grpc.generated import llm_proxy_pb2 as pb
-from adapters.grpc.generated import llm_proxy_pb2_grpc as pb_grpc
+from llm_proxy_client.generated import llm_proxy_pb2 as pb
+from llm_proxy_client.generated import llm_proxy_pb2_grpc as pb_grpc
 from tests.integration.helpers import sample, scrape
 from tests.security.served import SCRIPTED_PLUGIN, Served, serve
 from tests.support.stalled_h2 import StalledClient

@@ -20,7 +20,7 @@ import h2.connection
 import h2.events
 import h2.settings
 
-from adapters.grpc.generated import llm_proxy_pb2 as pb
+from llm_proxy_client.generated import llm_proxy_pb2 as pb
 
 STREAM_PATH = "/vibectl.llm_proxy.VibectlLLMProxy/StreamExecute"
 
