@@ -27,6 +27,7 @@ from bench.procinfo import rss_kb
 from llm_proxy_client.generated import llm_proxy_pb2 as pb
 from llm_proxy_client.generated import llm_proxy_pb2_grpc as pb_grpc
 from tests.support.stalled_h2 import StalledClient
+from tests.support.tokens import SECRET, claims, sign
 
 ROOT = Path(__file__).resolve().parents[1]
 LISTENING = re.compile(r"listening on [\d.]+:(\d+)")
@@ -36,6 +37,11 @@ IN_FLIGHT = re.compile(r'llm_proxy_in_flight_requests\{method="stream",transport
 
 def _answer_script(kb: int) -> str:
     return json.dumps({"script": {"chunks": ["x" * 1024], "repeat": kb}})
+
+
+def _bearer(subject: str) -> tuple[str, str]:
+    """Attacker and honest caller are different subjects, as they would be in real life."""
+    return ("authorization", "Bearer " + sign(claims(subject), SECRET, kid="bench"))
 
 
 def _in_flight(metrics_port: int) -> float:
@@ -50,7 +56,9 @@ async def _honest_call(port: int) -> str:
         stub = pb_grpc.VibectlLLMProxyStub(channel)
         try:
             reply = await stub.Execute(
-                pb.ExecuteRequest(user_fragments=["hi"], model_name="echo"), timeout=5
+                pb.ExecuteRequest(user_fragments=["hi"], model_name="echo"),
+                timeout=5,
+                metadata=(_bearer("honest"),),
             )
         except grpc.aio.AioRpcError as error:
             return error.code().name
@@ -68,7 +76,7 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
         config.write_text(
             "server:\n  port: 0\n  grace_period_seconds: 1\n"
             "models:\n  plugin_modules: [tests.support.scripted_models]\n"
-            "auth:\n  enabled: false\n"
+            "auth:\n  enabled: true\n  keys: [{id: bench, secret: " + SECRET + "}]\n"
             "metrics:\n  enabled: true\n  port: 0\n"
             "logging:\n  level: INFO\n"
             "limits:\n" + "\n".join(limits) + "\n"
@@ -107,7 +115,10 @@ def _run(args: argparse.Namespace, pid: int, port: int, metrics_port: int) -> di
     asyncio.run(_honest_call(port))
     time.sleep(0.5)
     rss_before = rss_kb(pid)
-    clients = [StalledClient("127.0.0.1", port).connect() for _ in range(args.connections)]
+    attacker = (_bearer("attacker"),)
+    clients = [
+        StalledClient("127.0.0.1", port, attacker).connect() for _ in range(args.connections)
+    ]
     opened_at = time.monotonic()
     for index in range(args.streams):
         clients[index % len(clients)].open(message)

@@ -41,9 +41,9 @@ from infrastructure.reload import (
     SettingsLoader,
 )
 from infrastructure.runtime import (
+    RandomRequestIds,
     ReloadablePolicy,
     SystemClock,
-    UuidRequestIds,
     policy_from,
     server_version,
 )
@@ -53,7 +53,7 @@ class Container(containers.DeclarativeContainer):
     settings = providers.Dependency(instance_of=Settings)
 
     clock = providers.Singleton(SystemClock)
-    request_ids = providers.Singleton(UuidRequestIds)
+    request_ids = providers.Singleton(RandomRequestIds)
     version = providers.Object(server_version())
     policy = providers.Singleton(
         ReloadablePolicy, providers.Callable(policy_from, settings, version)

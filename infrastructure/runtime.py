@@ -19,9 +19,10 @@ class SystemClock:
         return time.monotonic()
 
 
-class UuidRequestIds:
-    """Random 128-bit ids in uuid4's hex form. Ids must be unique, not unguessable, so the
-    process's PRNG serves instead of a system call per request."""
+class RandomRequestIds:
+    """Random 128-bit ids as 32 hex digits (not UUIDs: no version or variant bits). Ids must
+    be unique, not unguessable, so the process's PRNG serves instead of a system call per
+    request."""
 
     def __init__(self) -> None:
         self._random = random.Random()  # noqa: S311 - uniqueness, not secrecy

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 
 import llm
 
@@ -32,6 +33,7 @@ class LlmModelRegistry:
         self._aliases = dict(aliases or {})
         self._default_model = default_model
         self._discovered: tuple[DiscoveredModel, ...] | None = None
+        self._offered: Mapping[str, DiscoveredModel] = {}
         self._snapshot: Snapshot | None = None
         # Serialises rebuilds only; readers take the current reference without locking.
         self._rebuild = threading.Lock()
@@ -44,6 +46,7 @@ class LlmModelRegistry:
                 discovered, self._serve, self._aliases, self._default_model
             )
             self._discovered = discovered
+            self._offered = MappingProxyType({model.model_id: model for model in discovered})
 
     def reconfigure(
         self,
@@ -93,11 +96,16 @@ class LlmModelRegistry:
         return self._require().catalog
 
     def served_model(self, model_id: str) -> DiscoveredModel:
-        """The llm model objects behind a served id, from the same snapshot as current()."""
-        snapshot = self._require()
-        model = snapshot.served.get(model_id)
+        """The llm model objects behind a model id a catalog of this registry resolved.
+
+        Looked up among everything llm offered at load, which no reload changes: a request
+        resolved just before a reload runs the model it resolved, rather than failing because
+        the catalog in force has changed since. Whether a model may be asked for at all is the
+        catalog's decision, made once, when the request is resolved.
+        """
+        model = self._offered.get(model_id)
         if model is None:
-            raise UnknownModel(model_id, snapshot.catalog.names())
+            raise UnknownModel(model_id, self._require().catalog.names())
         return model
 
     def _require(self) -> Snapshot:

@@ -113,13 +113,20 @@ async def test_unknown_model_lists_what_is_served(gateway: LlmGateway) -> None:
     assert "markov" in raised.value.available
 
 
-async def test_a_model_dropped_by_reconfigure_is_no_longer_run(make_registry: MakeRegistry) -> None:
+async def test_a_request_resolved_before_a_reload_runs_the_model_it_resolved(
+    make_registry: MakeRegistry,
+) -> None:
     registry = make_registry()
     gateway = LlmGateway(registry)
     try:
-        registry.reconfigure(serve=["echo"], aliases=None, default_model=None)
+        resolved = registry.current().resolve("markov")
+        registry.prepare_reconfigure(serve=["echo"], aliases=None, default_model=None)()
+        # New requests cannot resolve it any more...
         with pytest.raises(UnknownModel):
-            await gateway.complete(invocation("markov", "hi"))
+            registry.current().resolve("markov")
+        # ...but the one that did still gets the model it was admitted for.
+        output = await gateway.complete(invocation(resolved.model_id, "hi"))
+        assert output.text
     finally:
         gateway.close()
 
