@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +22,9 @@ import pytest
 from infrastructure.log import REQUEST_LOGGER
 from llm_proxy_client.generated import llm_proxy_pb2 as pb
 from tests.integration.conftest import Proxy, ProxyFactory
-from tests.integration.helpers import collect, read_chunk, request, sample, scrape, script
+from tests.integration.helpers import collect, request, sample, scrape, script
+from tests.support import scripted_models
+from tests.support.scripted_models import Probe
 from tests.support.tokens import SECRET, bearer, claims, sign
 
 AUTH: dict[str, Any] = {"enabled": True, "keys": [{"id": "k", "secret": SECRET}]}
@@ -196,17 +199,37 @@ async def test_a_caller_over_its_rate(
         )
 
 
+@dataclass
+class Holder:
+    """A stream whose model waits until released, so its slot is held for as long as needed."""
+
+    probe: Probe
+    chunks: asyncio.Task[list[pb.StreamChunk]]
+
+    async def finish(self) -> None:
+        self.probe.release.set()
+        assert (await self.chunks)[0].text_chunk == "a"
+
+
+async def hold_a_slot(proxy: Proxy, metadata: Any) -> Holder:
+    name = f"holder-{uuid.uuid4().hex[:8]}"
+    stream = proxy.stub.StreamExecute(
+        request(script(chunks=["a"], hang=True, probe=name), model="scripted-async"),
+        metadata=metadata,
+    )
+    holder = Holder(scripted_models.probe(name), asyncio.create_task(collect(stream)))
+    # The model runs only once the request is admitted: from then on it holds its slot.
+    assert await asyncio.to_thread(holder.probe.started.wait, SETTLE_S)
+    return holder
+
+
 @pytest.mark.parametrize("method", METHODS)
 async def test_a_server_at_its_concurrency_limit(
     start_proxy: ProxyFactory, capture: pytest.LogCaptureFixture, method: str
 ) -> None:
     proxy = await secured(start_proxy, {"max_concurrent_requests": 1})
     books = Books(proxy, capture)
-    holder = proxy.stub.StreamExecute(
-        request(script(chunks=["a", "b"], delay=0.3), model="scripted-async"),
-        metadata=token("holder"),
-    )
-    assert await read_chunk(holder) is not None
+    holder = await hold_a_slot(proxy, token("holder"))
     rid = f"full-{method}"
     message = request("hi", model="echo", request_id=rid)
     before = books.requests_total(method, "OVERLOADED", "echo")
@@ -214,8 +237,7 @@ async def test_a_server_at_its_concurrency_limit(
         grpc.StatusCode.RESOURCE_EXHAUSTED,
         "",
     )
-    while await read_chunk(holder) is not None:
-        pass
+    await holder.finish()
     await books.settle(lambda: books.in_flight("StreamExecute") == 0 and len(books.lines(rid)) > 0)
     assert books.requests_total(method, "OVERLOADED", "echo") == before + 1
     assert books.in_flight(method) == 0
@@ -268,23 +290,14 @@ async def test_a_caller_at_its_own_concurrency_cap_while_others_are_served(
     proxy = await secured(start_proxy, {"max_concurrent_requests": 4})
     books = Books(proxy, capture)
     greedy = token("greedy")
-    held = [
-        proxy.stub.StreamExecute(
-            request(script(chunks=["a", "b"], delay=0.3), model="scripted-async"),
-            metadata=greedy,
-        )
-        for _ in range(2)
-    ]
-    for stream in held:
-        assert await read_chunk(stream) is not None
+    held = [await hold_a_slot(proxy, greedy) for _ in range(2)]
     rid = f"capped-{method}"
     before = books.requests_total(method, "TOO_MANY_IN_FLIGHT", "echo")
     status, _ = await call(proxy, method, request("hi", model="echo", request_id=rid), greedy)
     assert status == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert await call(proxy, method, request("hi", model="echo"), token("other")) == (None, "ok")
-    for stream in held:
-        while await read_chunk(stream) is not None:
-            pass
+    for holder in held:
+        await holder.finish()
     await books.settle(lambda: books.in_flight("StreamExecute") == 0 and len(books.lines(rid)) > 0)
     assert books.requests_total(method, "TOO_MANY_IN_FLIGHT", "echo") == before + 1
     assert books.in_flight(method) == 0
