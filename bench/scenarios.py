@@ -602,6 +602,9 @@ def _open_streams_scenario(streams: int, batch: int) -> Scenario:
                 open_timeout_s=hold_s,
                 total_timeout_s=hold_s * 3 + 30,
                 batch=batch,
+                # The server admits server.max_concurrent_streams (1000) per connection; more
+                # channels, not more streams on one, are how a client opens thousands.
+                channels=-(-streams // 1000),
             )
             cpu_before = server.cpu_s()
             outcome = bench.pool.run_open_streams(spec, when_open)

@@ -142,6 +142,7 @@ class Container(containers.DeclarativeContainer):
             idle_s=settings.provided.server.max_connection_idle_seconds,
             age_s=settings.provided.server.max_connection_age_seconds,
             age_grace_s=settings.provided.server.max_connection_age_grace_seconds,
+            streams=settings.provided.server.max_concurrent_streams,
         ),
     )
 

@@ -40,6 +40,7 @@ RESTART_ONLY: dict[str, tuple[str, ...]] = {
         "max_connection_idle_seconds",
         "max_connection_age_seconds",
         "max_connection_age_grace_seconds",
+        "max_concurrent_streams",
         "health",
         "reflection",
         "workers",

@@ -20,6 +20,7 @@ from infrastructure import security
 from infrastructure.config.settings import Settings
 from infrastructure.container import Container
 from infrastructure.fd_limit import raise_open_file_limit
+from infrastructure.memory import AllocatorTrim
 from infrastructure.observability import SINGLE, WORKER, shutdown_tracing
 from infrastructure.refusal_log import RefusalLog
 from infrastructure.reload import FileWatcher, Reloader, SettingsLoader, watch
@@ -158,6 +159,9 @@ async def serve_until_signalled(container: Container, *, announce: bool = True) 
     if container.role() == WORKER:
         spawn(_stop_when_orphaned(stop))
     spawn(_summarise_refusals(container.refusal_log()))
+    trim = AllocatorTrim()
+    if trim.available:
+        spawn(_trim_after_bursts(trim))
     try:
         await stop.wait()
     finally:
@@ -172,6 +176,12 @@ async def serve_until_signalled(container: Container, *, announce: bool = True) 
     container.refusal_log().flush()
     shutdown_tracing(container.tracer_provider())
     log.info("stopped")
+
+
+async def _trim_after_bursts(trim: AllocatorTrim, interval_s: float = 15.0) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        await asyncio.to_thread(trim.maybe_trim)
 
 
 async def _summarise_refusals(refusals: RefusalLog) -> None:

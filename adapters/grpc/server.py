@@ -26,6 +26,10 @@ class ConnectionLimits:
     # spread again over replicas; calls in flight then have `age_grace_s` to finish.
     age_s: float | None = 3600.0
     age_grace_s: float = 300.0
+    # Streams open at once on one connection. A client past it waits for a free one (gRPC
+    # clients queue the call); the bound is what makes a rapid reset (HEADERS then RST_STREAM,
+    # by the thousand) cheap: a reset stream counts until the server has let go of it.
+    streams: int = 1000
 
 
 def _ms(seconds: float) -> int:
@@ -46,6 +50,7 @@ def server_options(
         else [("grpc.max_connection_age_ms", _ms(connections.age_s))]
     )
     return [
+        ("grpc.max_concurrent_streams", connections.streams),
         ("grpc.max_connection_idle_ms", _ms(connections.idle_s)),
         *age,
         ("grpc.max_connection_age_grace_ms", _ms(connections.age_grace_s)),

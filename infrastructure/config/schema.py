@@ -98,6 +98,9 @@ class ServerSchema(_Strict):
     max_connection_age_grace_seconds = fields.Float(
         load_default=300.0, validate=validate.Range(min=0)
     )
+    max_concurrent_streams = fields.Integer(
+        load_default=1000, validate=validate.Range(min=1, max=2**31 - 1)
+    )
     tls = fields.Nested(TlsSchema, load_default=TlsSettings)
     allow_insecure_public = fields.Boolean(load_default=False)
     health = fields.Boolean(load_default=True)

@@ -40,6 +40,9 @@ class ServerSettings:
     # spreads long-lived clients over replicas; their calls in flight get the grace period.
     max_connection_age_seconds: float | None = 3600.0
     max_connection_age_grace_seconds: float = 300.0
+    # Streams open at once per connection; a client past it queues its calls. Bounds what a
+    # rapid reset (HEADERS + RST_STREAM by the thousand) can make the server hold.
+    max_concurrent_streams: int = 1000
     tls: TlsSettings = TlsSettings()
     # Listening beyond loopback with neither JWT nor mTLS is refused unless this is set.
     allow_insecure_public: bool = False

