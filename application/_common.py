@@ -45,6 +45,7 @@ class Tally:
     transport: str
     request_id: str
     subject: str
+    team: str | None
     started: float
     # Known once the requested name resolves, even if the request is refused after that.
     model_id: str | None = None
@@ -126,11 +127,13 @@ class PromptPipeline:
         return admitted
 
     def open_tally(self, method: Method, request_id: str, context: CallContext) -> Tally:
+        principal = context.principal
         return Tally(
             method,
             context.transport,
             request_id,
-            context.principal.subject,
+            principal.subject,
+            principal.team,
             self.clock.monotonic(),
         )
 
@@ -152,6 +155,7 @@ class PromptPipeline:
                 cost_usd=tally.cost_usd,
                 first_chunk_s=tally.first_chunk_s,
                 chunks=tally.chunks,
+                team=tally.team,
                 prompt=tally.prompt,
                 answer=tally.answer,
             )

@@ -8,6 +8,7 @@ from typing import Protocol
 
 from domain.answer import GatewayEvent, ModelOutput
 from domain.catalog import Catalog
+from domain.ledger import GroupBy, UsageEntry, UsageTotal
 from domain.outcome import Method, RequestRecord
 from domain.policy import ServerPolicy
 from domain.request import ModelInvocation
@@ -81,3 +82,22 @@ class Tracer(Protocol):
     """Opens a span around a piece of a use case; the span in force when it opens is its parent."""
 
     def span(self, name: str) -> AbstractContextManager[Span]: ...
+
+
+class UsageLedger(Protocol):
+    """Where every finished request is kept durably (accounting, reports, budgets).
+
+    append() is on every request's path: it queues and returns at once, never waits for
+    storage and never raises; rows that can finally not be stored are counted and logged.
+    """
+
+    def append(self, entry: UsageEntry) -> None: ...
+
+
+class UsageHistory(Protocol):
+    """Reads the ledger back."""
+
+    async def totals(self, since: float, group_by: GroupBy) -> list[UsageTotal]:
+        """Sums over the rows finished at or after `since` (unix seconds), one per group,
+        largest cost first."""
+        ...

@@ -31,6 +31,7 @@ class RequestRecord:
     cost_usd: float | None = None
     first_chunk_s: float | None = None
     chunks: int = 0
+    team: str | None = None
     # Filled only when the operator enabled logging.log_prompts; otherwise never captured.
     prompt: str | None = None
     answer: str | None = None

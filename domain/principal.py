@@ -14,6 +14,8 @@ class Principal:
     # Model ids, aliases or glob patterns; None means every served model.
     allowed_models: tuple[str, ...] | None = None
     token_id: str | None = None
+    # The caller's team or tenant (a token's `team` claim): shared limits and budgets.
+    team: str | None = None
 
     def may_use(self, model: ModelDescription) -> bool:
         if self.allowed_models is None:

@@ -18,6 +18,7 @@ from application.execute_prompt import ExecutePrompt
 from application.stream_prompt import StreamPrompt
 from infrastructure import security
 from infrastructure.config.settings import Settings
+from infrastructure.ledger import build_ledger, build_usage_recorder
 from infrastructure.log import LoggingObserver
 from infrastructure.observability import (
     SINGLE,
@@ -66,7 +67,10 @@ class Container(containers.DeclarativeContainer):
 
     logging_observer = providers.Singleton(LoggingObserver)
     metrics = providers.Singleton(build_metrics, settings.provided.metrics)
-    observer = providers.Singleton(compose_observers, logging_observer, metrics)
+    # The usage ledger (None when ledger.backend is none) records every request as it ends.
+    ledger = providers.Singleton(build_ledger, settings.provided.ledger, metrics)
+    usage_recorder = providers.Singleton(build_usage_recorder, ledger, clock)
+    observer = providers.Singleton(compose_observers, logging_observer, metrics, usage_recorder)
     # Calls refused before the service: a rate-limited log line and a metric, never a flood.
     refusal_log = providers.Singleton(RefusalLog)
     refusals = providers.Singleton(compose_refusals, refusal_log, metrics)

@@ -26,6 +26,7 @@ from infrastructure.refusal_log import RefusalLog
 from infrastructure.reload import FileWatcher, Reloader, SettingsLoader, watch
 
 if TYPE_CHECKING:
+    from adapters.ledger import BatchingLedger
     from adapters.metrics import MetricsEndpoint
 
 log = logging.getLogger("llm_proxy.server")
@@ -37,6 +38,7 @@ class RunningServer:
     port: int
     health: GrpcHealth | None = None
     metrics: MetricsEndpoint | None = None
+    ledger: BatchingLedger | None = None
 
     @property
     def metrics_port(self) -> int | None:
@@ -51,6 +53,9 @@ class RunningServer:
         """Refuse new calls, let in-flight ones finish for up to grace_s, cancel the rest."""
         await self.begin_shutdown()
         await self.server.stop(grace_s)
+        if self.ledger is not None:
+            # After the calls have ended, so that their rows are written too.
+            await self.ledger.close()
         if self.metrics is not None:
             self.metrics.stop()
 
@@ -96,6 +101,9 @@ async def start(
             bound = server.add_insecure_port(address)
     except RuntimeError as exc:
         raise OSError(f"cannot listen on {address}: {exc}") from exc
+    ledger: BatchingLedger | None = container.ledger()
+    if ledger is not None:
+        await ledger.start()
     health: GrpcHealth | None = container.health()
     if health is not None:
         # The catalog is loaded: this process can answer prompts as soon as it listens.
@@ -125,7 +133,7 @@ async def start(
         # The terminal, not the log: the notice is for whoever started the server.
         sys.stdout.write(notice)
         sys.stdout.flush()
-    return RunningServer(server, bound, health, metrics)
+    return RunningServer(server, bound, health, metrics, ledger)
 
 
 async def serve_until_signalled(container: Container, *, announce: bool = True) -> None:

@@ -30,6 +30,15 @@ def xdg_config_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def xdg_data_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Where a server with default settings keeps its usage ledger (SQLite)."""
+    path = tmp_path_factory.mktemp("xdg-data")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_DATA_HOME", str(path))
+        yield path
+
+
 @pytest.fixture(scope="session")
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     """Redis and PostgreSQL: those `make check` started, or, when pytest runs on its own, a

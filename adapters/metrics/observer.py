@@ -116,6 +116,11 @@ class PrometheusObserver:
             ("reason",),
             registry=reg,
         )
+        self._ledger_dropped = Counter(
+            "llm_proxy_ledger_rows_dropped",
+            "Usage ledger rows that could not be stored (queue full, or writes kept failing).",
+            registry=reg,
+        )
         worker = Gauge(
             "llm_proxy_worker_up",
             "1 for each live server process; under --workers the pid label tells them apart.",
@@ -130,6 +135,9 @@ class PrometheusObserver:
         for transport in transports:
             self.declare_transport(transport)
         self._by_caller: dict[tuple[str, str], _CallerChildren] = {}
+
+    def ledger_rows_dropped(self, count: int) -> None:
+        self._ledger_dropped.inc(count)
 
     def subject_label(self, subject: str) -> str:
         if subject in self._subjects:

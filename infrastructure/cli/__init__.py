@@ -17,6 +17,7 @@ from infrastructure.cli.config_commands import config_group  # noqa: E402
 from infrastructure.cli.health import health  # noqa: E402
 from infrastructure.cli.security_commands import certs_group, token_group  # noqa: E402
 from infrastructure.cli.serve import serve  # noqa: E402
+from infrastructure.cli.usage_commands import ledger_group, usage_group  # noqa: E402
 
 main.add_command(serve)
 main.add_command(config_group)
@@ -25,3 +26,5 @@ main.add_command(certs_group)
 main.add_command(health)
 main.add_command(prompt_command)
 main.add_command(models_command)
+main.add_command(usage_group)
+main.add_command(ledger_group)

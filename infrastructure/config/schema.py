@@ -20,6 +20,7 @@ from infrastructure.config.addresses import is_loopback
 from infrastructure.config.settings import (
     AuthSettings,
     JwtKeySettings,
+    LedgerSettings,
     LimitsSettings,
     LoggingSettings,
     MetricsSettings,
@@ -293,6 +294,32 @@ class AuthSchema(_Strict):
         return AuthSettings(**data)
 
 
+class LedgerSchema(_Strict):
+    backend = fields.String(
+        load_default="sqlite", validate=validate.OneOf(("sqlite", "postgres", "none"))
+    )
+    path = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1))
+    postgres_dsn = fields.String(load_default=None, allow_none=True, metadata={"secret": True})
+    batch_size = fields.Integer(load_default=500, validate=validate.Range(min=1, max=100_000))
+    flush_interval_seconds = fields.Float(load_default=0.5, validate=validate.Range(0.01, 60))
+    max_queue = fields.Integer(load_default=100_000, validate=validate.Range(min=1))
+    max_attempts = fields.Integer(load_default=5, validate=validate.Range(min=1, max=100))
+    close_timeout_seconds = fields.Float(load_default=10.0, validate=validate.Range(min=0))
+
+    @validates_schema
+    def _dsn_for_postgres(self, data: dict[str, Any], **_: Any) -> None:
+        if data.get("backend") == "postgres" and not data.get("postgres_dsn"):
+            raise ValidationError(
+                "the postgres backend needs postgres_dsn (or postgres_dsn_file), e.g. "
+                "postgresql://user@host:5432/database",
+                "postgres_dsn",
+            )
+
+    @post_load
+    def build(self, data: dict[str, Any], **_: Any) -> LedgerSettings:
+        return LedgerSettings(**data)
+
+
 class SettingsSchema(_Strict):
     server = fields.Nested(ServerSchema)
     models = fields.Nested(ModelsSchema)
@@ -301,6 +328,7 @@ class SettingsSchema(_Strict):
     auth = fields.Nested(AuthSchema)
     metrics = fields.Nested(MetricsSchema)
     tracing = fields.Nested(TracingSchema)
+    ledger = fields.Nested(LedgerSchema)
 
     @post_load
     def build(self, data: dict[str, Any], **_: Any) -> Settings:

@@ -161,6 +161,27 @@ class AuthSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LedgerSettings:
+    """The usage ledger: one row per finished request, kept durably."""
+
+    # sqlite (embedded, the default), postgres (several replicas), or none.
+    backend: str = "sqlite"
+    # The SQLite file; None: usage.sqlite3 in the user's data directory (XDG_DATA_HOME).
+    path: str | None = None
+    # postgresql://user:password@host:port/database (a secret: also postgres_dsn_file).
+    postgres_dsn: str | None = None
+    # Rows are written in batches of up to this many, at least every flush_interval_seconds.
+    batch_size: int = 500
+    flush_interval_seconds: float = 0.5
+    # Rows waiting beyond this many are dropped (counted and logged), never waited for.
+    max_queue: int = 100_000
+    # Tries per batch before its rows are dropped.
+    max_attempts: int = 5
+    # How long shutdown waits for queued rows to be written.
+    close_timeout_seconds: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     server: ServerSettings = ServerSettings()
     models: ModelsSettings = ModelsSettings()
@@ -169,3 +190,4 @@ class Settings:
     auth: AuthSettings = AuthSettings()
     metrics: MetricsSettings = MetricsSettings()
     tracing: TracingSettings = TracingSettings()
+    ledger: LedgerSettings = LedgerSettings()

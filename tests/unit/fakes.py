@@ -21,7 +21,7 @@ import asyncio
 import dataclasses
 from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from application._common import PromptPipeline
 from application.describe_server import DescribeServer
@@ -29,6 +29,7 @@ from application.execute_prompt import ExecutePrompt
 from application.stream_prompt import StreamPrompt
 from domain.answer import GatewayEvent, ModelOutput, TextChunk, UsageReport
 from domain.catalog import Catalog, ModelDescription
+from domain.ledger import GroupBy, UsageEntry, UsageTotal
 from domain.outcome import Method, RequestRecord
 from domain.policy import Limits, ServerPolicy
 from domain.request import JsonObject, Message, ModelInvocation, PromptRequest, Role, ToolCall
@@ -409,3 +410,57 @@ if TYPE_CHECKING:
         observer: RecordingObserver,
     ) -> tuple[ModelGateway, ModelCatalog, PolicySource, Clock, IdGenerator, RequestObserver]:
         return gateway, catalog, policy, clock, ids, observer
+
+
+class FakeLedgerSink:
+    """A ledger store in memory; `failures` makes the next that many writes raise, and
+    `block` holds every write until it is set."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.batches: list[list[UsageEntry]] = []
+        self.failures = failures
+        self.attempts = 0
+        self.opened = False
+        self.closed = False
+        self.block: asyncio.Event | None = None
+
+    @property
+    def rows(self) -> list[UsageEntry]:
+        return [row for batch in self.batches for row in batch]
+
+    async def open(self) -> None:
+        self.opened = True
+
+    async def write(self, rows: Sequence[UsageEntry]) -> None:
+        self.attempts += 1
+        if self.block is not None:
+            await self.block.wait()
+        if self.failures > 0:
+            self.failures -= 1
+            raise ConnectionError("store unavailable")
+        self.batches.append(list(rows))
+
+    async def totals(self, since: float, group_by: GroupBy) -> list[UsageTotal]:
+        return []
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+def usage_entry(request_id: str = "r1", **changes: Any) -> UsageEntry:
+    entry = UsageEntry(
+        time=DEFAULT_NOW,
+        request_id=request_id,
+        transport="grpc",
+        kind="unary",
+        subject="alice",
+        team=None,
+        model="echo",
+        outcome="ok",
+        input_tokens=3,
+        output_tokens=5,
+        cost_usd=None,
+        duration_s=0.01,
+        first_chunk_s=None,
+    )
+    return dataclasses.replace(entry, **changes)

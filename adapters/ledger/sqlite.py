@@ -1,0 +1,120 @@
+"""The ledger in an embedded SQLite file: WAL, one writer thread, one transaction per batch.
+
+Several worker processes may share one file: WAL lets readers (`usage report`) run beside
+the writers, and writers wait for each other for up to BUSY_TIMEOUT_MS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from adapters.ledger.columns import COLUMNS, GROUP_COLUMNS, as_row
+from domain.ledger import GroupBy, UsageEntry, UsageTotal
+
+T = TypeVar("T")
+
+BUSY_TIMEOUT_MS = 10_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS usage (
+    time REAL NOT NULL,
+    request_id TEXT NOT NULL,
+    transport TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    team TEXT,
+    model TEXT,
+    outcome TEXT NOT NULL,
+    input_tokens INTEGER,
+    output_tokens INTEGER,
+    cost_usd REAL,
+    duration_s REAL NOT NULL,
+    first_chunk_s REAL
+);
+CREATE INDEX IF NOT EXISTS usage_time ON usage (time);
+CREATE INDEX IF NOT EXISTS usage_subject_time ON usage (subject, time);
+CREATE INDEX IF NOT EXISTS usage_team_time ON usage (team, time);
+"""
+
+_INSERT = f"INSERT INTO usage ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"  # noqa: S608
+
+
+class SqliteSink:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        # One thread owns the connection: sqlite3 objects stay on the thread that made them,
+        # and the event loop never waits for the disk.
+        self._thread: ThreadPoolExecutor | None = None
+        self._connection: sqlite3.Connection | None = None
+
+    async def _call(self, work: Callable[[], T]) -> T:
+        if self._thread is None:
+            raise RuntimeError("the SQLite ledger is not open")
+        return await asyncio.get_running_loop().run_in_executor(self._thread, work)
+
+    async def open(self) -> None:
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="ledger-sqlite")
+        try:
+            await self._call(self._connect)
+        except (OSError, sqlite3.Error) as exc:
+            self._thread.shutdown()
+            self._thread = None
+            raise OSError(f"usage ledger: cannot open SQLite file {self.path}: {exc}") from exc
+
+    def _connect(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000)
+        connection.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: a committed batch survives a process crash (not a power loss).
+        connection.execute("PRAGMA synchronous=NORMAL")
+        connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        connection.executescript(_SCHEMA)
+        self._connection = connection
+
+    def _db(self) -> sqlite3.Connection:
+        if self._connection is None:
+            raise RuntimeError("the SQLite ledger is not open")
+        return self._connection
+
+    async def write(self, rows: Sequence[UsageEntry]) -> None:
+        values = [as_row(entry) for entry in rows]
+
+        def insert() -> None:
+            connection = self._db()
+            with connection:
+                connection.executemany(_INSERT, values)
+
+        await self._call(insert)
+
+    async def totals(self, since: float, group_by: GroupBy) -> list[UsageTotal]:
+        column = GROUP_COLUMNS[group_by]
+        query = (
+            f"SELECT {column}, COUNT(*), SUM(outcome != 'ok'), "  # noqa: S608 - fixed names
+            "COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), "
+            f"COALESCE(SUM(cost_usd), 0) FROM usage WHERE time >= ? GROUP BY {column} "
+            "ORDER BY 6 DESC, 2 DESC"
+        )
+
+        def select() -> list[UsageTotal]:
+            rows = self._db().execute(query, (since,)).fetchall()
+            return [UsageTotal(row[0], row[1], row[2], row[3], row[4], row[5]) for row in rows]
+
+        return await self._call(select)
+
+    async def close(self) -> None:
+        if self._thread is None:
+            return
+
+        def disconnect() -> None:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+        await self._call(disconnect)
+        self._thread.shutdown(wait=True)
+        self._thread = None

@@ -1,0 +1,175 @@
+"""The batching ledger writer against an in-memory store, and the request → row mapping."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from adapters.ledger import BatchingLedger, SqliteSink
+from application.record_usage import RecordUsage
+from domain.ledger import GroupBy, UsageEntry
+from domain.outcome import Method, RequestRecord
+from domain.usage import Usage
+from tests.unit.fakes import DEFAULT_NOW, FakeClock, FakeLedgerSink, usage_entry
+
+
+class ListLedger:
+    def __init__(self) -> None:
+        self.entries: list[UsageEntry] = []
+
+    def append(self, entry: UsageEntry) -> None:
+        self.entries.append(entry)
+
+
+async def test_close_writes_every_queued_row_in_batches() -> None:
+    sink = FakeLedgerSink()
+    ledger = BatchingLedger(sink, batch_size=10, flush_interval_s=60)
+    await ledger.start()
+    for index in range(25):
+        ledger.append(usage_entry(f"r{index}"))
+    await ledger.close()
+    assert [entry.request_id for entry in sink.rows] == [f"r{index}" for index in range(25)]
+    assert all(len(batch) <= 10 for batch in sink.batches)
+    assert (ledger.written, ledger.dropped, ledger.pending) == (25, 0, 0)
+    assert sink.closed
+
+
+async def test_a_full_batch_is_written_without_waiting_for_the_interval() -> None:
+    sink = FakeLedgerSink()
+    ledger = BatchingLedger(sink, batch_size=5, flush_interval_s=3600)
+    await ledger.start()
+    for index in range(5):
+        ledger.append(usage_entry(f"r{index}"))
+    for _ in range(100):
+        if sink.rows:
+            break
+        await asyncio.sleep(0)
+    assert len(sink.rows) == 5
+    await ledger.close()
+
+
+async def test_a_failed_write_is_retried_and_nothing_is_lost() -> None:
+    sink = FakeLedgerSink(failures=2)
+    ledger = BatchingLedger(sink, retry_delay_s=0, max_attempts=3)
+    await ledger.start()
+    ledger.append(usage_entry("r1"))
+    await ledger.close()
+    assert [entry.request_id for entry in sink.rows] == ["r1"]
+    assert sink.attempts == 3
+    assert ledger.dropped == 0
+
+
+async def test_rows_that_keep_failing_are_dropped_counted_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    dropped: list[int] = []
+    sink = FakeLedgerSink(failures=100)
+    ledger = BatchingLedger(sink, retry_delay_s=0, max_attempts=2, on_dropped=dropped.append)
+    await ledger.start()
+    for index in range(3):
+        ledger.append(usage_entry(f"r{index}"))
+    with caplog.at_level(logging.WARNING, logger="llm_proxy.ledger"):
+        await ledger.close()
+    assert sink.rows == []
+    assert ledger.dropped == 3
+    assert sum(dropped) == 3
+    errors = [record for record in caplog.records if record.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert "dropped 3 rows" in errors[0].getMessage()
+    assert "store unavailable" in errors[0].getMessage()
+
+
+async def test_a_full_queue_drops_instead_of_growing() -> None:
+    dropped: list[int] = []
+    sink = FakeLedgerSink()
+    ledger = BatchingLedger(sink, max_queue=2, on_dropped=dropped.append)
+    for index in range(5):
+        ledger.append(usage_entry(f"r{index}"))
+    assert (ledger.pending, ledger.dropped, dropped) == (2, 3, [1, 1, 1])
+
+
+async def test_close_gives_up_on_a_stuck_store_after_its_timeout() -> None:
+    sink = FakeLedgerSink()
+    sink.block = asyncio.Event()
+    ledger = BatchingLedger(sink, batch_size=2, close_timeout_s=0.05)
+    await ledger.start()
+    for index in range(5):
+        ledger.append(usage_entry(f"r{index}"))
+    await ledger.close()
+    assert ledger.written == 0
+    assert ledger.dropped == 5
+    assert sink.closed
+
+
+def test_a_request_becomes_one_row_stamped_with_wall_time() -> None:
+    ledger = ListLedger()
+    recorder = RecordUsage(ledger, FakeClock())
+    recorder.request_finished(
+        RequestRecord(
+            method=Method.STREAM,
+            transport="grpc",
+            request_id="r9",
+            subject="alice",
+            model_id="gpt",
+            outcome="CANCELLED",
+            duration_s=1.5,
+            usage=Usage(10, 4),
+            cost_usd=0.25,
+            first_chunk_s=0.1,
+            team="research",
+        )
+    )
+    assert ledger.entries == [
+        UsageEntry(
+            time=DEFAULT_NOW,
+            request_id="r9",
+            transport="grpc",
+            kind="stream",
+            subject="alice",
+            team="research",
+            model="gpt",
+            outcome="CANCELLED",
+            input_tokens=10,
+            output_tokens=4,
+            cost_usd=0.25,
+            duration_s=1.5,
+            first_chunk_s=0.1,
+        )
+    ]
+
+
+async def test_sqlite_store_keeps_rows_and_sums_them_by_group(tmp_path: Path) -> None:
+    path = tmp_path / "nested" / "usage.sqlite3"
+    sink = SqliteSink(path)
+    await sink.open()
+    try:
+        await sink.write(
+            [
+                usage_entry("a", subject="alice", team="red", cost_usd=0.5),
+                usage_entry("b", subject="alice", team="red", outcome="TIMEOUT"),
+                usage_entry("c", subject="bob", team=None, input_tokens=None, cost_usd=2.0),
+                usage_entry("old", subject="carol", time=DEFAULT_NOW - 100),
+            ]
+        )
+        by_subject = await sink.totals(DEFAULT_NOW - 1, GroupBy.SUBJECT)
+        by_team = await sink.totals(DEFAULT_NOW - 1, GroupBy.TEAM)
+    finally:
+        await sink.close()
+    rows = [(t.key, t.requests, t.failed, t.input_tokens, t.output_tokens, t.cost_usd)
+            for t in by_subject]  # fmt: skip
+    assert rows == [("bob", 1, 0, 0, 5, 2.0), ("alice", 2, 1, 6, 10, 0.5)]
+    assert [(t.key, t.requests) for t in by_team] == [(None, 1), ("red", 2)]
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert connection.execute("SELECT COUNT(*) FROM usage").fetchone() == (4,)
+
+
+async def test_sqlite_store_that_cannot_be_opened_says_where(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(OSError, match=r"cannot open SQLite file .*file/usage\.sqlite3"):
+        await SqliteSink(blocker / "usage.sqlite3").open()
