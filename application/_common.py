@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from application.admission import Admission
+from application.admission import Admission, Reservation
 from application.observability import prompt_text
 from application.ports import (
     Clock,
@@ -50,8 +50,10 @@ class Tally:
     # Known once the requested name resolves, even if the request is refused after that.
     model_id: str | None = None
     admitted: Admitted | None = None
-    # Whether the request holds an admission slot, which closing the tally gives back.
-    holds_slot: bool = False
+    # What admission reserved for the request; closing the tally settles it.
+    reservation: Reservation | None = None
+    # Characters of text sent so far: what a stream cut short is charged for.
+    output_chars: int = 0
     outcome: str = "ok"
     usage: Usage = Usage()
     cost_usd: float | None = None
@@ -74,7 +76,7 @@ class PromptPipeline:
     def request_id_for(self, request: PromptRequest) -> str:
         return request.request_id or self.ids.new_request_id()
 
-    def admit(self, tally: Tally, request: PromptRequest, context: CallContext) -> Admitted:
+    async def admit(self, tally: Tally, request: PromptRequest, context: CallContext) -> Admitted:
         """Validate, admit, resolve and authorize, cheapest first.
 
         The caller's rate and concurrency limits come right after the checks that cost
@@ -91,8 +93,9 @@ class PromptPipeline:
         if model is not None:
             tally.model_id = model.model_id
         if self.admission is not None:
-            self.admission.enter(principal.subject, limits)
-            tally.holds_slot = True
+            tally.reservation = await self.admission.admit(
+                principal, tally.model_id, request, policy
+            )
         if model is None:
             raise UnknownModel(requested_name(request.model), visible_names(catalog, principal))
         if not principal.may_use(model):
@@ -139,9 +142,9 @@ class PromptPipeline:
 
     def close_tally(self, tally: Tally, observer: RequestObserver) -> None:
         """Release the request's admission and report it, whatever way it ended."""
-        if tally.holds_slot and self.admission is not None:
-            self.admission.leave(tally.subject)
-            tally.holds_slot = False
+        if tally.reservation is not None and self.admission is not None:
+            self.admission.settle(tally.reservation, tally.usage, tally.output_chars)
+            tally.reservation = None
         observer.request_finished(
             RequestRecord(
                 method=tally.method,

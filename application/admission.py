@@ -1,98 +1,268 @@
-"""Admission control: the configured per-caller request rate, per-caller and server-wide
-concurrency.
+"""Admission control: reserve a request's share of every applicable limit before the model is
+called, settle the actual usage when the call ends.
 
-The limits come with each request (from the policy the request was read with), so a reload
-applies at once; the state kept here (buckets, in-flight counts) survives reloads.
+Which limits apply comes with each request (from the policy it was read with), so a reload
+applies at once; the counters live in a QuotaStore (this process's memory, the supervisor's
+for `--workers`, or Redis for replicas), which is what makes a limit hold across processes.
+
+A reservation charges the request's estimate (input characters / chars_per_token, plus
+max_tokens or a configured default for the output) to every token and spend counter; the
+settlement replaces it with what the model reported, or, for a stream cut short, with the
+output produced so far. So a budget can be crossed by at most what the requests in flight
+use beyond their estimates, and the next request is refused.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
-from application.ports import Clock
-from domain.errors import Overloaded, RateLimited, SubjectOverloaded
-from domain.policy import Limits
+from application.ports import Clock, QuotaStore, QuotaStoreUnavailable
+from domain.errors import (
+    BudgetExhausted,
+    LimitsUnavailable,
+    Overloaded,
+    ProxyError,
+    RateLimited,
+    SubjectOverloaded,
+)
+from domain.policy import ServerPolicy
+from domain.principal import Principal
+from domain.quota import (
+    Breach,
+    Charge,
+    Estimate,
+    LimitKind,
+    Scope,
+    applicable_limits,
+    charges_for,
+    estimate_tokens,
+    settlement,
+)
+from domain.request import PromptRequest
+from domain.usage import ModelPrice, Usage
 
-# Buckets of callers not seen for a while are dropped first; a full bucket is the same as
-# no bucket, so forgetting idle callers loses nothing but bounds memory.
-MAX_TRACKED_SUBJECTS = 10_000
+log = logging.getLogger("llm_proxy.admission")
+
 # How long to suggest waiting when the server is full; streams end at unknown times.
 OVERLOADED_RETRY_AFTER_S = 1.0
+# A store that cannot be reached is reported at most this often while failing open.
+FAIL_OPEN_LOG_INTERVAL_S = 60.0
 
 
 @dataclass(slots=True)
-class _Bucket:
-    tokens: float
-    updated: float
+class Reservation:
+    subject: str
+    charges: tuple[Charge, ...]
+    input_tokens: int
+    price: ModelPrice | None
+    chars_per_token: float
 
 
 class Admission:
-    def __init__(self, clock: Clock) -> None:
+    def __init__(
+        self,
+        store: QuotaStore,
+        clock: Clock,
+        *,
+        fail_open: bool = False,
+        on_fail_open: Callable[[], None] | None = None,
+    ) -> None:
+        self._store = store
         self._clock = clock
+        self._fail_open = fail_open
+        self._on_fail_open = on_fail_open
+        self._fail_open_logged = -FAIL_OPEN_LOG_INTERVAL_S
         self._in_flight = 0
         # Only callers with a request in flight have an entry, so this is bounded by the
         # number of requests in flight.
         self._in_flight_by_subject: dict[str, int] = {}
-        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+        self._settling: set[asyncio.Task[None]] = set()
+        # Whether the last call to the store failed: the health check reports it.
+        self.store_unavailable = False
 
     @property
     def in_flight(self) -> int:
+        """Requests of this process admitted and not yet settled."""
         return self._in_flight
 
     def in_flight_of(self, subject: str) -> int:
         return self._in_flight_by_subject.get(subject, 0)
 
-    def enter(self, subject: str, limits: Limits) -> None:
-        """Admit one request or raise; every successful enter must be paired with
-        leave(subject)."""
-        if (
-            limits.max_concurrent_requests is not None
-            and self._in_flight >= limits.max_concurrent_requests
-        ):
-            raise Overloaded(
-                f"the server is at its limit of {limits.max_concurrent_requests} concurrent "
-                "requests; retry shortly",
-                OVERLOADED_RETRY_AFTER_S,
-            )
-        held = self._in_flight_by_subject.get(subject, 0)
-        cap = limits.concurrency_cap_per_subject()
-        if cap is not None and held >= cap:
-            raise SubjectOverloaded(
-                f"{subject!r} already has {held} requests in flight, this server's limit per "
-                "caller (limits.max_concurrent_per_subject); finish or cancel one, then retry",
-                OVERLOADED_RETRY_AFTER_S,
-            )
-        if limits.max_requests_per_minute is not None:
-            self._take_token(subject, limits.max_requests_per_minute)
+    async def admit(
+        self,
+        principal: Principal,
+        model_id: str | None,
+        request: PromptRequest,
+        policy: ServerPolicy,
+    ) -> Reservation:
+        """Reserve the request's share of every limit, or raise the refusal; every
+        reservation must be passed to settle() exactly once."""
+        quotas = policy.quotas
+        limits = applicable_limits(quotas, principal.subject, principal.team, model_id)
+        price = policy.price_for(model_id) if model_id is not None else None
+        input_tokens = math.ceil(request.input_length() / quotas.chars_per_token)
+        charges: tuple[Charge, ...] = ()
+        if limits:
+            tokens = estimate_tokens(request.input_length(), _max_tokens(request), quotas)
+            cost = price.cost(Usage(input_tokens, tokens - input_tokens)) if price else None
+            now = self._clock.now()
+            charges = tuple(charges_for(limits, Estimate(tokens, cost or 0.0), now))
+            try:
+                breach = await self._store.reserve(charges, now)
+            except QuotaStoreUnavailable as exc:
+                self.store_unavailable = True
+                if not self._fail_open:
+                    raise LimitsUnavailable(
+                        "this server cannot check its limits right now (their shared store is "
+                        "unreachable); retry shortly"
+                    ) from exc
+                self._note_fail_open(exc)
+                charges = ()
+            else:
+                self.store_unavailable = False
+                if breach is not None:
+                    raise refusal(breach, principal.subject)
         self._in_flight += 1
-        self._in_flight_by_subject[subject] = held + 1
+        subject = principal.subject
+        self._in_flight_by_subject[subject] = self._in_flight_by_subject.get(subject, 0) + 1
+        return Reservation(subject, charges, input_tokens, price, quotas.chars_per_token)
 
-    def leave(self, subject: str) -> None:
+    def settle(self, reservation: Reservation, usage: Usage, output_chars: int) -> None:
+        """The request is over: give back its concurrency and charge what it really used
+        (what the model reported; else the input estimate and the output streamed so far)."""
         self._in_flight -= 1
+        subject = reservation.subject
         held = self._in_flight_by_subject.pop(subject) - 1
         if held:
             self._in_flight_by_subject[subject] = held
+        if not reservation.charges:
+            return
+        actual = Usage(
+            usage.input_tokens if usage.input_tokens is not None else reservation.input_tokens,
+            usage.output_tokens
+            if usage.output_tokens is not None
+            else math.ceil(output_chars / reservation.chars_per_token),
+        )
+        price = reservation.price
+        cost = (price.cost(actual) or 0.0) if price is not None else 0.0
+        adjustments = settlement(reservation.charges, actual.total_tokens or 0, cost)
+        if adjustments:
+            self._spawn(self._adjust(adjustments))
 
-    def _take_token(self, subject: str, per_minute: int) -> None:
-        # A token bucket: bursts up to the per-minute allowance, refilled continuously.
-        now = self._clock.monotonic()
-        rate = per_minute / 60.0
-        bucket = self._buckets.get(subject)
-        if bucket is None:
-            bucket = _Bucket(tokens=float(per_minute), updated=now)
-            self._buckets[subject] = bucket
-            if len(self._buckets) > MAX_TRACKED_SUBJECTS:
-                self._buckets.popitem(last=False)
-        else:
-            self._buckets.move_to_end(subject)
-            bucket.tokens = min(float(per_minute), bucket.tokens + (now - bucket.updated) * rate)
-            bucket.updated = now
-        if bucket.tokens < 1.0:
-            wait = (1.0 - bucket.tokens) / rate
-            raise RateLimited(
-                f"{subject!r} is over this server's limit of {per_minute} requests per minute; "
-                f"retry in {wait:.1f}s",
-                wait,
-            )
-        bucket.tokens -= 1.0
+    async def _adjust(self, adjustments: Any) -> None:
+        try:
+            await self._store.adjust(adjustments, self._clock.now())
+        except QuotaStoreUnavailable as exc:
+            self.store_unavailable = True
+            self._note_fail_open(exc)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        # Settling never holds the request up; close() waits for what is still running.
+        task = asyncio.get_running_loop().create_task(work)
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    async def close(self) -> None:
+        """Wait for the settlements still on their way to the store."""
+        if self._settling:
+            await asyncio.wait(set(self._settling), timeout=5.0)
+
+    def _note_fail_open(self, error: Exception) -> None:
+        if self._on_fail_open is not None:
+            self._on_fail_open()
+        now = time.monotonic()
+        if now - self._fail_open_logged >= FAIL_OPEN_LOG_INTERVAL_S:
+            self._fail_open_logged = now
+            mode = "admitting requests unchecked" if self._fail_open else "refusing requests"
+            log.error("limits store unreachable (%s); %s", error, mode)
+
+
+def _max_tokens(request: PromptRequest) -> int | None:
+    value = request.options.get("max_tokens")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+_KIND_TEXT = {
+    LimitKind.REQUESTS_PER_MINUTE: "{n} requests per minute",
+    LimitKind.TOKENS_PER_MINUTE: "{n} tokens per minute",
+    LimitKind.CONCURRENT: "{n} concurrent requests",
+    LimitKind.TOKENS_PER_DAY: "token budget of {n} per day",
+    LimitKind.USD_PER_DAY: "spend budget of ${n} per day",
+    LimitKind.USD_PER_MONTH: "spend budget of ${n} per month",
+}
+
+
+def _amount(kind: LimitKind, value: float) -> str:
+    if kind in (LimitKind.USD_PER_DAY, LimitKind.USD_PER_MONTH):
+        return f"{value:.2f}"
+    return f"{value:g}"
+
+
+def _source(breach: Breach) -> str:
+    limit = breach.charge.limit
+    if limit.source != "default":
+        return f"quotas.{limit.scope.value}s rule {limit.source!r}"
+    if limit.kind is LimitKind.CONCURRENT:
+        return "limits.max_concurrent_per_subject"
+    if limit.kind is LimitKind.REQUESTS_PER_MINUTE:
+        return "limits.max_requests_per_minute"
+    return "quotas.default"
+
+
+def refusal(breach: Breach, subject: str) -> ProxyError:
+    """The error a caller gets for a breached limit: which limit, its use, when it resets."""
+    limit = breach.charge.limit
+    kind = limit.kind
+    wait = breach.retry_after_s
+    if limit.scope is Scope.SERVER:
+        return Overloaded(
+            f"the server is at its limit of {limit.amount:g} concurrent requests; retry shortly",
+            wait,
+        )
+    who = repr(subject) if limit.scope is Scope.SUBJECT else f"team {limit.owner!r}"
+    models = f" for models matching {limit.models!r}" if limit.models is not None else ""
+    source = _source(breach)
+    if kind is LimitKind.CONCURRENT:
+        return SubjectOverloaded(
+            f"{who} already has {breach.used:g} requests in flight{models}, this server's "
+            f"limit per caller ({source}); finish or cancel one, then retry",
+            wait,
+        )
+    text = _KIND_TEXT[kind].format(n=_amount(kind, limit.amount))
+    used = _amount(kind, breach.used)
+    if kind is LimitKind.REQUESTS_PER_MINUTE:
+        return RateLimited(
+            f"{who} is over this server's limit of {text}{models} ({source}): {used} in the "
+            f"last minute; retry in {wait:.1f}s",
+            wait,
+        )
+    needs = _amount(kind, breach.charge.amount)
+    if kind is LimitKind.TOKENS_PER_MINUTE:
+        return RateLimited(
+            f"{who} is over its limit of {text}{models} ({source}): {used} used this minute "
+            f"and this request needs about {needs}; the minute resets in {wait:.1f}s",
+            wait,
+        )
+    resets = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(breach.charge.window_end))
+    spent = f"${used}" if kind is not LimitKind.TOKENS_PER_DAY else f"{used} tokens"
+    return BudgetExhausted(
+        f"{who} has used its {text}{models} ({source}): {spent} used, this request needs "
+        f"about {needs} more; the budget resets at {resets} (in {_duration(wait)})",
+        wait,
+    )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    minutes = seconds / 60
+    if minutes < 90:
+        return f"{minutes:.0f}m"
+    hours = minutes / 60
+    return f"{hours:.1f}h" if hours < 48 else f"{hours / 24:.1f}d"

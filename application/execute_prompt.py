@@ -32,7 +32,7 @@ class ExecutePrompt(PromptUseCase):
         pipeline = self._pipeline
         tally = pipeline.open_tally(Method.UNARY, pipeline.request_id_for(request), context)
         try:
-            admitted = pipeline.admit(tally, request, context)
+            admitted = await pipeline.admit(tally, request, context)
             try:
                 async with asyncio.timeout(admitted.timeout_s):
                     output = await self._gateway.complete(admitted.invocation)

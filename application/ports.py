@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
 
@@ -11,6 +11,7 @@ from domain.catalog import Catalog
 from domain.ledger import GroupBy, UsageEntry, UsageTotal
 from domain.outcome import Method, RequestRecord
 from domain.policy import ServerPolicy
+from domain.quota import Adjustment, Breach, Charge
 from domain.request import ModelInvocation
 
 
@@ -100,4 +101,28 @@ class UsageHistory(Protocol):
     async def totals(self, since: float, group_by: GroupBy) -> list[UsageTotal]:
         """Sums over the rows finished at or after `since` (unix seconds), one per group,
         largest cost first."""
+        ...
+
+
+class QuotaStoreUnavailable(Exception):
+    """The store of quota counters cannot be reached (Redis down, say)."""
+
+
+class QuotaStore(Protocol):
+    """Where quota counters live: one process's memory, the supervisor's, or Redis.
+
+    Each call is atomic over all the counters it names, and is one round trip.
+    Raises QuotaStoreUnavailable when the store cannot be reached.
+    """
+
+    async def reserve(self, charges: Sequence[Charge], now: float) -> Breach | None:
+        """Apply every charge if each fits its limit; else change nothing and say which
+        did not fit."""
+        ...
+
+    async def adjust(self, adjustments: Sequence[Adjustment], now: float) -> None: ...
+
+    async def usage(self, charges: Sequence[Charge], now: float) -> list[float]:
+        """The current value of each charge's counter (requests in the last minute for a
+        log, the window's total, or the gauge), without changing anything."""
         ...

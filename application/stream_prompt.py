@@ -102,7 +102,7 @@ class StreamPrompt(PromptUseCase):
         report = UsageReport(tally.usage)
         tool_calls = 0
         try:
-            admitted = pipeline.admit(tally, request, context)
+            admitted = await pipeline.admit(tally, request, context)
             opened.timeout_s = admitted.timeout_s
             opened.read_timeout_s = admitted.policy.limits.client_read_timeout_seconds
             if tally.prompt is not None:
@@ -118,6 +118,7 @@ class StreamPrompt(PromptUseCase):
                         tally.first_chunk_s = clock.monotonic() - tally.started
                     tally.chunks += 1
                     if isinstance(event, TextChunk):
+                        tally.output_chars += len(event.text)
                         if answer_parts is not None:
                             answer_parts.append(event.text)
                     else:

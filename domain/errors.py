@@ -163,6 +163,18 @@ class SubjectOverloaded(RateLimited):
     code = "TOO_MANY_IN_FLIGHT"
 
 
+class BudgetExhausted(RateLimited):
+    """A token or spend budget (per day or month) is used up until its window resets."""
+
+    code = "BUDGET_EXHAUSTED"
+
+
+class LimitsUnavailable(ProxyError):
+    """The shared store of limits cannot be reached and the server is set to fail closed."""
+
+    code = "LIMITS_UNAVAILABLE"
+
+
 class AuthenticationFailed(ProxyError):
     """The caller could not be identified: no credentials, or credentials this server rejects.
 

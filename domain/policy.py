@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
+from domain.quota import QuotaPolicy
 from domain.usage import ModelPrice
 
 # One caller may hold at most 1/PER_SUBJECT_SHARE of the server-wide concurrency slots unless
@@ -48,9 +49,31 @@ class ServerPolicy:
     prices: Mapping[str, ModelPrice] = field(default_factory=dict)
     # Whether request records carry prompt and answer text (an operator's audit choice).
     log_prompts: bool = False
+    # Per-subject and per-team quotas and budgets, as configured.
+    quota_rules: QuotaPolicy = QuotaPolicy()
+    # What admission enforces: quota_rules with the limits.* request rate and concurrency
+    # settings folded in as the server-wide and default per-caller limits.
+    quotas: QuotaPolicy = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "prices", MappingProxyType(dict(self.prices)))
+        limits = self.limits
+        rules = self.quota_rules
+        default = replace(
+            rules.default,
+            requests_per_minute=rules.default.requests_per_minute
+            if rules.default.requests_per_minute is not None
+            else limits.max_requests_per_minute,
+            concurrent=rules.default.concurrent
+            if rules.default.concurrent is not None
+            else limits.concurrency_cap_per_subject(),
+        )
+        server = rules.server_concurrent
+        if server is None:
+            server = limits.max_concurrent_requests
+        object.__setattr__(
+            self, "quotas", replace(rules, default=default, server_concurrent=server)
+        )
 
     def price_for(self, model_id: str) -> ModelPrice | None:
         return self.prices.get(model_id)

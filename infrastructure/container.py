@@ -12,7 +12,6 @@ from adapters.grpc.server import ConnectionLimits, build_server
 from adapters.grpc.servicer import ProxyServicer
 from adapters.llm import LlmGateway, LlmModelRegistry
 from application._common import PromptPipeline
-from application.admission import Admission
 from application.describe_server import DescribeServer
 from application.execute_prompt import ExecutePrompt
 from application.stream_prompt import StreamPrompt
@@ -33,6 +32,7 @@ from infrastructure.observability import (
     tracing_interceptors,
     use_case_tracer,
 )
+from infrastructure.quotas import build_admission, build_quota_store
 from infrastructure.refusal_log import RefusalLog
 from infrastructure.reload import (
     CatalogReload,
@@ -94,7 +94,10 @@ class Container(containers.DeclarativeContainer):
     # What the use cases call: the gateway, in a span per model call when tracing is on.
     model_gateway = providers.Singleton(traced_gateway, gateway, tracer_provider)
 
-    admission = providers.Singleton(Admission, clock)
+    quota_store = providers.Singleton(build_quota_store, settings.provided.quotas)
+    admission = providers.Singleton(
+        build_admission, quota_store, clock, settings.provided.quotas, metrics
+    )
     pipeline = providers.Singleton(
         PromptPipeline,
         catalog=catalog,

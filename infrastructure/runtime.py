@@ -7,8 +7,14 @@ import time
 from importlib import metadata
 
 from domain.policy import Limits, ServerPolicy
+from domain.quota import LimitSet, QuotaPolicy, QuotaRule
 from domain.usage import ModelPrice
-from infrastructure.config.settings import Settings
+from infrastructure.config.settings import (
+    QuotaLimitSettings,
+    QuotaRuleSettings,
+    QuotaSettings,
+    Settings,
+)
 
 
 class SystemClock:
@@ -59,6 +65,36 @@ def policy_from(settings: Settings, version: str) -> ServerPolicy:
             for model, price in settings.models.prices.items()
         },
         log_prompts=settings.logging.log_prompts,
+        quota_rules=quota_policy_from(settings.quotas),
+    )
+
+
+def _limit_set(limits: QuotaLimitSettings) -> LimitSet:
+    return LimitSet(
+        requests_per_minute=limits.requests_per_minute,
+        tokens_per_minute=limits.tokens_per_minute,
+        concurrent=limits.concurrent,
+        tokens_per_day=limits.tokens_per_day,
+        usd_per_day=limits.usd_per_day,
+        usd_per_month=limits.usd_per_month,
+    )
+
+
+def _rule(pattern: str, rule: QuotaRuleSettings) -> QuotaRule:
+    return QuotaRule(
+        pattern,
+        _limit_set(rule.limits),
+        tuple((models, _limit_set(limits)) for models, limits in rule.models.items()),
+    )
+
+
+def quota_policy_from(settings: QuotaSettings) -> QuotaPolicy:
+    return QuotaPolicy(
+        default=_limit_set(settings.default),
+        subjects=tuple(_rule(pattern, rule) for pattern, rule in settings.subjects.items()),
+        teams=tuple(_rule(pattern, rule) for pattern, rule in settings.teams.items()),
+        estimate_output_tokens=settings.estimate_output_tokens,
+        chars_per_token=settings.chars_per_token,
     )
 
 

@@ -18,6 +18,7 @@ def issue_token(
     subject: str,
     expires_in_s: float,
     models: Sequence[str] | None = None,
+    team: str | None = None,
     audience: Sequence[str] | None = None,
     issuer: str | None = None,
     now: float | None = None,
@@ -32,6 +33,8 @@ def issue_token(
     }
     if models is not None:
         claims["models"] = list(models)
+    if team:
+        claims["team"] = team
     if audience:
         claims["aud"] = audience[0] if len(audience) == 1 else list(audience)
     if issuer:

@@ -212,10 +212,15 @@ def _principal_from(claims: dict[str, Any]) -> Principal:
     if not isinstance(subject, str) or not subject:
         raise AuthenticationFailed("the sub claim must be a non-empty string")
     token_id = claims.get("jti")
+    team = claims.get("team")
+    if team is not None and (not isinstance(team, str) or not team):
+        # A malformed team must not fall back to "no team": that would escape its budgets.
+        raise AuthenticationFailed("the team claim must be a non-empty string")
     return Principal(
         subject=subject,
         allowed_models=_models(claims.get("models")) if "models" in claims else None,
         token_id=token_id if isinstance(token_id, str) else None,
+        team=team,
     )
 
 

@@ -121,6 +121,12 @@ class PrometheusObserver:
             "Usage ledger rows that could not be stored (queue full, or writes kept failing).",
             registry=reg,
         )
+        self._limits_fail_open = Counter(
+            "llm_proxy_limits_unchecked",
+            "Requests admitted without checking limits: their store was unreachable and "
+            "quotas.on_store_error is fail_open.",
+            registry=reg,
+        )
         worker = Gauge(
             "llm_proxy_worker_up",
             "1 for each live server process; under --workers the pid label tells them apart.",
@@ -135,6 +141,9 @@ class PrometheusObserver:
         for transport in transports:
             self.declare_transport(transport)
         self._by_caller: dict[tuple[str, str], _CallerChildren] = {}
+
+    def limits_fail_open(self) -> None:
+        self._limits_fail_open.inc()
 
     def ledger_rows_dropped(self, count: int) -> None:
         self._ledger_dropped.inc(count)

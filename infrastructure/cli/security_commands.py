@@ -56,6 +56,7 @@ def token_group() -> None:
     multiple=True,
     help="Models it may use: ids, aliases or glob patterns, comma-separated. Default: all.",
 )
+@click.option("--team", help="The caller's team (the team claim): shared quotas and budgets.")
 @click.option("--audience", multiple=True, help="aud claim. Default: the server's auth.audience.")
 @click.option("--issuer", help="iss claim. Default: the server's auth.issuer.")
 @click.option("--key-id", help="Sign with the configured key of this id (and name it in kid).")
@@ -72,6 +73,7 @@ def issue(
     subject: str,
     expires_in: str,
     models: tuple[str, ...],
+    team: str | None,
     audience: tuple[str, ...],
     issuer: str | None,
     key_id: str | None,
@@ -104,6 +106,7 @@ def issue(
         subject=subject,
         expires_in_s=lifetime,
         models=_split(models) if models else None,
+        team=team,
         audience=list(audience) or list(auth.audience or ()),
         issuer=issuer if issuer is not None else auth.issuer,
     )

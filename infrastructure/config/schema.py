@@ -26,6 +26,9 @@ from infrastructure.config.settings import (
     MetricsSettings,
     ModelsSettings,
     PriceSettings,
+    QuotaLimitSettings,
+    QuotaRuleSettings,
+    QuotaSettings,
     ServerSettings,
     Settings,
     TlsSettings,
@@ -320,6 +323,83 @@ class LedgerSchema(_Strict):
         return LedgerSettings(**data)
 
 
+_COUNT = validate.Range(min=1)
+_USD = validate.Range(min=0)
+
+
+class QuotaLimitSchema(_Strict):
+    requests_per_minute = fields.Integer(load_default=None, allow_none=True, validate=_COUNT)
+    tokens_per_minute = fields.Integer(load_default=None, allow_none=True, validate=_COUNT)
+    concurrent = fields.Integer(load_default=None, allow_none=True, validate=_COUNT)
+    tokens_per_day = fields.Integer(load_default=None, allow_none=True, validate=_COUNT)
+    usd_per_day = fields.Float(load_default=None, allow_none=True, validate=_USD)
+    usd_per_month = fields.Float(load_default=None, allow_none=True, validate=_USD)
+
+    @post_load
+    def build(self, data: dict[str, Any], **_: Any) -> QuotaLimitSettings:
+        return QuotaLimitSettings(**data)
+
+
+class QuotaRuleSchema(QuotaLimitSchema):
+    models = fields.Dict(
+        keys=fields.String(validate=validate.Length(min=1)),
+        values=fields.Nested(QuotaLimitSchema),
+        load_default=dict,
+    )
+
+    @post_load
+    def build(self, data: dict[str, Any], **_: Any) -> QuotaRuleSettings:
+        models = data.pop("models")
+        return QuotaRuleSettings(limits=QuotaLimitSettings(**data), models=models)
+
+
+class QuotaDefaultSchema(QuotaLimitSchema):
+    @validates_schema
+    def _not_duplicated(self, data: dict[str, Any], **_: Any) -> None:
+        for key, instead in (
+            ("requests_per_minute", "limits.max_requests_per_minute"),
+            ("concurrent", "limits.max_concurrent_per_subject"),
+        ):
+            if data.get(key) is not None:
+                raise ValidationError(f"set the default in {instead} instead", key)
+
+
+class QuotasSchema(_Strict):
+    store = fields.String(load_default="memory", validate=validate.OneOf(("memory", "redis")))
+    redis_url = fields.String(load_default=None, allow_none=True, metadata={"secret": True})
+    redis_key_prefix = fields.String(load_default="llm-proxy:")
+    on_store_error = fields.String(
+        load_default="fail_closed", validate=validate.OneOf(("fail_closed", "fail_open"))
+    )
+    redis_timeout_seconds = fields.Float(load_default=0.5, validate=_POSITIVE)
+    estimate_output_tokens = fields.Integer(load_default=256, validate=validate.Range(min=0))
+    chars_per_token = fields.Float(load_default=4.0, validate=_POSITIVE)
+    default = fields.Nested(QuotaDefaultSchema, load_default=QuotaLimitSettings)
+    subjects = fields.Dict(
+        keys=fields.String(validate=validate.Length(min=1)),
+        values=fields.Nested(QuotaRuleSchema),
+        load_default=dict,
+    )
+    teams = fields.Dict(
+        keys=fields.String(validate=validate.Length(min=1)),
+        values=fields.Nested(QuotaRuleSchema),
+        load_default=dict,
+    )
+
+    @validates_schema
+    def _redis_url_for_redis(self, data: dict[str, Any], **_: Any) -> None:
+        if data.get("store") == "redis" and not data.get("redis_url"):
+            raise ValidationError(
+                "the redis store needs redis_url (or redis_url_file), e.g. "
+                "redis://127.0.0.1:6379/0",
+                "redis_url",
+            )
+
+    @post_load
+    def build(self, data: dict[str, Any], **_: Any) -> QuotaSettings:
+        return QuotaSettings(**data)
+
+
 class SettingsSchema(_Strict):
     server = fields.Nested(ServerSchema)
     models = fields.Nested(ModelsSchema)
@@ -329,6 +409,7 @@ class SettingsSchema(_Strict):
     metrics = fields.Nested(MetricsSchema)
     tracing = fields.Nested(TracingSchema)
     ledger = fields.Nested(LedgerSchema)
+    quotas = fields.Nested(QuotasSchema)
 
     @post_load
     def build(self, data: dict[str, Any], **_: Any) -> Settings:

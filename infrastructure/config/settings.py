@@ -182,6 +182,46 @@ class LedgerSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class QuotaLimitSettings:
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    concurrent: int | None = None
+    tokens_per_day: int | None = None
+    usd_per_day: float | None = None
+    usd_per_month: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaRuleSettings:
+    limits: QuotaLimitSettings = QuotaLimitSettings()
+    # Model glob -> limits counted over the matching models only.
+    models: Mapping[str, QuotaLimitSettings] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaSettings:
+    """Per-caller and per-team quotas and budgets, and where their counters live."""
+
+    # memory: this process (under --workers: the supervisor, shared by its workers);
+    # redis: shared by every process and replica using the same Redis.
+    store: str = "memory"
+    # redis://[:password@]host:port/db (a secret: also redis_url_file).
+    redis_url: str | None = None
+    redis_key_prefix: str = "llm-proxy:"
+    # When the store cannot be reached: refuse (fail_closed) or admit unchecked (fail_open).
+    on_store_error: str = "fail_closed"
+    redis_timeout_seconds: float = 0.5
+    estimate_output_tokens: int = 256
+    chars_per_token: float = 4.0
+    # Per subject for the kinds no subject rule sets (requests per minute and concurrency
+    # come from limits.max_requests_per_minute and limits.max_concurrent_per_subject).
+    default: QuotaLimitSettings = QuotaLimitSettings()
+    # Subject or team name (exact or glob) -> rule, in order.
+    subjects: Mapping[str, QuotaRuleSettings] = field(default_factory=dict)
+    teams: Mapping[str, QuotaRuleSettings] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     server: ServerSettings = ServerSettings()
     models: ModelsSettings = ModelsSettings()
@@ -191,3 +231,4 @@ class Settings:
     metrics: MetricsSettings = MetricsSettings()
     tracing: TracingSettings = TracingSettings()
     ledger: LedgerSettings = LedgerSettings()
+    quotas: QuotaSettings = QuotaSettings()

@@ -25,7 +25,8 @@ async def test_rate_limit_rejects_with_retry_after(start_proxy: ProxyFactory) ->
     trailers = cast("list[tuple[str, str]]", list(error.trailing_metadata() or ()))
     retry_after = [value for key, value in trailers if key == "retry-after"]
     assert len(retry_after) == 1
-    assert 0 < float(retry_after[0]) <= 20
+    # At most 3 in any minute: room again when the first of the three is a minute old.
+    assert 50 < float(retry_after[0]) <= 60
 
 
 async def test_concurrency_limit_rejects_while_full_and_recovers(

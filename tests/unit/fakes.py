@@ -32,6 +32,7 @@ from domain.catalog import Catalog, ModelDescription
 from domain.ledger import GroupBy, UsageEntry, UsageTotal
 from domain.outcome import Method, RequestRecord
 from domain.policy import Limits, ServerPolicy
+from domain.quota import QuotaPolicy
 from domain.request import JsonObject, Message, ModelInvocation, PromptRequest, Role, ToolCall
 from domain.usage import ModelPrice, Usage
 
@@ -152,12 +153,14 @@ def sample_policy(
     prices: Mapping[str, ModelPrice] | None = None,
     server_name: str = "test-proxy",
     server_version: str = "9.9.9",
+    quotas: QuotaPolicy | None = None,
 ) -> ServerPolicy:
     return ServerPolicy(
         server_name=server_name,
         server_version=server_version,
         limits=limits if limits is not None else Limits(),
         prices=prices if prices is not None else {},
+        quota_rules=quotas if quotas is not None else QuotaPolicy(),
     )
 
 

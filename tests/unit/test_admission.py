@@ -7,8 +7,10 @@ import dataclasses
 
 import pytest
 
+from adapters.quota import MemoryQuotaStore
+from adapters.quota.memory import SWEEP_AT
 from application._common import PromptPipeline
-from application.admission import MAX_TRACKED_SUBJECTS, Admission
+from application.admission import Admission, Reservation
 from application.execute_prompt import ExecutePrompt
 from application.stream_prompt import StreamPrompt
 from domain.answer import Answer, Failure
@@ -16,6 +18,7 @@ from domain.errors import Overloaded, RateLimited, SchemaInvalid, SubjectOverloa
 from domain.policy import Limits, ServerPolicy
 from domain.principal import CallContext, Principal
 from domain.request import PromptRequest
+from domain.usage import Usage
 from tests.unit.fakes import (
     HANG,
     FakeClock,
@@ -27,73 +30,78 @@ from tests.unit.fakes import (
 
 
 class _Admission:
-    """An Admission with its clock and the limits each request carries, as the pipeline does."""
+    """An Admission over an in-memory store, with the policy each request carries."""
 
     def __init__(self, limits: Limits) -> None:
         self.clock = FakeClock()
         self.limits = limits
-        self.admission = Admission(self.clock)
+        self.admission = Admission(MemoryQuotaStore(), self.clock)
+        self._held: dict[str, list[Reservation]] = {}
 
-    def enter(self, subject: str) -> None:
-        self.admission.enter(subject, self.limits)
+    async def enter(self, subject: str) -> None:
+        reservation = await self.admission.admit(
+            Principal(subject), "echo", prompt_request("hi"), sample_policy(limits=self.limits)
+        )
+        self._held.setdefault(subject, []).append(reservation)
 
-    def leave(self, subject: str) -> None:
-        self.admission.leave(subject)
+    async def leave(self, subject: str) -> None:
+        self.admission.settle(self._held[subject].pop(), Usage(), 0)
+        await self.admission.close()
 
     @property
     def in_flight(self) -> int:
         return self.admission.in_flight
 
 
-def test_no_limits_admits_everything() -> None:
+async def test_no_limits_admits_everything() -> None:
     admission = _Admission(Limits(max_concurrent_requests=None, max_requests_per_minute=None))
     for _ in range(1000):
-        admission.enter("alice")
+        await admission.enter("alice")
     assert admission.in_flight == 1000
 
 
-def test_concurrency_limit_rejects_then_admits_after_leave() -> None:
+async def test_concurrency_limit_rejects_then_admits_after_leave() -> None:
     admission = _Admission(Limits(max_concurrent_requests=2))
-    admission.enter("a")
-    admission.enter("b")
+    await admission.enter("a")
+    await admission.enter("b")
     with pytest.raises(Overloaded) as caught:
-        admission.enter("c")
+        await admission.enter("c")
     assert caught.value.code == "OVERLOADED"
     assert "2 concurrent" in caught.value.message
     assert caught.value.retry_after_s > 0
-    admission.leave("a")
-    admission.enter("c")
+    await admission.leave("a")
+    await admission.enter("c")
     assert admission.in_flight == 2
 
 
-def test_one_caller_gets_half_the_slots_by_default() -> None:
+async def test_one_caller_gets_half_the_slots_by_default() -> None:
     admission = _Admission(Limits(max_concurrent_requests=10))
     for _ in range(5):
-        admission.enter("greedy")
+        await admission.enter("greedy")
     with pytest.raises(SubjectOverloaded) as caught:
-        admission.enter("greedy")
+        await admission.enter("greedy")
     assert caught.value.code == "TOO_MANY_IN_FLIGHT"
     assert "'greedy' already has 5 requests in flight" in caught.value.message
     assert "limits.max_concurrent_per_subject" in caught.value.message
     for other in ("a", "b", "c", "d", "e"):
-        admission.enter(other)
+        await admission.enter(other)
     assert admission.in_flight == 10
     assert admission.admission.in_flight_of("greedy") == 5
-    admission.leave("greedy")
-    admission.leave("a")
-    admission.enter("greedy")
+    await admission.leave("greedy")
+    await admission.leave("a")
+    await admission.enter("greedy")
     assert admission.admission.in_flight_of("greedy") == 5
 
 
-def test_an_explicit_per_caller_cap_applies_even_without_a_server_wide_one() -> None:
+async def test_an_explicit_per_caller_cap_applies_even_without_a_server_wide_one() -> None:
     admission = _Admission(Limits(max_concurrent_per_subject=2))
-    admission.enter("alice")
-    admission.enter("alice")
+    await admission.enter("alice")
+    await admission.enter("alice")
     with pytest.raises(SubjectOverloaded):
-        admission.enter("alice")
-    admission.enter("bob")
-    admission.leave("alice")
-    admission.enter("alice")
+        await admission.enter("alice")
+    await admission.enter("bob")
+    await admission.leave("alice")
+    await admission.enter("alice")
     assert admission.admission.in_flight_of("alice") == 2
 
 
@@ -108,80 +116,93 @@ def test_an_explicit_per_caller_cap_applies_even_without_a_server_wide_one() -> 
         (Limits(max_concurrent_per_subject=7), 7),
     ],
 )
-def test_per_caller_cap_defaults_to_a_share_of_the_server_wide_one(
+async def test_per_caller_cap_defaults_to_a_share_of_the_server_wide_one(
     limits: Limits, cap: int | None
 ) -> None:
     assert limits.concurrency_cap_per_subject() == cap
 
 
-def test_a_caller_refused_for_concurrency_keeps_its_rate_allowance() -> None:
+async def test_a_caller_refused_for_concurrency_keeps_its_rate_allowance() -> None:
     admission = _Admission(Limits(max_concurrent_per_subject=1, max_requests_per_minute=2))
-    admission.enter("alice")
+    await admission.enter("alice")
     with pytest.raises(SubjectOverloaded):
-        admission.enter("alice")
-    admission.leave("alice")
-    admission.enter("alice")  # the second of two tokens: the refusal above took none
+        await admission.enter("alice")
+    await admission.leave("alice")
+    await admission.enter("alice")  # the second of two tokens: the refusal above took none
 
 
-def test_rate_limit_allows_a_burst_then_refills_per_caller() -> None:
+async def test_rate_limit_allows_at_most_the_limit_in_any_minute_per_caller() -> None:
     admission = _Admission(Limits(max_requests_per_minute=60))
-    for _ in range(60):
-        admission.enter("alice")
-        admission.leave("alice")
+    for _ in range(30):
+        await admission.enter("alice")
+        await admission.leave("alice")
+    admission.clock.advance(30.0)
+    for _ in range(30):
+        await admission.enter("alice")
+        await admission.leave("alice")
     with pytest.raises(RateLimited) as caught:
-        admission.enter("alice")
+        await admission.enter("alice")
     assert caught.value.code == "RATE_LIMITED"
-    assert caught.value.retry_after_s == pytest.approx(1.0)
-    admission.enter("bob")  # another caller has its own allowance
-    admission.leave("bob")
-    admission.clock.advance(1.0)
-    admission.enter("alice")  # one token refilled after a second at 60/min
-    admission.leave("alice")
+    assert "60 requests per minute (limits.max_requests_per_minute): 60 in the last minute" in (
+        caught.value.message
+    )
+    # Room again once the oldest of the 60 is a minute old: the first 30 were at t=0.
+    assert caught.value.retry_after_s == pytest.approx(30.0)
+    await admission.enter("bob")  # another caller has its own allowance
+    await admission.leave("bob")
+    admission.clock.advance(29.9)
     with pytest.raises(RateLimited):
-        admission.enter("alice")
+        await admission.enter("alice")
+    admission.clock.advance(0.2)
+    for _ in range(30):
+        await admission.enter("alice")
+        await admission.leave("alice")
+    with pytest.raises(RateLimited):
+        await admission.enter("alice")
 
 
-def test_a_rejected_request_does_not_count_as_in_flight() -> None:
+async def test_a_rejected_request_does_not_count_as_in_flight() -> None:
     admission = _Admission(Limits(max_requests_per_minute=1))
-    admission.enter("alice")
+    await admission.enter("alice")
     with pytest.raises(RateLimited):
-        admission.enter("alice")
+        await admission.enter("alice")
     assert admission.in_flight == 1
     assert admission.admission.in_flight_of("alice") == 1
-    admission.leave("alice")
+    await admission.leave("alice")
     assert admission.admission.in_flight_of("alice") == 0
 
 
-def test_the_limits_of_each_request_apply_so_a_reload_applies() -> None:
+async def test_the_limits_of_each_request_apply_so_a_reload_applies() -> None:
     admission = _Admission(Limits(max_concurrent_requests=1))
-    admission.enter("a")
+    await admission.enter("a")
     with pytest.raises(Overloaded):
-        admission.enter("b")
+        await admission.enter("b")
     admission.limits = Limits(max_concurrent_requests=5)
-    admission.enter("b")
+    await admission.enter("b")
 
 
-def test_idle_callers_are_forgotten_first_which_costs_them_nothing() -> None:
+async def test_counters_of_idle_callers_are_swept_so_memory_stays_bounded() -> None:
     admission = _Admission(Limits(max_requests_per_minute=1))
-    admission.enter("first")
-    admission.leave("first")
+    store = admission.admission._store
+    assert isinstance(store, MemoryQuotaStore)
+    for index in range(SWEEP_AT + 1):
+        await admission.enter(f"caller-{index}")
+        await admission.leave(f"caller-{index}")
+    admission.clock.advance(61)
+    await admission.enter("late")
+    await admission.leave("late")
+    for index in range(SWEEP_AT):
+        await admission.enter(f"other-{index}")
+        await admission.leave(f"other-{index}")
+    assert len(store._logs) <= SWEEP_AT + 1
     with pytest.raises(RateLimited):
-        admission.enter("first")
-    for index in range(MAX_TRACKED_SUBJECTS):
-        admission.enter(f"caller-{index}")
-        admission.leave(f"caller-{index}")
-    # "first" was the least recently seen, so its bucket went to bound memory: it starts full.
-    admission.enter("first")
-    admission.leave("first")
-    # The most recent callers are still tracked, their allowance still spent.
-    with pytest.raises(RateLimited):
-        admission.enter(f"caller-{MAX_TRACKED_SUBJECTS - 1}")
+        await admission.enter("late")
 
 
 def _limited_harness(limits: Limits) -> tuple[Harness, Admission, PromptPipeline]:
     harness = Harness()
     harness.set_limits(limits)
-    admission = Admission(harness.clock)
+    admission = Admission(MemoryQuotaStore(), harness.clock)
     pipeline = dataclasses.replace(harness.pipeline, admission=admission)
     return harness, admission, pipeline
 
@@ -292,7 +313,7 @@ async def test_the_policy_is_read_once_per_request() -> None:
     harness = Harness(
         policy=_CountingPolicy(sample_policy(limits=Limits(max_concurrent_requests=4)))
     )
-    admission = Admission(harness.clock)
+    admission = Admission(MemoryQuotaStore(), harness.clock)
     pipeline = dataclasses.replace(harness.pipeline, admission=admission)
     harness.script("fine")
     execute = ExecutePrompt(pipeline, harness.gateway, harness.observer)

@@ -55,6 +55,22 @@ def test_no_models_claim_means_every_model() -> None:
     assert verifier().verify(sign(claims("bob"))).allowed_models is None
 
 
+def test_the_team_claim_names_the_callers_team() -> None:
+    assert verifier().verify(sign(claims("bob", team="research"))).team == "research"
+    assert verifier().verify(sign(claims("bob"))).team is None
+
+
+@pytest.mark.parametrize("team", ["", 7, ["a"]])
+def test_a_malformed_team_claim_is_refused_not_ignored(team: object) -> None:
+    assert "team claim" in rejection(verifier(), sign(claims("bob", team=team)))
+
+
+def test_issued_tokens_carry_the_team() -> None:
+    key = SigningKey.shared_secret(SECRET)
+    token = issue_token(key, subject="bob", expires_in_s=60, team="research")
+    assert verifier().verify(token).team == "research"
+
+
 def test_an_empty_models_claim_means_no_model() -> None:
     assert verifier().verify(sign(claims("bob", models=[]))).allowed_models == ()
 

@@ -1,0 +1,92 @@
+"""Quota counters in this process's memory: the default store for one server process, and the
+store a `--workers` supervisor keeps for all its workers (adapters.quota.shared)."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+
+from domain.quota import Adjustment, Breach, Charge, Counter
+
+# Expired windows and empty logs are swept once this many keys exist, so memory stays bounded
+# by the callers active in the longest window rather than growing with every caller ever seen.
+SWEEP_AT = 10_000
+
+
+class MemoryQuotaStore:
+    def __init__(self) -> None:
+        self._logs: dict[str, deque[float]] = {}
+        # key -> [value, unix time it expires]
+        self._values: dict[str, list[float]] = {}
+        self._sweep_at = SWEEP_AT
+
+    async def reserve(self, charges: Sequence[Charge], now: float) -> Breach | None:
+        return self.reserve_now(charges, now)
+
+    async def adjust(self, adjustments: Sequence[Adjustment], now: float) -> None:
+        self.adjust_now(adjustments, now)
+
+    async def usage(self, charges: Sequence[Charge], now: float) -> list[float]:
+        return [self._used(charge, now) for charge in charges]
+
+    def reserve_now(self, charges: Sequence[Charge], now: float) -> Breach | None:
+        for charge in charges:
+            used = self._used(charge, now)
+            if used + charge.amount > charge.limit.amount:
+                return Breach(charge, used, self._retry_after(charge, used, now))
+        for charge in charges:
+            if charge.counter is Counter.LOG:
+                self._logs.setdefault(charge.key, deque()).append(now)
+            else:
+                self._add(charge.key, charge.amount, charge.window_end, now)
+        if len(self._logs) + len(self._values) > self._sweep_at:
+            self._sweep(now)
+        return None
+
+    def adjust_now(self, adjustments: Sequence[Adjustment], now: float) -> None:
+        for adjustment in adjustments:
+            self._add(adjustment.key, adjustment.delta, adjustment.window_end, now)
+
+    def _used(self, charge: Charge, now: float) -> float:
+        if charge.counter is Counter.LOG:
+            log = self._logs.get(charge.key)
+            if log is None:
+                return 0.0
+            horizon = now - charge.window_s
+            while log and log[0] <= horizon:
+                log.popleft()
+            return float(len(log))
+        entry = self._values.get(charge.key)
+        if entry is None or entry[1] <= now:
+            return 0.0
+        return entry[0]
+
+    def _retry_after(self, charge: Charge, used: float, now: float) -> float:
+        if charge.counter is Counter.LOG:
+            log = self._logs[charge.key]
+            # The entry whose expiry makes room for one more request.
+            index = max(int(used - charge.limit.amount), 0)
+            return max(log[index] + charge.window_s - now, 0.001)
+        if charge.counter is Counter.GAUGE:
+            return 1.0
+        return max(charge.window_end - now, 0.001)
+
+    def _add(self, key: str, delta: float, expires: float, now: float) -> None:
+        entry = self._values.get(key)
+        if entry is None or entry[1] <= now:
+            entry = self._values[key] = [0.0, expires]
+        # A gauge never goes below zero, even if a settle arrives after its key expired.
+        entry[0] = max(entry[0] + delta, 0.0)
+        entry[1] = max(entry[1], expires)
+
+    def _sweep(self, now: float) -> None:
+        for key in [key for key, log in self._logs.items() if not log or log[-1] <= now - 60]:
+            del self._logs[key]
+        for key in [key for key, (value, expires) in self._values.items() if expires <= now]:
+            del self._values[key]
+        # Many keys still live: sweep again after SWEEP_AT more, so sweeping stays amortised.
+        self._sweep_at = len(self._logs) + len(self._values) + SWEEP_AT
+
+    def seed(self, key: str, amount: float, expires: float, now: float) -> None:
+        """Add usage recorded elsewhere (the ledger, at start) to a window's counter."""
+        self._add(key, amount, expires, now)
