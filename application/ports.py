@@ -126,3 +126,9 @@ class QuotaStore(Protocol):
         """The current value of each charge's counter (requests in the last minute for a
         log, the window's total, or the gauge), without changing anything."""
         ...
+
+    async def check(self) -> None:
+        """Return if the store can be reached; raise QuotaStoreUnavailable if not."""
+        ...
+
+    async def close(self) -> None: ...

@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import TYPE_CHECKING
 
+from adapters.grpc.health import GrpcHealth
 from adapters.quota import MemoryQuotaStore
 from application.admission import Admission
-from application.ports import Clock, QuotaStore
+from application.ports import Clock, QuotaStore, QuotaStoreUnavailable
 from infrastructure.config.settings import QuotaSettings
 
 if TYPE_CHECKING:
     from adapters.metrics import PrometheusObserver
 
+log = logging.getLogger("llm_proxy.admission")
+
+STORE_CHECK_INTERVAL_S = 2.0
+
 
 def build_quota_store(settings: QuotaSettings) -> QuotaStore:
+    if settings.store == "redis":
+        # Imported here: the redis client is needed only by servers that use it.
+        from adapters.quota.redis import RedisQuotaStore
+
+        assert settings.redis_url is not None  # the schema requires it for this store
+        return RedisQuotaStore(
+            settings.redis_url,
+            prefix=settings.redis_key_prefix,
+            timeout_s=settings.redis_timeout_seconds,
+        )
     return MemoryQuotaStore()
 
 
@@ -29,3 +46,31 @@ def build_admission(
         fail_open=settings.on_store_error == "fail_open",
         on_fail_open=metrics.limits_fail_open if metrics is not None else None,
     )
+
+
+async def watch_store(
+    store: QuotaStore,
+    admission: Admission,
+    health: GrpcHealth | None,
+    settings: QuotaSettings,
+    interval_s: float = STORE_CHECK_INTERVAL_S,
+) -> None:
+    """Keep the health service's view of the limits store current, with or without traffic."""
+    fail_closed = settings.on_store_error == "fail_closed"
+    reachable: bool | None = None
+    while True:
+        try:
+            await store.check()
+            now_reachable = True
+        except QuotaStoreUnavailable as exc:
+            now_reachable = False
+            if reachable is not False:
+                log.error("limits store unreachable: %s", exc)
+        if now_reachable and reachable is False:
+            log.warning("limits store reachable again")
+        if now_reachable != reachable:
+            reachable = now_reachable
+            admission.store_unavailable = not reachable
+            if health is not None:
+                await health.limits_reachable(reachable, fail_closed=fail_closed)
+        await asyncio.sleep(interval_s)

@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,12 +22,15 @@ from infrastructure.container import Container
 from infrastructure.fd_limit import raise_open_file_limit
 from infrastructure.memory import AllocatorTrim
 from infrastructure.observability import SINGLE, WORKER, shutdown_tracing
+from infrastructure.quotas import watch_store
 from infrastructure.refusal_log import RefusalLog
 from infrastructure.reload import FileWatcher, Reloader, SettingsLoader, watch
 
 if TYPE_CHECKING:
     from adapters.ledger import BatchingLedger
     from adapters.metrics import MetricsEndpoint
+    from application.admission import Admission
+    from application.ports import QuotaStore
 
 log = logging.getLogger("llm_proxy.server")
 
@@ -39,6 +42,9 @@ class RunningServer:
     health: GrpcHealth | None = None
     metrics: MetricsEndpoint | None = None
     ledger: BatchingLedger | None = None
+    admission: Admission | None = None
+    quota_store: QuotaStore | None = None
+    watchers: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
     def metrics_port(self) -> int | None:
@@ -53,6 +59,12 @@ class RunningServer:
         """Refuse new calls, let in-flight ones finish for up to grace_s, cancel the rest."""
         await self.begin_shutdown()
         await self.server.stop(grace_s)
+        for watcher in self.watchers:
+            watcher.cancel()
+        if self.admission is not None:
+            await self.admission.close()
+        if self.quota_store is not None:
+            await self.quota_store.close()
         if self.ledger is not None:
             # After the calls have ended, so that their rows are written too.
             await self.ledger.close()
@@ -133,7 +145,13 @@ async def start(
         # The terminal, not the log: the notice is for whoever started the server.
         sys.stdout.write(notice)
         sys.stdout.flush()
-    return RunningServer(server, bound, health, metrics, ledger)
+    admission: Admission = container.admission()
+    quota_store: QuotaStore = container.quota_store()
+    running = RunningServer(server, bound, health, metrics, ledger, admission, quota_store)
+    if settings.quotas.store != "memory":
+        watching = watch_store(quota_store, admission, health, settings.quotas)
+        running.watchers.append(asyncio.get_running_loop().create_task(watching))
+    return running
 
 
 async def serve_until_signalled(container: Container, *, announce: bool = True) -> None:

@@ -13,6 +13,8 @@ from llm_proxy_client.generated import llm_proxy_pb2 as pb
 PROXY_SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["VibectlLLMProxy"].full_name
 # "" is the whole server, as load balancers and Kubernetes probes ask by default.
 HEALTH_SERVICES = ("", PROXY_SERVICE_NAME)
+# Whether the shared store of limits (Redis) can be reached; only when one is configured.
+LIMITS_SERVICE_NAME = "llm_proxy.limits"
 
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -35,6 +37,13 @@ class GrpcHealth:
     async def serving(self) -> None:
         for service in HEALTH_SERVICES:
             await self.servicer.set(service, _SERVING)
+
+    async def limits_reachable(self, reachable: bool, *, fail_closed: bool) -> None:
+        """Report the limits store; failing closed, the server serves nothing without it."""
+        await self.servicer.set(LIMITS_SERVICE_NAME, _SERVING if reachable else _NOT_SERVING)
+        if fail_closed:
+            for service in HEALTH_SERVICES:
+                await self.servicer.set(service, _SERVING if reachable else _NOT_SERVING)
 
     async def shutting_down(self) -> None:
         # Later set() calls are ignored, so a reload racing the shutdown cannot revive it.

@@ -13,7 +13,7 @@ from application.describe_server import DescribeServer
 from application.execute_prompt import ExecutePrompt
 from application.stream_prompt import StreamPrompt
 from domain.answer import Answer, Failure, StreamFinished, TextChunk
-from domain.errors import MalformedCall, PermissionDenied, RateLimited
+from domain.errors import LimitsUnavailable, MalformedCall, PermissionDenied, RateLimited
 from domain.principal import ANONYMOUS, CallContext, Principal
 from domain.request import ToolCall
 from llm_proxy_client.generated import llm_proxy_pb2 as pb
@@ -122,6 +122,8 @@ class ProxyServicer(pb_grpc.VibectlLLMProxyServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, error.message)
         if isinstance(error, PermissionDenied):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, error.message)
+        if isinstance(error, LimitsUnavailable):
+            await context.abort(grpc.StatusCode.UNAVAILABLE, error.message)
         if isinstance(error, RateLimited):
             await context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,

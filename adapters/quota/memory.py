@@ -29,6 +29,12 @@ class MemoryQuotaStore:
     async def usage(self, charges: Sequence[Charge], now: float) -> list[float]:
         return [self._used(charge, now) for charge in charges]
 
+    async def check(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
     def reserve_now(self, charges: Sequence[Charge], now: float) -> Breach | None:
         for charge in charges:
             used = self._used(charge, now)
