@@ -94,7 +94,7 @@ class Container(containers.DeclarativeContainer):
     # What the use cases call: the gateway, in a span per model call when tracing is on.
     model_gateway = providers.Singleton(traced_gateway, gateway, tracer_provider)
 
-    quota_store = providers.Singleton(build_quota_store, settings.provided.quotas)
+    quota_store = providers.Singleton(build_quota_store, settings.provided.quotas, role)
     admission = providers.Singleton(
         build_admission, quota_store, clock, settings.provided.quotas, metrics
     )

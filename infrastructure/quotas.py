@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import TYPE_CHECKING
 
 from adapters.grpc.health import GrpcHealth
@@ -11,6 +12,8 @@ from adapters.quota import MemoryQuotaStore
 from application.admission import Admission
 from application.ports import Clock, QuotaStore, QuotaStoreUnavailable
 from infrastructure.config.settings import QuotaSettings
+from infrastructure.observability import WORKER
+from infrastructure.supervisor import QUOTA_SOCKET_ENV
 
 if TYPE_CHECKING:
     from adapters.metrics import PrometheusObserver
@@ -20,7 +23,7 @@ log = logging.getLogger("llm_proxy.admission")
 STORE_CHECK_INTERVAL_S = 2.0
 
 
-def build_quota_store(settings: QuotaSettings) -> QuotaStore:
+def build_quota_store(settings: QuotaSettings, role: str) -> QuotaStore:
     if settings.store == "redis":
         # Imported here: the redis client is needed only by servers that use it.
         from adapters.quota.redis import RedisQuotaStore
@@ -31,6 +34,12 @@ def build_quota_store(settings: QuotaSettings) -> QuotaStore:
             prefix=settings.redis_key_prefix,
             timeout_s=settings.redis_timeout_seconds,
         )
+    socket = os.environ.get(QUOTA_SOCKET_ENV)
+    if role == WORKER and socket:
+        # One of `serve --workers N`: the counters are the supervisor's, shared by all.
+        from adapters.quota.shared import SharedQuotaStore
+
+        return SharedQuotaStore(socket)
     return MemoryQuotaStore()
 
 

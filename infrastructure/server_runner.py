@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from adapters.grpc.health import GrpcHealth
+from adapters.quota import MemoryQuotaStore
 from infrastructure import security
 from infrastructure.config.settings import Settings
 from infrastructure.container import Container
@@ -148,7 +149,7 @@ async def start(
     admission: Admission = container.admission()
     quota_store: QuotaStore = container.quota_store()
     running = RunningServer(server, bound, health, metrics, ledger, admission, quota_store)
-    if settings.quotas.store != "memory":
+    if not isinstance(quota_store, MemoryQuotaStore):
         watching = watch_store(quota_store, admission, health, settings.quotas)
         running.watchers.append(asyncio.get_running_loop().create_task(watching))
     return running

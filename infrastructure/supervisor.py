@@ -26,6 +26,8 @@ from infrastructure.config.settings import Settings
 log = logging.getLogger("llm_proxy.supervisor")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# Where the workers find the quota counters this supervisor keeps (quotas.store: memory).
+QUOTA_SOCKET_ENV = "LLM_PROXY_QUOTA_SOCKET"
 # A worker exiting with the configuration-error status will only fail again: give up.
 CONFIG_EXIT_STATUS = 2
 BACKOFF_FIRST_S = 0.5
@@ -73,8 +75,10 @@ class Supervisor:
         port: int,
         env: dict[str, str],
         metrics_dir: str | None,
+        quota_socket: str | None = None,
     ) -> None:
         self._settings = settings
+        self._quota_socket = quota_socket
         self._command = command
         self._port = port
         self._env = env
@@ -102,7 +106,18 @@ class Supervisor:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self._on_stop, signum)
         loop.add_signal_handler(signal.SIGHUP, self._signal_all, signal.SIGHUP)
-        await asyncio.gather(*(self._keep_running(slot) for slot in self._slots))
+        quotas = None
+        if self._quota_socket is not None:
+            from adapters.quota.shared import QuotaServer
+
+            # Before any worker starts: the workers' first requests already need it.
+            quotas = QuotaServer()
+            await quotas.start(self._quota_socket)
+        try:
+            await asyncio.gather(*(self._keep_running(slot) for slot in self._slots))
+        finally:
+            if quotas is not None:
+                await quotas.stop()
         return self._exit_status
 
     async def _keep_running(self, slot: _Slot) -> None:
@@ -180,11 +195,24 @@ def supervise(settings: Settings, command: WorkerCommand) -> int:
             settings.metrics.host, settings.metrics.port, multiprocess_dir=metrics_dir
         )
         log.info("metrics on http://%s:%d/metrics", settings.metrics.host, endpoint.port)
+    quota_dir: str | None = None
+    quota_socket: str | None = None
+    if settings.quotas.store == "memory":
+        # mkdtemp makes the directory 0700: only this user's processes reach the socket.
+        quota_dir = tempfile.mkdtemp(prefix="llm-proxy-quotas-")
+        quota_socket = os.path.join(quota_dir, "quotas.sock")
+        env[QUOTA_SOCKET_ENV] = quota_socket
     log.info(
         "supervising %d workers on %s:%d (pid %d)", server.workers, server.host, port, os.getpid()
     )
     supervisor = Supervisor(
-        settings, command, workers=server.workers, port=port, env=env, metrics_dir=metrics_dir
+        settings,
+        command,
+        workers=server.workers,
+        port=port,
+        env=env,
+        metrics_dir=metrics_dir,
+        quota_socket=quota_socket,
     )
     try:
         return asyncio.run(supervisor.run())
@@ -194,4 +222,6 @@ def supervise(settings: Settings, command: WorkerCommand) -> int:
             endpoint.stop()
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+        if quota_dir is not None:
+            shutil.rmtree(quota_dir, ignore_errors=True)
         log.info("all workers stopped")

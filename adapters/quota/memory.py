@@ -29,6 +29,9 @@ class MemoryQuotaStore:
     async def usage(self, charges: Sequence[Charge], now: float) -> list[float]:
         return [self._used(charge, now) for charge in charges]
 
+    def used_now(self, charge: Charge, now: float) -> float:
+        return self._used(charge, now)
+
     async def check(self) -> None:
         return None
 

@@ -15,8 +15,13 @@ from tests.integration.helpers import request
 async def burst(ports: Sequence[int], total: int, connections: int = 20) -> Counter[str]:
     """Sends `total` Execute calls at once, spread over `connections` channels to the servers
     on `ports` in turn; counts "ok" and each status code of the refusals."""
+    # A private subchannel pool per channel: otherwise channels to one address share one
+    # connection, and `--workers` would see all of them on one worker.
     channels = [
-        grpc.aio.insecure_channel(f"127.0.0.1:{ports[index % len(ports)]}")
+        grpc.aio.insecure_channel(
+            f"127.0.0.1:{ports[index % len(ports)]}",
+            options=[("grpc.use_local_subchannel_pool", 1)],
+        )
         for index in range(connections)
     ]
     stubs = [pb_grpc.VibectlLLMProxyStub(channel) for channel in channels]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -52,13 +53,17 @@ def spawned() -> Iterator[list[subprocess.Popen[str]]]:
             process.wait(5)
 
 
-def _start(config: Path, spawned: list[subprocess.Popen[str]], *extra: str) -> int:
+def _start(
+    config: Path, spawned: list[subprocess.Popen[str]], *extra: str, listeners: int = 1
+) -> int:
     process = _spawn(config, "--log-level", "INFO", *extra)
     spawned.append(process)
-    port = _port_of(process, [])
-    # Only the listening line was wanted; the rest (WARNING and up) must not fill the pipe.
+    ports = {_port_of(process, []) for _ in range(listeners)}
+    assert len(ports) == 1
+    # The rest of the log is read all along, so that it can never fill the pipe.
     assert process.stderr is not None
-    return port
+    threading.Thread(target=process.stderr.read, daemon=True).start()
+    return ports.pop()
 
 
 async def test_two_server_processes_sharing_redis_admit_exactly_the_limit(
@@ -69,6 +74,16 @@ async def test_two_server_processes_sharing_redis_admit_exactly_the_limit(
     )
     ports = [_start(config, spawned), _start(config, spawned)]
     outcomes = await burst(ports, SENT)
+    assert outcomes == {"ok": LIMIT, "RESOURCE_EXHAUSTED": SENT - LIMIT}
+
+
+async def test_two_workers_without_redis_admit_exactly_the_limit(
+    tmp_path: Path, spawned: list[subprocess.Popen[str]]
+) -> None:
+    config = _write_config(tmp_path / "proxy.yaml", {})
+    # Both workers listening before the burst, so that the kernel spreads it over both.
+    port = _start(config, spawned, "--workers", "2", listeners=2)
+    outcomes = await burst([port], SENT)
     assert outcomes == {"ok": LIMIT, "RESOURCE_EXHAUSTED": SENT - LIMIT}
 
 
