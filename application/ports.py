@@ -8,7 +8,7 @@ from typing import Protocol
 
 from domain.answer import GatewayEvent, ModelOutput
 from domain.catalog import Catalog
-from domain.ledger import GroupBy, UsageEntry, UsageTotal
+from domain.ledger import DailyUsage, GroupBy, UsageEntry, UsageTotal
 from domain.outcome import Method, RequestRecord
 from domain.policy import ServerPolicy
 from domain.quota import Adjustment, Breach, Charge
@@ -101,6 +101,11 @@ class UsageHistory(Protocol):
     async def totals(self, since: float, group_by: GroupBy) -> list[UsageTotal]:
         """Sums over the rows finished at or after `since` (unix seconds), one per group,
         largest cost first."""
+        ...
+
+    async def daily_usage(self, since: float) -> list[DailyUsage]:
+        """Tokens and cost per UTC day, subject, team and model since `since`: what budgets
+        are rebuilt from after a restart."""
         ...
 
 

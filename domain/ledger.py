@@ -46,3 +46,15 @@ class UsageTotal:
     input_tokens: int
     output_tokens: int
     cost_usd: float
+
+
+@dataclass(frozen=True, slots=True)
+class DailyUsage:
+    """Tokens and cost of one subject (of one team) on one model during one UTC day."""
+
+    day_start: float
+    subject: str
+    team: str | None
+    model: str | None
+    tokens: int
+    cost_usd: float

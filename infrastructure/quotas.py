@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from typing import TYPE_CHECKING
 
 from adapters.grpc.health import GrpcHealth
 from adapters.quota import MemoryQuotaStore
 from application.admission import Admission
-from application.ports import Clock, QuotaStore, QuotaStoreUnavailable
+from application.ports import Clock, QuotaStore, QuotaStoreUnavailable, UsageHistory
+from application.rebuild_budgets import rebuild_budgets
+from domain.quota import QuotaPolicy
 from infrastructure.config.settings import QuotaSettings
 from infrastructure.observability import WORKER
 from infrastructure.supervisor import QUOTA_SOCKET_ENV
@@ -83,3 +86,24 @@ async def watch_store(
             if health is not None:
                 await health.limits_reachable(reachable, fail_closed=fail_closed)
         await asyncio.sleep(interval_s)
+
+
+async def rebuild_from_ledger(
+    store: MemoryQuotaStore, history: UsageHistory, policy: QuotaPolicy
+) -> None:
+    """Budgets in memory survive a restart: today's and this month's usage from the ledger."""
+    if not any(
+        limit_set.items()
+        for limit_set in (
+            policy.default,
+            *(rule.limits for rule in (*policy.subjects, *policy.teams)),
+            *(limits for rule in (*policy.subjects, *policy.teams) for _, limits in rule.models),
+        )
+    ):
+        return
+    try:
+        seeded = await rebuild_budgets(history, store, policy, time.time())
+    except Exception as exc:  # the server still serves; budgets then start from zero
+        log.error("could not rebuild budgets from the usage ledger: %s", exc)
+        return
+    log.info("budgets rebuilt from the usage ledger: %d counters", seeded)

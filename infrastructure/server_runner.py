@@ -23,7 +23,7 @@ from infrastructure.container import Container
 from infrastructure.fd_limit import raise_open_file_limit
 from infrastructure.memory import AllocatorTrim
 from infrastructure.observability import SINGLE, WORKER, shutdown_tracing
-from infrastructure.quotas import watch_store
+from infrastructure.quotas import rebuild_from_ledger, watch_store
 from infrastructure.refusal_log import RefusalLog
 from infrastructure.reload import FileWatcher, Reloader, SettingsLoader, watch
 
@@ -117,6 +117,9 @@ async def start(
     ledger: BatchingLedger | None = container.ledger()
     if ledger is not None:
         await ledger.start()
+    quota_store: QuotaStore = container.quota_store()
+    if ledger is not None and isinstance(quota_store, MemoryQuotaStore):
+        await rebuild_from_ledger(quota_store, ledger, container.policy().current().quotas)
     health: GrpcHealth | None = container.health()
     if health is not None:
         # The catalog is loaded: this process can answer prompts as soon as it listens.
@@ -147,7 +150,6 @@ async def start(
         sys.stdout.write(notice)
         sys.stdout.flush()
     admission: Admission = container.admission()
-    quota_store: QuotaStore = container.quota_store()
     running = RunningServer(server, bound, health, metrics, ledger, admission, quota_store)
     if not isinstance(quota_store, MemoryQuotaStore):
         watching = watch_store(quota_store, admission, health, settings.quotas)

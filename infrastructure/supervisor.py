@@ -20,8 +20,12 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from infrastructure.config.settings import Settings
+
+if TYPE_CHECKING:
+    from adapters.quota.shared import QuotaServer
 
 log = logging.getLogger("llm_proxy.supervisor")
 
@@ -112,6 +116,7 @@ class Supervisor:
 
             # Before any worker starts: the workers' first requests already need it.
             quotas = QuotaServer()
+            await _rebuild(quotas, self._settings)
             await quotas.start(self._quota_socket)
         try:
             await asyncio.gather(*(self._keep_running(slot) for slot in self._slots))
@@ -176,6 +181,25 @@ class Supervisor:
                 log.error("worker pid %d did not stop in %.0fs; killing it", process.pid, limit)
                 process.kill()
         return await waiting
+
+
+async def _rebuild(quotas: QuotaServer, settings: Settings) -> None:
+    from infrastructure.ledger import build_sink
+    from infrastructure.quotas import rebuild_from_ledger
+    from infrastructure.runtime import quota_policy_from
+
+    sink = build_sink(settings.ledger)
+    if sink is None:
+        return
+    try:
+        await sink.open()
+    except OSError as exc:
+        log.error("could not open the usage ledger to rebuild budgets: %s", exc)
+        return
+    try:
+        await rebuild_from_ledger(quotas.store, sink, quota_policy_from(settings.quotas))
+    finally:
+        await sink.close()
 
 
 def supervise(settings: Settings, command: WorkerCommand) -> int:

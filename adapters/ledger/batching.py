@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from domain.ledger import GroupBy, UsageEntry, UsageTotal
+from domain.ledger import DailyUsage, GroupBy, UsageEntry, UsageTotal
 
 log = logging.getLogger("llm_proxy.ledger")
 
@@ -31,6 +31,8 @@ class LedgerSink(Protocol):
     async def write(self, rows: Sequence[UsageEntry]) -> None: ...
 
     async def totals(self, since: float, group_by: GroupBy) -> list[UsageTotal]: ...
+
+    async def daily_usage(self, since: float) -> list[DailyUsage]: ...
 
     async def close(self) -> None: ...
 
@@ -85,6 +87,9 @@ class BatchingLedger:
 
     async def totals(self, since: float, group_by: GroupBy) -> list[UsageTotal]:
         return await self._sink.totals(since, group_by)
+
+    async def daily_usage(self, since: float) -> list[DailyUsage]:
+        return await self._sink.daily_usage(since)
 
     async def flush(self) -> None:
         """Write what is queued now (tests; the writer does this by itself)."""

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from adapters.ledger.columns import COLUMNS, GROUP_COLUMNS, as_row
-from domain.ledger import GroupBy, UsageEntry, UsageTotal
+from domain.ledger import DailyUsage, GroupBy, UsageEntry, UsageTotal
 
 TABLE = "llm_proxy_usage"
 VERSION_TABLE = "llm_proxy_schema"
@@ -139,6 +139,17 @@ class PostgresSink:
             UsageTotal(row[0], int(row[1]), int(row[2]), int(row[3]), int(row[4]), float(row[5]))
             for row in rows
         ]
+
+    async def daily_usage(self, since: float) -> list[DailyUsage]:
+        query = (
+            "SELECT floor(extract(epoch FROM time) / 86400) * 86400, subject, team, model, "  # noqa: S608
+            "COALESCE(SUM(COALESCE(input_tokens, 0) + COALESCE(output_tokens, 0)), 0), "
+            f"COALESCE(SUM(cost_usd), 0) FROM {TABLE} WHERE time >= to_timestamp($1) "
+            "GROUP BY 1, 2, 3, 4"
+        )
+        async with self._pool.acquire() as connection:
+            rows = await connection.fetch(query, since)
+        return [DailyUsage(float(r[0]), r[1], r[2], r[3], int(r[4]), float(r[5])) for r in rows]
 
     async def close(self) -> None:
         if self._pool is not None:

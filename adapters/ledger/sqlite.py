@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from adapters.ledger.columns import COLUMNS, GROUP_COLUMNS, as_row
-from domain.ledger import GroupBy, UsageEntry, UsageTotal
+from domain.ledger import DailyUsage, GroupBy, UsageEntry, UsageTotal
 
 T = TypeVar("T")
 
@@ -103,6 +103,19 @@ class SqliteSink:
         def select() -> list[UsageTotal]:
             rows = self._db().execute(query, (since,)).fetchall()
             return [UsageTotal(row[0], row[1], row[2], row[3], row[4], row[5]) for row in rows]
+
+        return await self._call(select)
+
+    async def daily_usage(self, since: float) -> list[DailyUsage]:
+        query = (
+            "SELECT CAST(time / 86400 AS INTEGER) * 86400, subject, team, model, "
+            "COALESCE(SUM(COALESCE(input_tokens, 0) + COALESCE(output_tokens, 0)), 0), "
+            "COALESCE(SUM(cost_usd), 0) FROM usage WHERE time >= ? GROUP BY 1, 2, 3, 4"
+        )
+
+        def select() -> list[DailyUsage]:
+            rows = self._db().execute(query, (since,)).fetchall()
+            return [DailyUsage(float(r[0]), r[1], r[2], r[3], int(r[4]), float(r[5])) for r in rows]
 
         return await self._call(select)
 

@@ -29,7 +29,7 @@ from application.execute_prompt import ExecutePrompt
 from application.stream_prompt import StreamPrompt
 from domain.answer import GatewayEvent, ModelOutput, TextChunk, UsageReport
 from domain.catalog import Catalog, ModelDescription
-from domain.ledger import GroupBy, UsageEntry, UsageTotal
+from domain.ledger import DailyUsage, GroupBy, UsageEntry, UsageTotal
 from domain.outcome import Method, RequestRecord
 from domain.policy import Limits, ServerPolicy
 from domain.quota import QuotaPolicy
@@ -444,6 +444,9 @@ class FakeLedgerSink:
         self.batches.append(list(rows))
 
     async def totals(self, since: float, group_by: GroupBy) -> list[UsageTotal]:
+        return []
+
+    async def daily_usage(self, since: float) -> list[DailyUsage]:
         return []
 
     async def close(self) -> None:
