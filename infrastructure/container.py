@@ -12,6 +12,7 @@ from adapters.grpc.server import ConnectionLimits, build_server
 from adapters.grpc.servicer import ProxyServicer
 from adapters.llm import LlmGateway, LlmModelRegistry
 from application._common import PromptPipeline
+from application.caller_limits import DescribeCallerLimits
 from application.describe_server import DescribeServer
 from application.execute_prompt import ExecutePrompt
 from application.stream_prompt import StreamPrompt
@@ -113,6 +114,7 @@ class Container(containers.DeclarativeContainer):
         StreamPrompt, pipeline, model_gateway, observer, tracer=tracer
     )
     describe_server = providers.Singleton(DescribeServer, catalog, policy)
+    caller_limits = providers.Singleton(DescribeCallerLimits, policy, quota_store, clock)
 
     servicer = providers.Singleton(
         ProxyServicer,
@@ -121,6 +123,7 @@ class Container(containers.DeclarativeContainer):
         describe=describe_server,
         # Set per call by the auth interceptor; ANONYMOUS when authentication is off.
         principal=providers.Object(current_principal),
+        caller_limits=caller_limits,
     )
     # None when JWT authentication is off (auth.enabled: false).
     token_verifier = providers.Singleton(security.token_verifier, settings)

@@ -6,10 +6,12 @@ import json
 import math
 
 from adapters.grpc import decode
+from application.caller_limits import CallerLimits
 from application.describe_server import ServerDescription
 from domain.answer import Answer, StreamFinished
 from domain.catalog import ModelDescription
 from domain.errors import ProxyError
+from domain.quota import Scope
 from domain.request import PromptRequest, ToolCall
 from domain.usage import ExecutionMetrics
 from llm_proxy_client.generated import llm_proxy_pb2 as pb
@@ -106,6 +108,26 @@ def to_model_info(model: ModelDescription) -> pb.ModelInfo:
     if model.max_context_length is not None:
         info.max_context_length = _int32(model.max_context_length)
     return info
+
+
+def to_caller_limits(limits: CallerLimits, response: pb.GetServerInfoResponse) -> None:
+    response.caller_usage_known = limits.usage_known
+    for item in limits.limits:
+        limit = item.limit
+        response.caller_limits.append(
+            pb.CallerLimit(
+                kind=limit.kind.value,
+                scope=limit.scope.value,
+                team=limit.owner if limit.scope is Scope.TEAM else "",
+                models=limit.models or "",
+                limit=limit.amount,
+                used=item.used,
+                remaining=item.remaining,
+                resets_at=int(item.resets_at) if item.resets_at is not None else 0,
+                budget=limit.kind.is_budget,
+                source=limit.source,
+            )
+        )
 
 
 def to_server_info(description: ServerDescription) -> pb.GetServerInfoResponse:

@@ -9,6 +9,7 @@ import grpc
 
 from adapters.grpc import mapping
 from adapters.grpc.read_watch import ReadWatch
+from application.caller_limits import DescribeCallerLimits
 from application.describe_server import DescribeServer
 from application.execute_prompt import ExecutePrompt
 from application.stream_prompt import StreamPrompt
@@ -37,11 +38,13 @@ class ProxyServicer(pb_grpc.VibectlLLMProxyServicer):
         stream: StreamPrompt,
         describe: DescribeServer,
         principal: PrincipalProvider = _anonymous,
+        caller_limits: DescribeCallerLimits | None = None,
     ) -> None:
         self._execute = execute
         self._stream = stream
         self._describe = describe
         self._principal = principal
+        self._caller_limits = caller_limits
 
     def _context(self, context: grpc.aio.ServicerContext[object, object]) -> CallContext:
         return CallContext(
@@ -109,7 +112,11 @@ class ProxyServicer(pb_grpc.VibectlLLMProxyServicer):
     async def GetServerInfo(
         self, request: pb.GetServerInfoRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.GetServerInfoResponse:
-        return mapping.to_server_info(self._describe(self._context(context)))
+        call = self._context(context)
+        response = mapping.to_server_info(self._describe(call))
+        if self._caller_limits is not None:
+            mapping.to_caller_limits(await self._caller_limits(call.principal), response)
+        return response
 
     @staticmethod
     async def _abort_if_status(

@@ -17,7 +17,11 @@ from infrastructure.cli.config_commands import config_group  # noqa: E402
 from infrastructure.cli.health import health  # noqa: E402
 from infrastructure.cli.security_commands import certs_group, token_group  # noqa: E402
 from infrastructure.cli.serve import serve  # noqa: E402
-from infrastructure.cli.usage_commands import ledger_group, usage_group  # noqa: E402
+from infrastructure.cli.usage_commands import (  # noqa: E402
+    ledger_group,
+    limits_group,
+    usage_group,
+)
 
 main.add_command(serve)
 main.add_command(config_group)
@@ -28,3 +32,4 @@ main.add_command(prompt_command)
 main.add_command(models_command)
 main.add_command(usage_group)
 main.add_command(ledger_group)
+main.add_command(limits_group)

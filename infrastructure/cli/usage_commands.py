@@ -1,4 +1,5 @@
-"""`usage report` (totals from the usage ledger) and `ledger migrate` (PostgreSQL schema)."""
+"""`usage report` (totals from the usage ledger), `ledger migrate` (PostgreSQL schema) and
+`limits show` (a subject's limits and consumption)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,18 @@ from pathlib import Path
 
 import click
 
+from adapters.quota import MemoryQuotaStore
+from application.caller_limits import CallerLimits, DescribeCallerLimits
+from application.ports import QuotaStore
+from application.rebuild_budgets import rebuild_budgets
 from domain.ledger import GroupBy, UsageTotal
+from domain.principal import Principal
 from infrastructure.cli.common import config_option, load_or_exit
-from infrastructure.config.settings import LedgerSettings
+from infrastructure.config.settings import LedgerSettings, Settings
 from infrastructure.ledger import build_sink, sqlite_path
+from infrastructure.observability import SINGLE
+from infrastructure.quotas import build_quota_store
+from infrastructure.runtime import ReloadablePolicy, SystemClock, policy_from, server_version
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -158,3 +167,90 @@ def migrate(config: Path | None) -> None:
         click.echo(f"{where}: applied schema versions {', '.join(map(str, applied))}")
     else:
         click.echo(f"{where}: schema already up to date")
+
+
+@click.group("limits")
+def limits_group() -> None:
+    """Inspect quotas and budgets."""
+
+
+async def _caller_limits(settings: Settings, principal: Principal) -> tuple[CallerLimits, str]:
+    policy = ReloadablePolicy(policy_from(settings, server_version()))
+    store: QuotaStore
+    if settings.quotas.store == "redis":
+        store = build_quota_store(settings.quotas, SINGLE)
+        note = f"from Redis ({settings.quotas.redis_key_prefix}*)"
+    else:
+        # A server's in-memory counters cannot be read from here: budgets come from the
+        # ledger, as a restarted server would rebuild them.
+        memory = MemoryQuotaStore()
+        sink = build_sink(settings.ledger)
+        note = "budgets from the usage ledger; per-minute and concurrency counters live in "
+        note += "the server's memory and show 0 here"
+        if sink is not None:
+            await sink.open()
+            try:
+                await rebuild_budgets(sink, memory, policy.current().quotas, time.time())
+            finally:
+                await sink.close()
+        store = memory
+    try:
+        return await DescribeCallerLimits(policy, store, SystemClock())(principal), note
+    finally:
+        await store.close()
+
+
+@limits_group.command("show")
+@config_option
+@click.argument("subject")
+@click.option("--team", help="The subject's team (its token's team claim).")
+@click.option("--json", "as_json", is_flag=True)
+def show_limits(config: Path | None, subject: str, team: str | None, as_json: bool) -> None:
+    """Effective limits of SUBJECT and its current consumption."""
+    settings = load_or_exit(config)
+    found, note = asyncio.run(_caller_limits(settings, Principal(subject, team=team)))
+    rows = [
+        {
+            "scope": item.limit.scope.value,
+            "owner": item.limit.owner,
+            "models": item.limit.models or "*",
+            "kind": item.limit.kind.value,
+            "limit": item.limit.amount,
+            "used": item.used,
+            "remaining": item.remaining,
+            "resets_at": (
+                time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(item.resets_at))
+                if item.resets_at is not None
+                else None
+            ),
+            "source": item.limit.source,
+        }
+        for item in found.limits
+    ]
+    if as_json:
+        click.echo(json.dumps({"subject": subject, "team": team, "limits": rows, "note": note}))
+        return
+    if not rows:
+        click.echo(f"{subject}: no limits apply")
+        return
+    header = ("scope", "owner", "models", "kind", "limit", "used", "remaining", "resets", "rule")
+    table = [
+        (
+            str(row["scope"]),
+            str(row["owner"]) or "-",
+            str(row["models"]),
+            str(row["kind"]),
+            f"{item.limit.amount:g}",
+            f"{item.used:g}",
+            f"{item.remaining:g}",
+            str(row["resets_at"] or "-"),
+            str(row["source"]),
+        )
+        for row, item in zip(rows, found.limits, strict=True)
+    ]
+    widths = [max(len(r[i]) for r in (header, *table)) for i in range(len(header))]
+    for row in (header, *table):
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    if not found.usage_known:
+        click.echo("note: the limits store could not be reached; usage shows as 0", err=True)
+    click.echo(f"({note})", err=True)

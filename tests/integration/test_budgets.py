@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+import yaml
 
 from adapters.grpc.generated import llm_proxy_pb2 as pb
 from domain.quota import Estimate, applicable_limits, charges_for
@@ -154,3 +158,84 @@ async def test_a_spent_team_budget_stays_spent_after_a_restart(
         request(prompt, model="scripted"), metadata=(("authorization", f"Bearer {other}"),)
     )
     assert reply.WhichOneof("result") == "success"
+
+
+async def test_server_info_tells_the_caller_its_own_limits_and_what_is_left(
+    start_proxy: ProxyFactory,
+) -> None:
+    proxy = await start_proxy(
+        {
+            "auth": {"enabled": True, "secret": SECRET},
+            "models": {"prices": {"scripted": DOLLAR_A_TOKEN}},
+            "limits": {"max_requests_per_minute": 30},
+            "quotas": {
+                "estimate_output_tokens": 1,
+                "subjects": {
+                    "alice": {"tokens_per_minute": 1000, "models": {"scr*": {"usd_per_day": 50}}}
+                },
+                "teams": {"red": {"usd_per_month": 100}},
+            },
+            "ledger": {"backend": "none"},
+        }
+    )
+    bearer = (("authorization", f"Bearer {sign(claims('alice', team='red'))}"),)
+    prompt = script(chunks=["x"], usage={"input": 1, "output": 9})
+    reply = await proxy.stub.Execute(request(prompt, model="scripted"), metadata=bearer)
+    assert reply.success.metrics.cost_usd == 10
+    await proxy.container.admission().close()
+
+    info = await proxy.stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=bearer)
+    assert info.caller_usage_known
+    rows = {(limit.scope, limit.kind, limit.models): limit for limit in info.caller_limits}
+    assert set(rows) == {
+        ("subject", "requests_per_minute", ""),
+        ("subject", "tokens_per_minute", ""),
+        ("subject", "usd_per_day", "scr*"),
+        ("team", "usd_per_month", ""),
+    }
+    rpm = rows[("subject", "requests_per_minute", "")]
+    assert (rpm.limit, rpm.used, rpm.remaining, rpm.resets_at, rpm.budget) == (30, 1, 29, 0, False)
+    assert rows[("subject", "tokens_per_minute", "")].used == 10
+    month = rows[("team", "usd_per_month", "")]
+    assert (month.team, month.used, month.remaining, month.budget) == ("red", 10, 90, True)
+    assert month.resets_at > reply.success.metrics.timestamp
+    assert rows[("subject", "usd_per_day", "scr*")].remaining == 40
+
+    # Another caller sees its own limits, not alice's.
+    other = (("authorization", f"Bearer {sign(claims('bob'))}"),)
+    theirs = await proxy.stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=other)
+    assert [(limit.kind, limit.used) for limit in theirs.caller_limits] == [
+        ("requests_per_minute", 0)
+    ]
+
+
+async def test_limits_show_prints_effective_limits_and_consumption(
+    start_proxy: ProxyFactory, redis_url: str, tmp_path: Path
+) -> None:
+    config: dict[str, Any] = {
+        "models": {"prices": {"scripted": DOLLAR_A_TOKEN}},
+        "limits": {"max_requests_per_minute": 30},
+        "quotas": {
+            "store": "redis",
+            "redis_url": redis_url,
+            "estimate_output_tokens": 1,
+            "default": {"usd_per_day": 50},
+        },
+        "ledger": {"backend": "none"},
+    }
+    proxy = await start_proxy(config)
+    prompt = script(chunks=["x"], usage={"input": 1, "output": 9})
+    await proxy.stub.Execute(request(prompt, model="scripted"))
+    await proxy.container.admission().close()
+    path = tmp_path / "proxy.yaml"
+    path.write_text(yaml.safe_dump(config))
+    done = subprocess.run(
+        [sys.executable, "-m", "infrastructure.cli", "limits", "show", "anonymous", "--json",
+         "--config", str(path)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    shown = {row["kind"]: row for row in json.loads(done.stdout)["limits"]}
+    assert (shown["requests_per_minute"]["used"], shown["requests_per_minute"]["limit"]) == (1, 30)
+    assert (shown["usd_per_day"]["used"], shown["usd_per_day"]["remaining"]) == (10, 40)
+    assert shown["usd_per_day"]["resets_at"].endswith("00:00 UTC")

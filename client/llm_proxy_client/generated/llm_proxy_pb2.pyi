@@ -557,15 +557,25 @@ class GetServerInfoResponse(_message.Message):
     SERVER_VERSION_FIELD_NUMBER: _builtins.int
     MODEL_ALIASES_FIELD_NUMBER: _builtins.int
     SERVER_NAME_FIELD_NUMBER: _builtins.int
+    CALLER_LIMITS_FIELD_NUMBER: _builtins.int
+    CALLER_USAGE_KNOWN_FIELD_NUMBER: _builtins.int
     default_model: _builtins.str
     server_version: _builtins.str
     server_name: _builtins.str
+    caller_usage_known: _builtins.bool
+    """False when the store of limits could not be read: `used` is then unknown (0)."""
     @_builtins.property
     def available_models(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelInfo]: ...
     @_builtins.property
     def limits(self) -> Global___ServerLimits: ...
     @_builtins.property
     def model_aliases(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def caller_limits(self) -> _containers.RepeatedCompositeFieldContainer[Global___CallerLimit]:
+        """Fields from 100 on: quotas and budgets (issue 13).
+        The limits that apply to the calling subject (and its team), with current use.
+        """
+
     def __init__(
         self,
         *,
@@ -575,14 +585,73 @@ class GetServerInfoResponse(_message.Message):
         server_version: _builtins.str = ...,
         model_aliases: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         server_name: _builtins.str = ...,
+        caller_limits: _abc.Iterable[Global___CallerLimit] | None = ...,
+        caller_usage_known: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["available_models", b"available_models", "default_model", b"default_model", "limits", b"limits", "model_aliases", b"model_aliases", "server_name", b"server_name", "server_version", b"server_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available_models", b"available_models", "caller_limits", b"caller_limits", "caller_usage_known", b"caller_usage_known", "default_model", b"default_model", "limits", b"limits", "model_aliases", b"model_aliases", "server_name", b"server_name", "server_version", b"server_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetServerInfoResponse: _TypeAlias = GetServerInfoResponse  # noqa: Y015
+
+@_typing.final
+class CallerLimit(_message.Message):
+    """One limit the caller is held to."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    SCOPE_FIELD_NUMBER: _builtins.int
+    TEAM_FIELD_NUMBER: _builtins.int
+    MODELS_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    USED_FIELD_NUMBER: _builtins.int
+    REMAINING_FIELD_NUMBER: _builtins.int
+    RESETS_AT_FIELD_NUMBER: _builtins.int
+    BUDGET_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """requests_per_minute, tokens_per_minute, concurrent, tokens_per_day, usd_per_day,
+    usd_per_month.
+    """
+    scope: _builtins.str
+    """server, subject or team."""
+    team: _builtins.str
+    """The team's name for a team limit; empty otherwise."""
+    models: _builtins.str
+    """Glob of the models the limit counts; empty: every model."""
+    limit: _builtins.float
+    used: _builtins.float
+    remaining: _builtins.float
+    resets_at: _builtins.int
+    """Unix seconds when the window resets; 0 for a sliding minute or a concurrency limit."""
+    budget: _builtins.bool
+    """True for token and spend budgets (per day or month)."""
+    source: _builtins.str
+    """Where the limit comes from: "default", a rule's pattern, or "server"."""
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        scope: _builtins.str = ...,
+        team: _builtins.str = ...,
+        models: _builtins.str = ...,
+        limit: _builtins.float = ...,
+        used: _builtins.float = ...,
+        remaining: _builtins.float = ...,
+        resets_at: _builtins.int = ...,
+        budget: _builtins.bool = ...,
+        source: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "kind", b"kind", "limit", b"limit", "models", b"models", "remaining", b"remaining", "resets_at", b"resets_at", "scope", b"scope", "source", b"source", "team", b"team", "used", b"used"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CallerLimit: _TypeAlias = CallerLimit  # noqa: Y015
 
 @_typing.final
 class ModelInfo(_message.Message):
