@@ -11,10 +11,11 @@ COPY domain ./domain
 COPY application ./application
 COPY adapters ./adapters
 COPY infrastructure ./infrastructure
-# The tracing extra is small and lets operators turn tracing on by configuration alone.
+# The tracing, redis and postgres extras are small and let operators turn tracing, shared
+# limits (Redis) and the PostgreSQL usage ledger on by configuration alone.
 RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip install --upgrade pip \
-    && /opt/venv/bin/pip install ./client '.[tracing]'
+    && /opt/venv/bin/pip install ./client '.[tracing,redis,postgres]'
 
 FROM python:3.11-slim
 # A fixed numeric id so that Kubernetes' runAsNonRoot can check it without a passwd lookup.

@@ -200,7 +200,8 @@ _KIND_TEXT = {
 
 def _amount(kind: LimitKind, value: float) -> str:
     if kind in (LimitKind.USD_PER_DAY, LimitKind.USD_PER_MONTH):
-        return f"{value:.2f}"
+        # Cents, except for amounts below a dollar, where cents would round a request to 0.
+        return f"{value:.2f}" if value == 0 or abs(value) >= 1 else f"{value:.4f}"
     return f"{value:g}"
 
 

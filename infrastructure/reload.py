@@ -49,6 +49,24 @@ RESTART_ONLY: dict[str, tuple[str, ...]] = {
     "logging": ("format",),
     "metrics": ("enabled", "host", "port", "max_subjects", "allow_public"),
     "tracing": ("enabled", "service_name", "exporter", "otlp_endpoint", "sample_ratio"),
+    # Rules, defaults and estimates reload; where the counters and rows live does not.
+    "quotas": (
+        "store",
+        "redis_url",
+        "redis_key_prefix",
+        "redis_timeout_seconds",
+        "on_store_error",
+    ),
+    "ledger": (
+        "backend",
+        "path",
+        "postgres_dsn",
+        "batch_size",
+        "flush_interval_seconds",
+        "max_queue",
+        "max_attempts",
+        "close_timeout_seconds",
+    ),
 }
 
 

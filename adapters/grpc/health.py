@@ -39,11 +39,12 @@ class GrpcHealth:
             await self.servicer.set(service, _SERVING)
 
     async def limits_reachable(self, reachable: bool, *, fail_closed: bool) -> None:
-        """Report the limits store; failing closed, the server serves nothing without it."""
+        """Report the limits store. Failing closed, the server refuses prompts without it, so
+        the whole server ("", what readiness checks ask) is NOT_SERVING meanwhile; the proxy
+        service's own status (what liveness asks) stays, as a restart would not help."""
         await self.servicer.set(LIMITS_SERVICE_NAME, _SERVING if reachable else _NOT_SERVING)
         if fail_closed:
-            for service in HEALTH_SERVICES:
-                await self.servicer.set(service, _SERVING if reachable else _NOT_SERVING)
+            await self.servicer.set("", _SERVING if reachable else _NOT_SERVING)
 
     async def shutting_down(self) -> None:
         # Later set() calls are ignored, so a reload racing the shutdown cannot revive it.

@@ -54,6 +54,15 @@ def load_config(text: str, tmp_path: Path) -> Settings:
     secret.chmod(0o600)
     # The mounted Secret's path does not exist here; point it at a stand-in.
     raw["auth"]["secret_file"] = str(secret)
+    for section, key, value in (
+        ("quotas", "redis_url_file", "redis://llm-proxy-redis:6379/0"),
+        ("ledger", "postgres_dsn_file", "postgresql://u:p@llm-proxy-postgres:5432/llm_proxy"),
+    ):
+        if key in raw.get(section, {}):
+            stand_in = tmp_path / key
+            stand_in.write_text(value)
+            stand_in.chmod(0o600)
+            raw[section][key] = str(stand_in)
     return validate(raw)
 
 
@@ -66,6 +75,11 @@ def test_the_configmap_and_the_image_default_are_valid_configurations(tmp_path: 
     image = load_config((ROOT / "deploy" / "config.yaml").read_text(), tmp_path)
     for settings in (in_cluster, image):
         assert settings.server.health and settings.auth.enabled and settings.metrics.enabled
+    # Several replicas share their limits and their ledger.
+    replicas = by_kind("Deployment")["spec"]["replicas"]
+    assert replicas > 1
+    assert (in_cluster.quotas.store, in_cluster.ledger.backend) == ("redis", "postgres")
+    assert in_cluster.quotas.redis_url == "redis://llm-proxy-redis:6379/0"
 
 
 def test_probes_and_ports_agree_with_the_configuration(tmp_path: Path) -> None:

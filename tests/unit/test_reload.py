@@ -10,8 +10,21 @@ from pathlib import Path
 import pytest
 
 from infrastructure.config import ConfigError, Settings
-from infrastructure.config.settings import LimitsSettings, ServerSettings
-from infrastructure.reload import FileWatcher, Reloader, ReloadRejected, restart_only_changes
+from infrastructure.config.settings import (
+    LimitsSettings,
+    QuotaLimitSettings,
+    QuotaRuleSettings,
+    QuotaSettings,
+    ServerSettings,
+)
+from infrastructure.reload import (
+    FileWatcher,
+    PolicyReload,
+    Reloader,
+    ReloadRejected,
+    restart_only_changes,
+)
+from infrastructure.runtime import ReloadablePolicy, policy_from
 
 
 class Recording:
@@ -103,3 +116,20 @@ def test_file_watcher_notices_a_rewrite_and_a_replacement(tmp_path: Path) -> Non
     replacement.write_text("a: 333\n")
     replacement.replace(path)
     assert watcher.changed()
+
+
+def test_quota_rules_reload_but_where_counters_live_does_not() -> None:
+    old = Settings()
+    rules = QuotaSettings(
+        store="redis",
+        redis_url="redis://127.0.0.1:1/0",
+        teams={"red": QuotaRuleSettings(limits=QuotaLimitSettings(usd_per_day=5.0))},
+    )
+    new = dataclasses.replace(old, quotas=rules)
+    assert restart_only_changes(old, new) == ["quotas.store", "quotas.redis_url"]
+    policy = ReloadablePolicy(policy_from(old, "1"))
+    reloader = Reloader(lambda: new, old, [PolicyReload(policy, "1")])
+    reloader.reload()
+    (team_rule,) = policy.current().quotas.teams
+    assert (team_rule.pattern, team_rule.limits.usd_per_day) == ("red", 5.0)
+    assert reloader.current.quotas.store == "memory"
