@@ -114,7 +114,7 @@ class Admission:
             now = self._clock.now()
             charges = tuple(charges_for(limits, Estimate(tokens, cost or 0.0), now))
             try:
-                breach = await self._store.reserve(charges, now)
+                breach = await self._reserve(charges, now)
             except QuotaStoreUnavailable as exc:
                 self.store_unavailable = True
                 if not self._fail_open:
@@ -132,6 +132,24 @@ class Admission:
         subject = principal.subject
         self._in_flight_by_subject[subject] = self._in_flight_by_subject.get(subject, 0) + 1
         return Reservation(subject, charges, input_tokens, price, quotas.chars_per_token)
+
+    async def _reserve(self, charges: tuple[Charge, ...], now: float) -> Breach | None:
+        if self._store.local:
+            return await self._store.reserve(charges, now)
+        # A request cancelled while its reservation is on the way may still have been
+        # reserved: then it is given back as soon as the store answers, or its concurrency
+        # slots would stay taken until their keys expire.
+        sent = asyncio.ensure_future(self._store.reserve(charges, now))
+        try:
+            return await asyncio.shield(sent)
+        except asyncio.CancelledError:
+            sent.add_done_callback(lambda done: self._give_back(done, charges))
+            raise
+
+    def _give_back(self, done: asyncio.Future[Breach | None], charges: tuple[Charge, ...]) -> None:
+        if done.cancelled() or done.exception() is not None or done.result() is not None:
+            return
+        self._spawn(self._adjust(settlement(charges, 0, 0.0)))
 
     def settle(self, reservation: Reservation, usage: Usage, output_chars: int) -> None:
         """The request is over: give back its concurrency and charge what it really used

@@ -120,6 +120,9 @@ class QuotaStore(Protocol):
     Raises QuotaStoreUnavailable when the store cannot be reached.
     """
 
+    # True when calls complete without waiting for anything (this process's memory).
+    local: bool
+
     async def reserve(self, charges: Sequence[Charge], now: float) -> Breach | None:
         """Apply every charge if each fits its limit; else change nothing and say which
         did not fit."""

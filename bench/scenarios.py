@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -93,6 +94,8 @@ class Bench:
     _auth: auth.AuthSetup | None = None
     _auth_probed: bool = False
     _serve_help: str | None = None
+    _redis: servers.RedisProcess | None = None
+    _config_keys: str | None = None
 
     # --- resources ---------------------------------------------------------------------------
 
@@ -128,7 +131,11 @@ class Bench:
         return self._auth
 
     def proxy_env(self, *, auth_on: bool) -> dict[str, str]:
-        env = {"LLM_USER_PATH": str(self.out_dir / "llm-user")}
+        # XDG_DATA_HOME: the default SQLite usage ledger stays inside this run's directory.
+        env = {
+            "LLM_USER_PATH": str(self.out_dir / "llm-user"),
+            "XDG_DATA_HOME": str(self.out_dir / "xdg-data"),
+        }
         setup = self.auth()
         if setup is not None:
             env.update(setup.env_on if auth_on else setup.env_off)
@@ -160,6 +167,14 @@ class Bench:
             )
         elif key == "proxy-workers":
             running = self.fresh_proxy(key, ["--workers", str(workers_wanted())])
+        elif key in GOVERNANCE_CONFIGS:
+            extra = GOVERNANCE_CONFIGS[key](self)
+            running = servers.proxy_server(
+                key,
+                self.log_dir,
+                self.config_path(extra, name=key),
+                self.proxy_env(auth_on=False),
+            )
         else:
             raise KeyError(key)
         running.start()
@@ -180,7 +195,31 @@ class Bench:
         """Why the server a scenario needs cannot be had in this build, or None."""
         if key == "proxy-workers" and "--workers" not in self.serve_help():
             return "serve has no --workers option in this build"
+        if key in GOVERNANCE_CONFIGS and "quotas" not in self.config_keys():
+            return "this build has no quotas or usage ledger"
+        if key == "proxy-limits-redis" and shutil.which("redis-server") is None:
+            return "redis-server is not installed (scripts/services.sh install)"
         return None
+
+    def config_keys(self) -> str:
+        """The effective default configuration, to find out which sections this build has."""
+        if self._config_keys is None:
+            completed = subprocess.run(
+                [sys.executable, "-m", "infrastructure.cli", "config", "show"],
+                cwd=servers.ROOT,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            self._config_keys = completed.stdout
+        return self._config_keys
+
+    def redis_url(self) -> str:
+        if self._redis is None:
+            self._redis = servers.RedisProcess(servers.free_port())
+            self._redis.start()
+        return self._redis.url
 
     def serve_help(self) -> str:
         if self._serve_help is None:
@@ -191,6 +230,9 @@ class Bench:
         for running in self._servers.values():
             running.stop()
         self._servers.clear()
+        if self._redis is not None:
+            self._redis.stop()
+            self._redis = None
         if self._pool is not None:
             self._pool.close()
             self._pool = None
@@ -512,6 +554,62 @@ def _workers_comparison(concurrency: int) -> Scenario:
     return _comparison(f"workers-unary-c{concurrency}", about, "unary", concurrency, sides)
 
 
+# Limits that every request is checked against but none reaches: the cost of checking them.
+_UNREACHED_LIMITS: dict[str, Any] = {
+    "limits": {"max_requests_per_minute": 1_000_000_000},
+    "quotas": {"default": {"tokens_per_minute": 10**12, "usd_per_day": 10**9}},
+}
+
+
+def _plain(bench: Bench) -> dict[str, Any]:
+    return {"ledger": {"backend": "none"}}
+
+
+def _limits_memory(bench: Bench) -> dict[str, Any]:
+    return {**_UNREACHED_LIMITS, "ledger": {"backend": "none"}}
+
+
+def _limits_redis(bench: Bench) -> dict[str, Any]:
+    quotas = {**_UNREACHED_LIMITS["quotas"], "store": "redis", "redis_url": bench.redis_url()}
+    return {**_UNREACHED_LIMITS, "quotas": quotas, "ledger": {"backend": "none"}}
+
+
+def _ledger_sqlite(bench: Bench) -> dict[str, Any]:
+    return {"ledger": {"backend": "sqlite", "path": str(bench.out_dir / "usage.sqlite3")}}
+
+
+GOVERNANCE_CONFIGS: dict[str, Callable[[Bench], dict[str, Any]]] = {
+    "proxy-plain": _plain,
+    "proxy-limits-memory": _limits_memory,
+    "proxy-limits-redis": _limits_redis,
+    "proxy-ledger-sqlite": _ledger_sqlite,
+}
+
+
+def _limits_comparison(concurrency: int) -> Scenario:
+    name = f"limits-unary-c{concurrency}"
+    sides = [
+        Side(f"limits-off-unary-c{concurrency}", "proxy", "proxy-plain", model=ECHO),
+        Side(f"limits-memory-unary-c{concurrency}", "proxy", "proxy-limits-memory", model=ECHO),
+        Side(f"limits-redis-unary-c{concurrency}", "proxy", "proxy-limits-redis", model=ECHO),
+    ]
+    about = (
+        f"unary at concurrency {concurrency}, limits off against in-memory and Redis counters "
+        "(requests/min, tokens/min and a spend budget on every request)"
+    )
+    return _comparison(name, about, "unary", concurrency, sides)
+
+
+def _ledger_comparison(concurrency: int) -> Scenario:
+    name = f"ledger-unary-c{concurrency}"
+    sides = [
+        Side(f"ledger-off-unary-c{concurrency}", "proxy", "proxy-plain", model=ECHO),
+        Side(f"ledger-sqlite-unary-c{concurrency}", "proxy", "proxy-ledger-sqlite", model=ECHO),
+    ]
+    about = f"unary at concurrency {concurrency}, usage ledger off against SQLite"
+    return _comparison(name, about, "unary", concurrency, sides)
+
+
 def workers_wanted() -> int:
     return max(os.cpu_count() or 1, 2)
 
@@ -829,6 +927,7 @@ def all_scenarios(profile: Profile) -> list[Scenario]:
     if profile.auth_extras:
         found.extend([_auth_comparison("unary", 1), _auth_comparison("stream", 16)])
     found.append(_workers_comparison(64))
+    found.extend([_limits_comparison(16), _ledger_comparison(16)])
     found.extend(_open_streams_scenario(count, batch) for count, batch in profile.open_streams)
     found.extend(
         [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -179,3 +180,39 @@ def serve_help() -> str:
         check=False,
     )
     return completed.stdout + completed.stderr
+
+
+@dataclass
+class RedisProcess:
+    """A private redis-server for the shared-limits runs (not persisted, loopback only)."""
+
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}/0"
+
+    def start(self, timeout_s: float = 20.0) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise ServerFailed("redis-server is not installed (scripts/services.sh install)")
+        self.process = subprocess.Popen(
+            [binary, "--bind", HOST, "--port", str(self.port), "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection((HOST, self.port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise ServerFailed(f"redis-server did not listen on port {self.port}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)

@@ -14,6 +14,8 @@ SWEEP_AT = 10_000
 
 
 class MemoryQuotaStore:
+    local = True
+
     def __init__(self) -> None:
         self._logs: dict[str, deque[float]] = {}
         # key -> [value, unix time it expires]

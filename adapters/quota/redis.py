@@ -1,6 +1,6 @@
-"""Quota counters in Redis, shared by every worker and replica: one Lua script per admit and
-per settle (one round trip each, atomic over all the counters of a request), keys that expire
-with their window.
+"""Quota counters in Redis, shared by every worker and replica: a Lua script per admit and
+per settle (one round trip at most, atomic over all the counters of a request), keys that
+expire with their window.
 
 Windows come from the servers' clocks (the key names the minute, day or month), so replicas
 should keep their clocks in step (NTP) as they do anyway for tokens' expiry times.
@@ -8,9 +8,10 @@ should keep their clocks in step (NTP) as they do anyway for tokens' expiry time
 
 from __future__ import annotations
 
+import asyncio
 import secrets
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Generic, TypeVar
 
 import redis.asyncio
 from redis.exceptions import RedisError
@@ -18,52 +19,69 @@ from redis.exceptions import RedisError
 from application.ports import QuotaStoreUnavailable
 from domain.quota import Adjustment, Breach, Charge, Counter
 
-# Per charge: counter kind, amount, limit, window end (unix s), window length (s).
+# Several requests' reservations in one call, each all-or-nothing, in arrival order.
+# ARGV: now, then per request: its log member, its number of charges, and per charge: counter
+# kind, amount, limit, window end (unix s), window length (s). KEYS: every charge's key, in
+# the same order. Returns, per request, "0" (reserved) or "index:used:retry_after".
 _RESERVE = """
 local now = tonumber(ARGV[1])
-local member = ARGV[2]
-local n = #KEYS
-for i = 1, n do
-  local base = 2 + (i - 1) * 5
-  local kind = ARGV[base + 1]
-  local amount = tonumber(ARGV[base + 2])
-  local limit = tonumber(ARGV[base + 3])
-  local window_end = tonumber(ARGV[base + 4])
-  local window_s = tonumber(ARGV[base + 5])
-  local used
-  if kind == 'log' then
-    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - window_s)
-    used = redis.call('ZCARD', KEYS[i])
-  else
-    used = tonumber(redis.call('GET', KEYS[i]) or '0')
-  end
-  if used + amount > limit then
-    local retry
+local arg = 2
+local key = 1
+local results = {}
+while arg <= #ARGV do
+  local member = ARGV[arg]
+  local n = tonumber(ARGV[arg + 1])
+  arg = arg + 2
+  local breach = nil
+  for i = 1, n do
+    local base = arg + (i - 1) * 5
+    local kind = ARGV[base]
+    local amount = tonumber(ARGV[base + 1])
+    local limit = tonumber(ARGV[base + 2])
+    local window_end = tonumber(ARGV[base + 3])
+    local window_s = tonumber(ARGV[base + 4])
+    local k = KEYS[key + i - 1]
+    local used
     if kind == 'log' then
-      local index = math.max(math.floor(used - limit), 0)
-      local oldest = redis.call('ZRANGE', KEYS[i], index, index, 'WITHSCORES')
-      retry = tonumber(oldest[2]) + window_s - now
-    elseif kind == 'gauge' then
-      retry = 1
+      redis.call('ZREMRANGEBYSCORE', k, '-inf', now - window_s)
+      used = redis.call('ZCARD', k)
     else
-      retry = window_end - now
+      used = tonumber(redis.call('GET', k) or '0')
     end
-    return {i, tostring(used), tostring(retry)}
+    if used + amount > limit then
+      local retry
+      if kind == 'log' then
+        local index = math.max(math.floor(used - limit), 0)
+        local oldest = redis.call('ZRANGE', k, index, index, 'WITHSCORES')
+        retry = tonumber(oldest[2]) + window_s - now
+      elseif kind == 'gauge' then
+        retry = 1
+      else
+        retry = window_end - now
+      end
+      breach = i .. ':' .. tostring(used) .. ':' .. tostring(retry)
+      break
+    end
   end
-end
-for i = 1, n do
-  local base = 2 + (i - 1) * 5
-  local kind = ARGV[base + 1]
-  local window_end = tonumber(ARGV[base + 4])
-  if kind == 'log' then
-    redis.call('ZADD', KEYS[i], now, member)
-    redis.call('PEXPIRE', KEYS[i], math.ceil(tonumber(ARGV[base + 5]) * 1000) + 1000)
-  else
-    redis.call('INCRBYFLOAT', KEYS[i], ARGV[base + 2])
-    redis.call('PEXPIREAT', KEYS[i], math.ceil(window_end * 1000))
+  if breach == nil then
+    for i = 1, n do
+      local base = arg + (i - 1) * 5
+      local k = KEYS[key + i - 1]
+      if ARGV[base] == 'log' then
+        redis.call('ZADD', k, now, member)
+        redis.call('PEXPIRE', k, math.ceil(tonumber(ARGV[base + 4]) * 1000) + 1000)
+      else
+        redis.call('INCRBYFLOAT', k, ARGV[base + 1])
+        redis.call('PEXPIREAT', k, math.ceil(tonumber(ARGV[base + 3]) * 1000))
+      end
+    end
+    breach = '0'
   end
+  results[#results + 1] = breach
+  arg = arg + n * 5
+  key = key + n
 end
-return {0}
+return results
 """
 
 # Per adjustment: delta, window end. A counter never goes below zero.
@@ -85,6 +103,12 @@ return 0
 
 
 class RedisQuotaStore:
+    """Calls that arrive while one is on its way to Redis wait and go together in the next:
+    under load one script call carries many requests' reservations (or settlements), each
+    still atomic on its own, so a request costs less than a round trip of its own."""
+
+    local = False
+
     def __init__(self, url: str, *, prefix: str = "llm-proxy:", timeout_s: float = 0.5) -> None:
         self._client: Any = redis.asyncio.Redis.from_url(
             url,
@@ -96,38 +120,48 @@ class RedisQuotaStore:
         self._prefix = prefix
         self._reserve = self._client.register_script(_RESERVE)
         self._adjust = self._client.register_script(_ADJUST)
+        self._reserving = _Batcher(self._send_reservations)
+        self._adjusting = _Batcher(self._send_adjustments)
 
     async def reserve(self, charges: Sequence[Charge], now: float) -> Breach | None:
-        keys = [self._prefix + charge.key for charge in charges]
-        args: list[str | float] = [repr(now), f"{now!r}:{secrets.token_hex(6)}"]
-        for charge in charges:
-            args += [
-                charge.counter.value,
-                repr(charge.amount),
-                repr(charge.limit.amount),
-                repr(charge.window_end),
-                repr(charge.window_s),
-            ]
-        try:
-            result = await self._reserve(keys=keys, args=args)
-        except (RedisError, OSError) as exc:
-            raise QuotaStoreUnavailable(f"Redis: {exc}") from exc
-        if int(result[0]) == 0:
+        result: str = await self._reserving.submit((tuple(charges), now))
+        if result == "0":
             return None
-        charge = charges[int(result[0]) - 1]
-        return Breach(charge, float(result[1]), max(float(result[2]), 0.001))
+        index, used, retry_after = result.split(":")
+        return Breach(charges[int(index) - 1], float(used), max(float(retry_after), 0.001))
+
+    async def _send_reservations(self, calls: list[tuple[tuple[Charge, ...], float]]) -> list[str]:
+        # One clock for the batch: the latest, so no window is charged for a time passed.
+        now = max(when for _, when in calls)
+        keys: list[str] = []
+        args: list[str] = [repr(now)]
+        for charges, _ in calls:
+            args += [f"{now!r}:{secrets.token_hex(6)}", str(len(charges))]
+            for charge in charges:
+                keys.append(self._prefix + charge.key)
+                args += [
+                    charge.counter.value,
+                    repr(charge.amount),
+                    repr(charge.limit.amount),
+                    repr(charge.window_end),
+                    repr(charge.window_s),
+                ]
+        results = await self._reserve(keys=keys, args=args)
+        return [item.decode() if isinstance(item, bytes) else str(item) for item in results]
 
     async def adjust(self, adjustments: Sequence[Adjustment], now: float) -> None:
-        if not adjustments:
-            return
-        keys = [self._prefix + adjustment.key for adjustment in adjustments]
+        if adjustments:
+            await self._adjusting.submit(tuple(adjustments))
+
+    async def _send_adjustments(self, calls: list[tuple[Adjustment, ...]]) -> list[None]:
+        keys: list[str] = []
         args: list[str] = []
-        for adjustment in adjustments:
-            args += [repr(adjustment.delta), repr(adjustment.window_end)]
-        try:
-            await self._adjust(keys=keys, args=args)
-        except (RedisError, OSError) as exc:
-            raise QuotaStoreUnavailable(f"Redis: {exc}") from exc
+        for adjustments in calls:
+            for adjustment in adjustments:
+                keys.append(self._prefix + adjustment.key)
+                args += [repr(adjustment.delta), repr(adjustment.window_end)]
+        await self._adjust(keys=keys, args=args)
+        return [None] * len(calls)
 
     async def usage(self, charges: Sequence[Charge], now: float) -> list[float]:
         try:
@@ -151,3 +185,50 @@ class RedisQuotaStore:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+# Bounds one script call; the rest wait for the next.
+MAX_BATCH = 64
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class _Batcher(Generic[T, R]):
+    """Sends what was submitted meanwhile as one call; one call in flight at a time."""
+
+    def __init__(self, send: Callable[[list[T]], Awaitable[list[R]]]) -> None:
+        self._send = send
+        self._waiting: list[tuple[T, asyncio.Future[R]]] = []
+        self._sending = False
+
+    async def submit(self, item: T) -> R:
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._waiting.append((item, future))
+        if not self._sending:
+            self._sending = True
+            asyncio.get_running_loop().create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
+                try:
+                    results = await self._send([item for item, _ in batch])
+                except (RedisError, OSError) as exc:
+                    failure = QuotaStoreUnavailable(f"Redis: {exc}")
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(failure)
+                    continue
+                except BaseException as exc:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    raise
+                for (_, future), result in zip(batch, results, strict=True):
+                    if not future.done():
+                        future.set_result(result)
+        finally:
+            self._sending = False

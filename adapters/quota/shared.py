@@ -102,6 +102,8 @@ class QuotaServer:
 class SharedQuotaStore:
     """A worker's side: implements application.ports.QuotaStore over the supervisor's socket."""
 
+    local = False
+
     def __init__(self, path: str) -> None:
         self._path = path
         self._ids = itertools.count()

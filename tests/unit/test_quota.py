@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Sequence
 
 import pytest
 
@@ -14,6 +15,8 @@ from domain.errors import BudgetExhausted, RateLimited, SubjectOverloaded
 from domain.principal import CallContext, Principal
 from domain.quota import (
     CHECK_ORDER,
+    Breach,
+    Charge,
     Counter,
     Estimate,
     LimitKind,
@@ -211,4 +214,40 @@ async def test_a_cancelled_stream_is_charged_for_the_output_it_produced() -> Non
     await admission.close()
     assert seen == 2
     assert await store.usage(charges, harness.clock.now()) == [22.0]  # 2 in + 20 streamed
+    assert admission.in_flight == 0
+
+
+class SlowStore(MemoryQuotaStore):
+    """A store that answers only when told to, like Redis across a slow network."""
+
+    local = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answer = asyncio.Event()
+
+    async def reserve(self, charges: Sequence[Charge], now: float) -> Breach | None:
+        await self.answer.wait()
+        return self.reserve_now(charges, now)
+
+
+async def test_a_request_cancelled_while_reserving_gives_its_reservation_back() -> None:
+    quotas = QuotaPolicy(default=LimitSet(tokens_per_minute=1000), server_concurrent=5)
+    policy = sample_policy(quotas=quotas)
+    store = SlowStore()
+    admission = Admission(store, FakeClock())
+    waiting = asyncio.create_task(
+        admission.admit(Principal("alice"), "echo", prompt_request("abcd"), policy)
+    )
+    await asyncio.sleep(0)
+    waiting.cancel()
+    store.answer.set()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    for _ in range(10):
+        await asyncio.sleep(0)
+    await admission.close()
+    limits = applicable_limits(policy.quotas, "alice", None, "echo")
+    charges = charges_for(limits, Estimate(0, 0.0), DEFAULT_NOW)
+    assert await store.usage(charges, DEFAULT_NOW) == [0.0, 0.0]
     assert admission.in_flight == 0
