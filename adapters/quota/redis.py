@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import redis.asyncio
@@ -19,14 +21,27 @@ from redis.exceptions import RedisError
 from application.ports import QuotaStoreUnavailable
 from domain.quota import Adjustment, Breach, Charge, Counter
 
-# Several requests' reservations in one call, each all-or-nothing, in arrival order.
-# ARGV: now, then per request: its log member, its number of charges, and per charge: counter
-# kind, amount, limit, window end (unix s), window length (s). KEYS: every charge's key, in
-# the same order. Returns, per request, "0" (reserved) or "index:used:retry_after".
-_RESERVE = """
+# Settlements, then reservations, of several requests in one call; each reservation
+# all-or-nothing, in arrival order. ARGV: now, the number of adjustments, per adjustment its
+# delta and window end; then per request: its log member, its number of charges, and per
+# charge: counter kind, amount, limit, window end (unix s), window length (s). KEYS: the
+# adjusted keys, then every charge's key, in the same order. Returns, per request, "0"
+# (reserved) or "index:used:retry_after". A counter never goes below zero.
+_SCRIPT = """
 local now = tonumber(ARGV[1])
-local arg = 2
-local key = 1
+local adjusted = tonumber(ARGV[2])
+for i = 1, adjusted do
+  local k = KEYS[i]
+  local value = tonumber(redis.call('INCRBYFLOAT', k, ARGV[2 + (i - 1) * 2 + 1]))
+  if value < 0 then
+    redis.call('SET', k, '0')
+  end
+  if redis.call('PTTL', k) < 0 then
+    redis.call('PEXPIREAT', k, math.ceil(tonumber(ARGV[2 + (i - 1) * 2 + 2]) * 1000))
+  end
+end
+local arg = 3 + adjusted * 2
+local key = adjusted + 1
 local results = {}
 while arg <= #ARGV do
   local member = ARGV[arg]
@@ -84,23 +99,6 @@ end
 return results
 """
 
-# Per adjustment: delta, window end. A counter never goes below zero.
-_ADJUST = """
-for i = 1, #KEYS do
-  local delta = ARGV[(i - 1) * 2 + 1]
-  local window_end = tonumber(ARGV[(i - 1) * 2 + 2])
-  local value = tonumber(redis.call('INCRBYFLOAT', KEYS[i], delta))
-  if value < 0 then
-    redis.call('SET', KEYS[i], '0')
-  end
-  local ttl = redis.call('PTTL', KEYS[i])
-  if ttl < 0 then
-    redis.call('PEXPIREAT', KEYS[i], math.ceil(window_end * 1000))
-  end
-end
-return 0
-"""
-
 
 class RedisQuotaStore:
     """Calls that arrive while one is on its way to Redis wait and go together in the next:
@@ -118,26 +116,32 @@ class RedisQuotaStore:
             retry_on_timeout=False,
         )
         self._prefix = prefix
-        self._reserve = self._client.register_script(_RESERVE)
-        self._adjust = self._client.register_script(_ADJUST)
-        self._reserving = _Batcher(self._send_reservations)
-        self._adjusting = _Batcher(self._send_adjustments)
+        self._script = self._client.register_script(_SCRIPT)
+        self._batcher = _Batcher(self._send)
 
     async def reserve(self, charges: Sequence[Charge], now: float) -> Breach | None:
-        result: str = await self._reserving.submit((tuple(charges), now))
-        if result == "0":
+        result = await self._batcher.submit(_Reserve(tuple(charges), now))
+        if result == "0" or result is None:
             return None
         index, used, retry_after = result.split(":")
         return Breach(charges[int(index) - 1], float(used), max(float(retry_after), 0.001))
 
-    async def _send_reservations(self, calls: list[tuple[tuple[Charge, ...], float]]) -> list[str]:
+    async def adjust(self, adjustments: Sequence[Adjustment], now: float) -> None:
+        if adjustments:
+            await self._batcher.submit(tuple(adjustments))
+
+    async def _send(self, calls: list[_Call]) -> list[str | None]:
+        reservations = [call for call in calls if isinstance(call, _Reserve)]
+        adjustments = [a for call in calls if not isinstance(call, _Reserve) for a in call]
         # One clock for the batch: the latest, so no window is charged for a time passed.
-        now = max(when for _, when in calls)
-        keys: list[str] = []
-        args: list[str] = [repr(now)]
-        for charges, _ in calls:
-            args += [f"{now!r}:{secrets.token_hex(6)}", str(len(charges))]
-            for charge in charges:
+        now = max((call.now for call in reservations), default=time.time())
+        keys = [self._prefix + adjustment.key for adjustment in adjustments]
+        args: list[str] = [repr(now), str(len(adjustments))]
+        for adjustment in adjustments:
+            args += [repr(adjustment.delta), repr(adjustment.window_end)]
+        for reservation in reservations:
+            args += [f"{now!r}:{secrets.token_hex(6)}", str(len(reservation.charges))]
+            for charge in reservation.charges:
                 keys.append(self._prefix + charge.key)
                 args += [
                     charge.counter.value,
@@ -146,22 +150,8 @@ class RedisQuotaStore:
                     repr(charge.window_end),
                     repr(charge.window_s),
                 ]
-        results = await self._reserve(keys=keys, args=args)
-        return [item.decode() if isinstance(item, bytes) else str(item) for item in results]
-
-    async def adjust(self, adjustments: Sequence[Adjustment], now: float) -> None:
-        if adjustments:
-            await self._adjusting.submit(tuple(adjustments))
-
-    async def _send_adjustments(self, calls: list[tuple[Adjustment, ...]]) -> list[None]:
-        keys: list[str] = []
-        args: list[str] = []
-        for adjustments in calls:
-            for adjustment in adjustments:
-                keys.append(self._prefix + adjustment.key)
-                args += [repr(adjustment.delta), repr(adjustment.window_end)]
-        await self._adjust(keys=keys, args=args)
-        return [None] * len(calls)
+        results = iter(await self._script(keys=keys, args=args))
+        return [_text(next(results)) if isinstance(call, _Reserve) else None for call in calls]
 
     async def usage(self, charges: Sequence[Charge], now: float) -> list[float]:
         try:
@@ -185,6 +175,19 @@ class RedisQuotaStore:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+@dataclass(frozen=True, slots=True)
+class _Reserve:
+    charges: tuple[Charge, ...]
+    now: float
+
+
+_Call = _Reserve | tuple[Adjustment, ...]
+
+
+def _text(item: Any) -> str:
+    return item.decode() if isinstance(item, bytes) else str(item)
 
 
 # Bounds one script call; the rest wait for the next.
