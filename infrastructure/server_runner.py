@@ -115,16 +115,26 @@ async def start(
     except RuntimeError as exc:
         raise OSError(f"cannot listen on {address}: {exc}") from exc
     ledger: BatchingLedger | None = container.ledger()
-    if ledger is not None:
-        await ledger.start()
     quota_store: QuotaStore = container.quota_store()
-    if ledger is not None and isinstance(quota_store, MemoryQuotaStore):
-        await rebuild_from_ledger(quota_store, ledger, container.policy().current().quotas)
+    quotas = container.policy().current().quotas
+    # Budgets kept here start from the ledger, before the first request; otherwise the
+    # ledger opens once the server listens (rows queue meanwhile), so that opening it never
+    # delays serving.
+    rebuild = isinstance(quota_store, MemoryQuotaStore) and quotas.enabled
+    if ledger is not None and isinstance(quota_store, MemoryQuotaStore) and rebuild:
+        await ledger.start()
+        await rebuild_from_ledger(quota_store, ledger, quotas)
     health: GrpcHealth | None = container.health()
     if health is not None:
         # The catalog is loaded: this process can answer prompts as soon as it listens.
         await health.serving()
     await server.start()
+    if ledger is not None and not rebuild:
+        try:
+            await ledger.start()
+        except BaseException:
+            await server.stop(0)
+            raise
     catalog = container.catalog().current()
     log.info(
         "listening on %s:%d serving %d models (default %s) pid %d, open-file limit %d",
