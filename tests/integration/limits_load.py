@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import grpc
 
-from adapters.grpc.generated import llm_proxy_pb2_grpc as pb_grpc
+from llm_proxy_client.generated import llm_proxy_pb2_grpc as pb_grpc
 from tests.integration.helpers import request
 
 

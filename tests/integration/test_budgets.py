@@ -14,8 +14,8 @@ import grpc
 import pytest
 import yaml
 
-from adapters.grpc.generated import llm_proxy_pb2 as pb
 from domain.quota import Estimate, applicable_limits, charges_for
+from llm_proxy_client.generated import llm_proxy_pb2 as pb
 from tests.integration.conftest import Proxy, ProxyFactory
 from tests.integration.helpers import read_chunk, request, script
 from tests.support.tokens import SECRET, claims, sign

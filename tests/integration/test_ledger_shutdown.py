@@ -16,8 +16,8 @@ import asyncpg
 import grpc
 import yaml
 
-from adapters.grpc.generated import llm_proxy_pb2_grpc as pb_grpc
 from adapters.ledger.postgres import migrate
+from llm_proxy_client.generated import llm_proxy_pb2_grpc as pb_grpc
 from tests.integration.helpers import request
 from tests.integration.test_process import _port_of, _spawn
 
