@@ -19,6 +19,12 @@ PG_DATABASE=llm_proxy
 
 log() { echo "services: $*" >&2; }
 
+detached() {
+    # The servers outlive this shell's children; they must not keep the caller's other open
+    # files (a lock held by `flock` around `make check`, say) for as long as they run.
+    python3 -c 'import os, sys; os.closerange(3, 4096); os.execvp(sys.argv[1], sys.argv[1:])' "$@"
+}
+
 pg_bindir() {
     # The newest installed major version; Debian puts each under its own directory.
     local dir
@@ -76,7 +82,7 @@ start_redis() {
     local dir=$1 port
     port=$(free_port)
     mkdir -p "$dir/redis"
-    redis-server --bind 127.0.0.1 --port "$port" --dir "$dir/redis" --save '' --appendonly no \
+    detached redis-server --bind 127.0.0.1 --port "$port" --dir "$dir/redis" --save '' --appendonly no \
         --daemonize yes --pidfile "$dir/redis/redis.pid" --logfile "$dir/redis/redis.log"
     if ! wait_for 20 redis-cli -p "$port" ping; then
         log "redis-server did not answer on port $port:"
@@ -109,7 +115,8 @@ start_postgres() {
         return 1
     }
     # Loopback TCP only, the socket in our own directory, no durability work: test data.
-    run_as_pg "$bindir/pg_ctl" -D "$pgdir/data" -l "$pgdir/server.log" -w -t 60 \
+    run_as_pg python3 -c 'import os, sys; os.closerange(3, 4096); os.execvp(sys.argv[1], sys.argv[1:])' \
+        "$bindir/pg_ctl" -D "$pgdir/data" -l "$pgdir/server.log" -w -t 60 \
         -o "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories=$pgdir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
         start >/dev/null || {
         log "postgres did not start:"
