@@ -10,12 +10,13 @@ task, where the servicer's principal provider (`current_principal`) reads it.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from adapters.grpc.wrapping import HandlerWrapper
 from application.authentication import Credentials, IdentifyCaller
 from application.ports import RefusalObserver
 from domain.errors import AuthenticationFailed
@@ -40,13 +41,9 @@ def current_principal() -> Principal:
 if TYPE_CHECKING:
     Context = grpc.aio.ServicerContext[Any, Any]
     Handler = grpc.RpcMethodHandler[Any, Any]
-    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
-else:
-    # grpc's classes are not generic at run time; only the stubs are.
-    _Interceptor = grpc.aio.ServerInterceptor
 
 
-class AuthInterceptor(_Interceptor):
+class AuthInterceptor(HandlerWrapper):
     """Authenticates every call except health and reflection.
 
     It only gathers what the caller presented (authorization metadata, the verified client
@@ -59,29 +56,14 @@ class AuthInterceptor(_Interceptor):
     ) -> None:
         if identify is None or not identify.enabled:
             raise ValueError("an AuthInterceptor needs a token verifier or a peer identity")
+        super().__init__()
         self._identify = identify
         # Refusals are logged through this, rate-limited; without it, one line each.
         self._refusals = refusals
         self._needs_peer = identify.needs_peer_subject
-        # Handlers are fixed per method, so each is wrapped once rather than on every call.
-        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler:
-        # None (an unknown method) is passed through for grpc to answer UNIMPLEMENTED.
-        handler: Handler | None = await continuation(handler_call_details)
-        method: str = handler_call_details.method
-        if handler is None or method.startswith(EXEMPT_PREFIXES):
-            return handler  # type: ignore[return-value]
-        known = self._wrapped.get(method)
-        if known is not None and known[0] is handler:
-            return known[1]
-        wrapped = self._wrap(handler)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
+    def _wraps(self, method: str, handler: Handler) -> bool:
+        return not method.startswith(EXEMPT_PREFIXES)
 
     def authenticate(self, context: Context) -> Principal:
         return self._identify(credentials(context, peer=self._needs_peer))

@@ -9,12 +9,13 @@ decoder is wrapped to hand over a marker instead, which the handler answers.
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf.message import DecodeError
 
+from adapters.grpc.wrapping import HandlerWrapper
 from application.ports import RefusalObserver
 
 MALFORMED = "malformed_request"
@@ -22,9 +23,6 @@ MALFORMED = "malformed_request"
 if TYPE_CHECKING:
     Context = grpc.aio.ServicerContext[Any, Any]
     Handler = grpc.RpcMethodHandler[Any, Any]
-    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
-else:
-    _Interceptor = grpc.aio.ServerInterceptor
 
 
 class _Undecodable:
@@ -45,31 +43,18 @@ def _tolerant(decode: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
     return decode_or_mark
 
 
-class MalformedRequestGuard(_Interceptor):
+class MalformedRequestGuard(HandlerWrapper):
     """Answers an undecodable request body INVALID_ARGUMENT, with one short (rate-limited)
     log line instead of a traceback. Placed innermost, so that authentication runs first."""
 
     def __init__(self, refusals: RefusalObserver) -> None:
+        super().__init__()
         self._refusals = refusals
-        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler:
-        handler: Handler | None = await continuation(handler_call_details)
+    def _wraps(self, method: str, handler: Handler) -> bool:
         # Streamed requests decode message by message inside grpc's read loop; only unary
         # requests (every method of the proxy's own service) are guarded here.
-        if handler is None or handler.request_deserializer is None or handler.request_streaming:
-            return handler  # type: ignore[return-value]
-        method: str = handler_call_details.method
-        known = self._wrapped.get(method)
-        if known is not None and known[0] is handler:
-            return known[1]
-        wrapped = self._wrap(handler)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
+        return handler.request_deserializer is not None and not handler.request_streaming
 
     async def _refuse(self, context: Context, request: _Undecodable) -> None:
         message = f"the request body does not decode: {request.problem}"
