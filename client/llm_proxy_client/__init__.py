@@ -32,11 +32,17 @@ from llm_proxy_client.errors import (
 )
 from llm_proxy_client.sync import ProxyClient, TextStream
 from llm_proxy_client.types import (
+    Attachment,
     ExecuteResult,
+    Message,
     Metrics,
     ModelInfo,
+    ModelOption,
     ServerInfo,
     ServerLimits,
+    Tool,
+    ToolCall,
+    ToolResult,
 )
 
 __all__ = [
@@ -44,14 +50,17 @@ __all__ = [
     "NO_RETRY",
     "AsyncProxyClient",
     "AsyncTextStream",
+    "Attachment",
     "AuthenticationError",
     "ConfigurationError",
     "ConnectionSettings",
     "ExecuteResult",
     "InvalidRequestError",
+    "Message",
     "Metrics",
     "ModelInfo",
     "ModelNotFoundError",
+    "ModelOption",
     "ModelUnavailableError",
     "PermissionDeniedError",
     "ProtocolError",
@@ -67,6 +76,9 @@ __all__ = [
     "ServerLimits",
     "StreamInterruptedError",
     "TextStream",
+    "Tool",
+    "ToolCall",
+    "ToolResult",
     "UnavailableError",
     "UpstreamError",
     "parse_server_url",

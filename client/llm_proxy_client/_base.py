@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import EllipsisType
 from typing import Generic, TypeVar
 
@@ -18,7 +18,7 @@ from llm_proxy_client import _protocol as proto
 from llm_proxy_client.connection import Attempts, ConnectionSettings, RetryPolicy
 from llm_proxy_client.errors import ProxyClientError, StreamInterruptedError
 from llm_proxy_client.generated import llm_proxy_pb2 as pb
-from llm_proxy_client.types import ServerInfo
+from llm_proxy_client.types import Attachment, Message, ServerInfo, Tool
 
 DEFAULT_TIMEOUT = 120.0
 DEFAULT_SERVER_INFO_TTL = 60.0
@@ -76,34 +76,52 @@ class ClientBase(Generic[StreamT, ResultT]):
 
     def execute(
         self,
-        prompt: proto.Prompt,
+        prompt: proto.Prompt | None = None,
         *,
         model: str | None = None,
         system: proto.Prompt | None = None,
         schema: proto.Schema | None = None,
+        messages: Sequence[Message] = (),
+        options: Mapping[str, object] | None = None,
+        attachments: Sequence[Attachment] = (),
+        tools: Sequence[Tool] = (),
         request_id: str | None = None,
         timeout: float | EllipsisType | None = ...,
     ) -> ResultT:
         """Send a prompt (a string or a list of fragments) and get the whole answer (``await``
-        it on the asyncio client). ``timeout`` overrides the client's for this call."""
-        request, attempts = self._prepare(prompt, model, system, schema, request_id, timeout)
-        return self._execute(request, attempts)
+        it on the asyncio client). ``timeout`` overrides the client's for this call.
+
+        ``messages`` is the conversation so far (the prompt, if given, is its last user turn);
+        ``options`` the model's options (``{"temperature": 0.2}``); ``attachments`` go with the
+        last user turn; ``tools`` are offered to the model, whose calls come back in the
+        result's ``tool_calls`` for the caller to run and answer with a ``tool`` message.
+        """
+        content = proto.Content(
+            prompt, system, schema, tuple(messages), options, tuple(attachments), tuple(tools)
+        )
+        return self._execute(*self._prepare(content, model, request_id, timeout))
 
     def stream(
         self,
-        prompt: proto.Prompt,
+        prompt: proto.Prompt | None = None,
         *,
         model: str | None = None,
         system: proto.Prompt | None = None,
         schema: proto.Schema | None = None,
+        messages: Sequence[Message] = (),
+        options: Mapping[str, object] | None = None,
+        attachments: Sequence[Attachment] = (),
+        tools: Sequence[Tool] = (),
         request_id: str | None = None,
         timeout: float | EllipsisType | None = ...,
     ) -> StreamT:
-        """Start a streamed answer: iterate it (``for``, or ``async for`` on the asyncio client)
-        for text chunks; then its ``result()`` holds the model used and metrics. Nothing is sent
-        until iteration starts."""
-        request, attempts = self._prepare(prompt, model, system, schema, request_id, timeout)
-        return self._new_stream(request, attempts)
+        """Start a streamed answer (arguments as for :meth:`execute`): iterate it (``for``, or
+        ``async for`` on the asyncio client) for text chunks; then its ``result()`` holds the
+        model used, metrics and any tool calls. Nothing is sent until iteration starts."""
+        content = proto.Content(
+            prompt, system, schema, tuple(messages), options, tuple(attachments), tuple(tools)
+        )
+        return self._new_stream(*self._prepare(content, model, request_id, timeout))
 
     def _execute(self, request: pb.ExecuteRequest, attempts: Attempts) -> ResultT:
         raise NotImplementedError
@@ -113,19 +131,13 @@ class ClientBase(Generic[StreamT, ResultT]):
 
     def _prepare(
         self,
-        prompt: proto.Prompt,
+        content: proto.Content,
         model: str | None,
-        system: proto.Prompt | None,
-        schema: proto.Schema | None,
         request_id: str | None,
         timeout: float | EllipsisType | None,
     ) -> tuple[pb.ExecuteRequest, Attempts]:
         request = proto.build_request(
-            prompt,
-            model=model,
-            system=system,
-            schema=schema,
-            request_id=request_id or proto.new_request_id(),
+            content, model=model, request_id=request_id or proto.new_request_id()
         )
         return request, self._attempts(timeout)
 

@@ -9,6 +9,7 @@ import json
 import math
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import cast
 
 import grpc
@@ -16,15 +17,43 @@ import grpc
 from llm_proxy_client import errors
 from llm_proxy_client.generated import llm_proxy_pb2 as pb
 from llm_proxy_client.types import (
+    Attachment,
     ExecuteResult,
+    Message,
     Metrics,
     ModelInfo,
+    ModelOption,
     ServerInfo,
     ServerLimits,
+    Tool,
+    ToolCall,
+    ToolResult,
 )
 
 Prompt = str | Sequence[str]
 Schema = str | Mapping[str, object]
+
+
+@dataclass(frozen=True, slots=True)
+class Content:
+    """Everything a call sends besides the model and its id; the one argument list shared by
+    ``execute`` and ``stream`` of both clients."""
+
+    prompt: Prompt | None = None
+    system: Prompt | None = None
+    schema: Schema | None = None
+    messages: Sequence[Message] = ()
+    options: Mapping[str, object] | None = None
+    attachments: Sequence[Attachment] = ()
+    tools: Sequence[Tool] = ()
+
+
+_ROLES: Mapping[str, pb.Role.ValueType] = {
+    "system": pb.ROLE_SYSTEM,
+    "user": pb.ROLE_USER,
+    "assistant": pb.ROLE_ASSISTANT,
+    "tool": pb.ROLE_TOOL,
+}
 
 # In-band error codes (ExecuteError.error_code) and the class each one becomes.
 _INBAND: Mapping[str, type[errors.ProxyClientError]] = {
@@ -33,6 +62,10 @@ _INBAND: Mapping[str, type[errors.ProxyClientError]] = {
     "EMPTY_REQUEST": errors.InvalidRequestError,
     "INPUT_TOO_LONG": errors.InvalidRequestError,
     "INVALID_SCHEMA": errors.InvalidRequestError,
+    "INVALID_OPTIONS": errors.InvalidRequestError,
+    "INVALID_ATTACHMENT": errors.InvalidRequestError,
+    "ATTACHMENTS_TOO_LARGE": errors.InvalidRequestError,
+    "UNSUPPORTED_BY_MODEL": errors.InvalidRequestError,
     "MODEL_UNAVAILABLE": errors.ModelUnavailableError,
     "UPSTREAM_ERROR": errors.UpstreamError,
     "TIMEOUT": errors.ProxyTimeoutError,
@@ -60,24 +93,85 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
-def build_request(
-    prompt: Prompt,
-    *,
-    model: str | None,
-    system: Prompt | None,
-    schema: Schema | None,
-    request_id: str,
-) -> pb.ExecuteRequest:
+def build_request(content: Content, *, model: str | None, request_id: str) -> pb.ExecuteRequest:
+    if content.prompt is None and not content.messages:
+        raise errors.ConfigurationError("nothing to send: give a prompt, messages, or both")
     request = pb.ExecuteRequest(
-        user_fragments=_fragments(prompt),
-        system_fragments=_fragments(system) if system is not None else [],
+        user_fragments=_fragments(content.prompt) if content.prompt is not None else [],
+        system_fragments=_fragments(content.system) if content.system is not None else [],
         request_id=request_id,
+        messages=[_message(m) for m in content.messages],
+        options={name: _json_text(name, value) for name, value in (content.options or {}).items()},
+        attachments=[_attachment(a) for a in content.attachments],
+        tools=[_tool(t) for t in content.tools],
     )
     if model:
         request.model_name = model
+    schema = content.schema
     if schema is not None:
         request.response_model_schema = schema if isinstance(schema, str) else json.dumps(schema)
     return request
+
+
+def _json_text(name: str, value: object) -> str:
+    try:
+        return json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise errors.ConfigurationError(f"option {name!r} is not a JSON value: {exc}") from None
+
+
+def _message(message: Message) -> pb.ChatMessage:
+    return pb.ChatMessage(role=_ROLES[message.role], parts=[_part(p) for p in message.parts])
+
+
+def _part(part: str | Attachment | ToolCall | ToolResult) -> pb.MessagePart:
+    if isinstance(part, str):
+        return pb.MessagePart(text=part)
+    if isinstance(part, Attachment):
+        return pb.MessagePart(attachment=_attachment(part))
+    if isinstance(part, ToolCall):
+        return pb.MessagePart(tool_call=_tool_call(part))
+    return pb.MessagePart(
+        tool_result=pb.ToolResult(call_id=part.call_id, name=part.name, output=part.output)
+    )
+
+
+def _attachment(attachment: Attachment) -> pb.Attachment:
+    if (attachment.content is None) == (attachment.url is None):
+        raise errors.ConfigurationError(
+            f"an {attachment.media_type or 'untyped'} attachment needs exactly one of "
+            "content (bytes) or url"
+        )
+    if attachment.content is not None:
+        return pb.Attachment(media_type=attachment.media_type, content=attachment.content)
+    return pb.Attachment(media_type=attachment.media_type, url=attachment.url or "")
+
+
+def _tool_call(call: ToolCall) -> pb.ToolCall:
+    return pb.ToolCall(
+        call_id=call.call_id, name=call.name, arguments=json.dumps(dict(call.arguments))
+    )
+
+
+def _tool(tool: Tool) -> pb.ToolDefinition:
+    schema = json.dumps(dict(tool.input_schema)) if tool.input_schema is not None else ""
+    return pb.ToolDefinition(name=tool.name, description=tool.description, input_schema=schema)
+
+
+def tool_call_from(call: pb.ToolCall, request_id: str) -> ToolCall:
+    try:
+        arguments = json.loads(call.arguments) if call.arguments.strip() else {}
+    except json.JSONDecodeError as exc:
+        raise errors.ProtocolError(
+            f"the server sent tool call {call.name!r} with arguments that are not JSON: {exc}",
+            request_id=request_id,
+        ) from None
+    if not isinstance(arguments, dict):
+        raise errors.ProtocolError(
+            f"the server sent tool call {call.name!r} whose arguments are not a JSON object",
+            request_id=request_id,
+        )
+    return ToolCall(name=call.name, arguments=arguments, call_id=call.call_id)
 
 
 def _fragments(value: Prompt) -> list[str]:
@@ -107,12 +201,16 @@ def result_from(response: pb.ExecuteResponse, request_id: str, retries: int) -> 
             request_id=request_id,
         )
     success = response.success
+    rid = response.request_id or request_id
     return ExecuteResult(
         text=success.response_text,
         model=success.actual_model_used,
         metrics=metrics_from(success.metrics),
-        request_id=response.request_id or request_id,
+        request_id=rid,
         client_retries=retries,
+        tool_calls=tuple(tool_call_from(call, rid) for call in success.tool_calls),
+        finish_reason=success.finish_reason,
+        resolved_model=success.resolved_model if success.HasField("resolved_model") else None,
     )
 
 
@@ -129,6 +227,12 @@ def server_info_from(response: pb.GetServerInfoResponse) -> ServerInfo:
                     m.max_context_length if m.HasField("max_context_length") else None
                 ),
                 aliases=tuple(m.aliases),
+                supports_schema=m.supports_schema,
+                supports_tools=m.supports_tools,
+                attachment_types=tuple(m.attachment_types),
+                supports_conversation=m.supports_conversation,
+                supports_async=m.supports_async,
+                options=tuple(_option(o) for o in m.options),
             )
             for m in response.available_models
         ),
@@ -138,10 +242,27 @@ def server_info_from(response: pb.GetServerInfoResponse) -> ServerInfo:
             max_concurrent_requests=_opt(limits, "max_concurrent_requests"),
             max_input_length=_opt(limits, "max_input_length"),
             request_timeout_seconds=_opt(limits, "request_timeout_seconds"),
+            max_attachments=limits.max_attachments,
+            max_attachment_bytes=limits.max_attachment_bytes,
+            allow_attachment_urls=limits.allow_attachment_urls,
         ),
         server_version=response.server_version,
         server_name=response.server_name,
         aliases=dict(response.model_aliases),
+    )
+
+
+def _option(option: pb.ModelOption) -> ModelOption:
+    # A schema that does not parse only loses detail; the name and type still describe it.
+    try:
+        schema = json.loads(option.json_schema) if option.json_schema else {}
+    except json.JSONDecodeError:
+        schema = {}
+    return ModelOption(
+        name=option.name,
+        type=option.type,
+        description=option.description,
+        json_schema=schema if isinstance(schema, dict) else {},
     )
 
 
@@ -247,6 +368,9 @@ class StreamAssembler:
         self.parts: list[str] = []
         self.metrics: Metrics | None = None
         self.model: str | None = None
+        self.tool_calls: list[ToolCall] = []
+        self.finish_reason = ""
+        self.resolved_model: str | None = None
         self.received = 0
 
     @property
@@ -271,8 +395,14 @@ class StreamAssembler:
             return chunk.text_chunk
         if kind == "final_metrics":
             self.metrics = metrics_from(chunk.final_metrics)
+        elif kind == "tool_call":
+            self.tool_calls.append(tool_call_from(chunk.tool_call, self.request_id))
         elif kind == "complete":
-            self.model = chunk.complete.actual_model_used
+            complete = chunk.complete
+            self.finish_reason = complete.finish_reason
+            if complete.HasField("resolved_model"):
+                self.resolved_model = complete.resolved_model
+            self.model = complete.actual_model_used
         elif kind == "error":
             raise error_from_inband(chunk.error, self.request_id)
         # An unknown or empty chunk is from a newer server; skipping it keeps old clients working.
@@ -290,4 +420,7 @@ class StreamAssembler:
             metrics=self.metrics or Metrics(),
             request_id=self.request_id,
             client_retries=retries,
+            tool_calls=tuple(self.tool_calls),
+            finish_reason=self.finish_reason,
+            resolved_model=self.resolved_model,
         )

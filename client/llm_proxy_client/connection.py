@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import random
+import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -45,33 +46,91 @@ KEEPALIVE_TIMEOUT_MS = 10_000
 
 @dataclass(frozen=True, slots=True)
 class ServerAddress:
+    """One server, or several (``host:port`` endpoints separated by commas) to balance over."""
+
     host: str
     port: int
     tls: bool
     token: str | None = field(default=None, repr=False)
+    #: Every endpoint, the first being (host, port); more than one means a static list.
+    endpoints: tuple[tuple[str, int], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.endpoints:
+            object.__setattr__(self, "endpoints", ((self.host, self.port),))
 
     @property
     def target(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        """The gRPC target. One name goes to gRPC's DNS resolver, which returns every address
+        it resolves to (a headless Service: one per replica); a list of endpoints becomes a
+        static list of addresses, names in it resolved when the channel opens."""
+        if len(self.endpoints) == 1:
+            return _hostport(self.host, self.port)
+        addresses = _resolve(self.endpoints)
+        if all(":" not in ip for ip, _ in addresses):
+            return "ipv4:" + ",".join(f"{ip}:{port}" for ip, port in addresses)
+        return "ipv6:" + ",".join(f"[{ip}]:{port}" for ip, port in addresses)
 
     @property
     def is_loopback(self) -> bool:
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False
+        return all(_is_loopback(host) for host, _ in self.endpoints)
 
     def __str__(self) -> str:
         # Never echo the token: this string ends up in error messages and logs.
         scheme = "llm-proxy" if self.tls else "llm-proxy+insecure"
-        return f"{scheme}://{self.target}"
+        return f"{scheme}://" + ",".join(_hostport(h, p) for h, p in self.endpoints)
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _resolve(endpoints: tuple[tuple[str, int], ...]) -> list[tuple[str, int]]:
+    """Every endpoint as IP addresses, IPv4 first (gRPC's static lists hold one family)."""
+    found: list[tuple[str, int]] = []
+    for host, port in endpoints:
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise ConfigurationError(f"cannot resolve {host!r}: {exc}") from None
+        for family, _, _, _, sockaddr in infos:
+            pair = (str(sockaddr[0]), port)
+            if family in (socket.AF_INET, socket.AF_INET6) and pair not in found:
+                found.append(pair)
+    v4 = [pair for pair in found if ":" not in pair[0]]
+    return v4 or found
 
 
 def parse_server_url(url: str) -> ServerAddress:
-    """Parse ``llm-proxy://[TOKEN@]host[:port]`` and its insecure and vibectl spellings."""
+    """Parse ``llm-proxy://[TOKEN@]host[:port][,host[:port]...]`` and its insecure and vibectl
+    spellings; several endpoints are balanced round robin."""
+    head, sep, rest = url.strip().partition("://")
+    netloc = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+    if not sep or "," not in netloc:
+        return _parse_one(url)
+    userinfo, at, hosts = netloc.rpartition("@")
+    tail = rest[len(netloc) :]
+    each = [_parse_one(f"{head}://{userinfo}{at}{host}{tail}") for host in hosts.split(",")]
+    first = each[0]
+    return ServerAddress(
+        host=first.host,
+        port=first.port,
+        tls=first.tls,
+        token=first.token,
+        endpoints=tuple((a.host, a.port) for a in each),
+    )
+
+
+def _parse_one(url: str) -> ServerAddress:
     try:
         parts = urlsplit(url.strip())
         port = parts.port
@@ -218,9 +277,17 @@ class ConnectionSettings:
             ("grpc.initial_reconnect_backoff_ms", 100),
             ("grpc.min_reconnect_backoff_ms", 100),
             ("grpc.max_reconnect_backoff_ms", 2_000),
+            # Spread calls over every address the target has (several endpoints, or a DNS name
+            # with one address per replica); an address that fails is skipped until it is back.
+            ("grpc.lb_policy_name", "round_robin"),
         ]
-        if self.tls_server_name:
-            options.append(("grpc.ssl_target_name_override", self.tls_server_name))
+        name = self.tls_server_name
+        if name is None and len(self.address.endpoints) > 1:
+            # A static list's authority is not a host name; TLS checks the first endpoint's.
+            name = self.address.host
+            options.append(("grpc.default_authority", _hostport(name, self.address.port)))
+        if name:
+            options.append(("grpc.ssl_target_name_override", name))
         return options
 
     def channel_credentials(self) -> grpc.ChannelCredentials:

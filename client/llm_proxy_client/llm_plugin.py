@@ -14,21 +14,29 @@ import sys
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
-from typing import TypedDict
+from typing import Any, Optional, TypedDict, Union
 
 import llm
+from llm import parts
 from llm.models import AsyncConversation, AsyncResponse, Conversation, Prompt, Response
+from pydantic import Field, create_model
 
 from llm_proxy_client import (
     NO_RETRY,
     AsyncProxyClient,
+    Attachment,
     ExecuteResult,
+    Message,
     ModelInfo,
     ProxyClient,
     ProxyClientError,
     ServerInfo,
+    Tool,
+    ToolCall,
+    ToolResult,
 )
 from llm_proxy_client.connection import URL_ENV
+from llm_proxy_client.types import ROLES, Part
 
 PREFIX = "proxy/"
 LIST_TIMEOUT_ENV = "LLM_PROXY_LIST_TIMEOUT"
@@ -90,6 +98,13 @@ def reset() -> None:
         _clients.clear()
 
 
+class Request(TypedDict):
+    messages: list[Message]
+    options: dict[str, object]
+    schema: Mapping[str, object] | None
+    tools: list[Tool]
+
+
 @llm.hookimpl
 def register_models(register: Callable[..., None]) -> None:
     url = os.environ.get(URL_ENV)
@@ -99,9 +114,10 @@ def register_models(register: Callable[..., None]) -> None:
     if info is None:
         return
     for served in info.models:
+        sync_class, async_class = _model_classes(served)
         register(
-            ProxyModel(url, served),
-            AsyncProxyModel(url, served),
+            sync_class(url, served),
+            async_class(url, served),
             aliases=tuple(PREFIX + alias for alias in _aliases_of(served, info)),
         )
 
@@ -112,41 +128,119 @@ def _aliases_of(served: ModelInfo, info: ServerInfo) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-class _Request(TypedDict):
-    prompt: str
-    system: str | None
-    schema: Mapping[str, object] | None
+# JSON Schema types as the Python types pydantic validates `-o name value` against.
+_TYPES: Mapping[str, object] = {
+    "number": float,
+    "integer": int,
+    "boolean": bool,
+    "string": str,
+    "array": list[Any],
+    "object": dict[str, Any],
+}
 
 
-def _request(prompt: Prompt) -> _Request:
-    text: str = prompt.prompt
-    system: str | None = prompt.system or None
+def options_class(served: ModelInfo) -> type[llm.Options]:
+    """The model's llm Options class, rebuilt from what the server says it accepts, so that
+    `llm -o` checks names and types here and `llm models --options` lists them."""
+    fields: dict[str, Any] = {}
+    for option in served.options:
+        kinds = [_TYPES.get(kind, Any) for kind in option.type.split("|") if kind != "null"]
+        annotation: Any = Any if not kinds or Any in kinds else Union[tuple(kinds)]  # noqa: UP007
+        fields[option.name] = (
+            Optional[annotation],  # noqa: UP045 - a runtime type expression, built here
+            Field(default=None, description=option.description or None),
+        )
+    name = "Options_" + "".join(c if c.isalnum() else "_" for c in served.model_id)
+    built: type[llm.Options] = create_model(name, __base__=llm.Options, **fields)
+    return built
+
+
+def _model_classes(served: ModelInfo) -> tuple[type[ProxyModel], type[AsyncProxyModel]]:
+    # A class per served model: llm reads Options and the capabilities from the class (and
+    # `llm models --options` describes each class once).
+    attributes = {
+        "Options": options_class(served),
+        "can_stream": served.supports_streaming,
+        "supports_schema": served.supports_schema,
+        "supports_tools": served.supports_tools,
+        "supports_conversation": served.supports_conversation,
+        "attachment_types": frozenset(served.attachment_types),
+    }
+    suffix = "".join(c if c.isalnum() else "_" for c in served.model_id)
+    return (
+        type(f"ProxyModel_{suffix}", (ProxyModel,), dict(attributes)),
+        type(f"AsyncProxyModel_{suffix}", (AsyncProxyModel,), dict(attributes)),
+    )
+
+
+def request_of(prompt: Prompt) -> Request:
+    """What to send for one llm prompt: its whole conversation as messages (llm puts the
+    history, the system prompt and this turn's text and attachments in `prompt.messages`), the
+    options that were set, the schema and the tools, without their implementations."""
     raw = prompt.schema
     # llm turns pydantic classes into JSON Schema already; this only guards the declared type.
     schema: Mapping[str, object] | None = (
         raw.model_json_schema() if isinstance(raw, type) else raw
     ) or None
-    return {"prompt": text, "system": system, "schema": schema}
+    return {
+        "messages": [m for m in (_message(each) for each in prompt.messages) if m.parts],
+        "options": {name: value for name, value in prompt.options if value is not None},
+        "schema": schema,
+        "tools": [
+            Tool(name=t.name, description=t.description or "", input_schema=t.input_schema)
+            for t in prompt.tools
+            if isinstance(t, llm.Tool)
+        ],
+    }
+
+
+def _message(message: parts.Message) -> Message:
+    role = message.role if message.role in ROLES else "user"
+    return Message(role, tuple(p for p in (_part(each) for each in message.parts) if p is not None))
+
+
+def _part(part: parts.Part) -> Part | None:
+    if isinstance(part, parts.TextPart):
+        return part.text or None
+    if isinstance(part, parts.AttachmentPart):
+        return _attachment(part.attachment) if part.attachment is not None else None
+    if isinstance(part, parts.ToolCallPart):
+        return ToolCall(part.name, dict(part.arguments), part.tool_call_id or "")
+    if isinstance(part, parts.ToolResultPart):
+        output = part.output if not part.exception else f"{part.output}\nError: {part.exception}"
+        return ToolResult(part.tool_call_id or "", part.name, output)
+    return None  # reasoning and provider-specific parts stay with the client
+
+
+def _attachment(attachment: llm.Attachment) -> Attachment:
+    media_type: str = attachment.resolve_type()  # type: ignore[no-untyped-call]
+    if attachment.url and not attachment.content and not attachment.path:
+        # The server fetches it only if its operator allows URLs; the client does not.
+        return Attachment(media_type=media_type, url=attachment.url)
+    # A path is read here: the server never reads files named by a client.
+    content: bytes = attachment.content_bytes()  # type: ignore[no-untyped-call]
+    return Attachment(media_type=media_type, content=content)
 
 
 def _report(response: Response | AsyncResponse, result: ExecuteResult) -> None:
     metrics = result.metrics
     details = {"cost_usd": metrics.cost_usd} if metrics.cost_usd is not None else None
     response.set_usage(input=metrics.input_tokens, output=metrics.output_tokens, details=details)
-    if result.model:
-        response.set_resolved_model(result.model)
+    resolved = result.resolved_model or result.model
+    if resolved:
+        response.set_resolved_model(resolved)
+    for call in result.tool_calls:
+        # llm runs the tool (`llm -T`, chains) and sends its result in the next request.
+        response.add_tool_call(
+            llm.ToolCall(name=call.name, arguments=dict(call.arguments), tool_call_id=call.call_id)
+        )
 
 
 class _ProxyModelBase:
-    # The wire protocol carries one turn, so `llm -c` and `llm chat` can't be honoured.
-    supports_conversation = False
-    supports_schema = True
-
     def __init__(self, url: str, served: ModelInfo) -> None:
         self.url = url
         self.served_id = served.model_id
         self.model_id = PREFIX + served.model_id
-        self.can_stream = served.supports_streaming
 
     def __str__(self) -> str:
         return f"llm-proxy: {self.model_id}"
@@ -163,11 +257,11 @@ class ProxyModel(_ProxyModelBase, llm.Model):
         client = _client(self.url)
         try:
             if stream and self.can_stream:
-                answer = client.stream(model=self.served_id, **_request(prompt))
+                answer = client.stream(model=self.served_id, **request_of(prompt))
                 yield from answer
                 result = answer.result()
             else:
-                result = client.execute(model=self.served_id, **_request(prompt))
+                result = client.execute(model=self.served_id, **request_of(prompt))
                 yield result.text
         except ProxyClientError as exc:
             raise llm.ModelError(str(exc)) from exc
@@ -187,12 +281,12 @@ class AsyncProxyModel(_ProxyModelBase, llm.AsyncModel):
         async with AsyncProxyClient(self.url) as client:
             try:
                 if stream and self.can_stream:
-                    answer = client.stream(model=self.served_id, **_request(prompt))
+                    answer = client.stream(model=self.served_id, **request_of(prompt))
                     async for chunk in answer:
                         yield chunk
                     result = await answer.result()
                 else:
-                    result = await client.execute(model=self.served_id, **_request(prompt))
+                    result = await client.execute(model=self.served_id, **request_of(prompt))
                     yield result.text
             except ProxyClientError as exc:
                 raise llm.ModelError(str(exc)) from exc

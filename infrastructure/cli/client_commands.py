@@ -10,16 +10,18 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import click
 
 from llm_proxy_client import (
     DEFAULT_URL,
+    Attachment,
     AuthenticationError,
     ConfigurationError,
     ExecuteResult,
     InvalidRequestError,
+    Message,
     ModelNotFoundError,
     PermissionDeniedError,
     ProxyClient,
@@ -27,9 +29,11 @@ from llm_proxy_client import (
     ProxyTimeoutError,
     RateLimitedError,
     RequestCancelledError,
+    Tool,
     UnavailableError,
     UpstreamError,
 )
+from llm_proxy_client.conversation import conversation_from_json
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -159,6 +163,38 @@ def reported_errors() -> Iterator[None]:
 @click.option("--model", "-m", help="Model id or alias (default: the server's default model).")
 @click.option("--system", "-s", help="System prompt.")
 @click.option("--schema", help="JSON Schema the answer must follow (JSON text).")
+@click.option(
+    "--option",
+    "-o",
+    "options",
+    type=(str, str),
+    multiple=True,
+    metavar="NAME VALUE",
+    help="A model option, e.g. -o temperature 0.2 (VALUE is JSON, else text). Repeatable.",
+)
+@click.option(
+    "--attachment",
+    "-a",
+    "attachments",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    multiple=True,
+    help="A file for the model (sent as bytes, media type from its name). Repeatable.",
+)
+@click.option(
+    "--tool",
+    "tools",
+    multiple=True,
+    metavar="NAME|JSON",
+    help='A tool the model may ask for: a name, or {"name", "description", "input_schema"} as '
+    "JSON. The model's calls are printed to stderr; this command never runs them. Repeatable.",
+)
+@click.option(
+    "--conversation",
+    "conversation",
+    type=click.File("r"),
+    help="The conversation so far as a JSON file ('-': standard input); TEXT, if given, is "
+    "the next user turn. See docs/client.md.",
+)
 @click.option("--no-stream", is_flag=True, help="Wait for the whole answer instead of streaming.")
 @click.option("--usage", "-u", is_flag=True, help="Print model and token usage to stderr.")
 @connection_options
@@ -167,21 +203,37 @@ def prompt_command(
     model: str | None,
     system: str | None,
     schema: str | None,
+    options: tuple[tuple[str, str], ...],
+    attachments: tuple[Path, ...],
+    tools: tuple[str, ...],
+    conversation: TextIO | None,
     no_stream: bool,
     usage: bool,
     connection: Connection,
 ) -> None:
-    """Send TEXT (or standard input) to the proxy and print the answer as it arrives."""
-    if text is None:
+    """Send TEXT (or standard input) to the proxy and print the answer as it arrives.
+
+    Tools the model asks for are printed to stderr; run them and send their results in the
+    next request's --conversation."""
+    if text is None and conversation is None:
         if sys.stdin.isatty():
             raise click.UsageError("give the prompt as an argument or on standard input")
         text = sys.stdin.read()
     with reported_errors(), connection.client() as client:
+        content: dict[str, Any] = {
+            "model": model,
+            "system": system,
+            "schema": schema,
+            "options": {name: _option_value(value) for name, value in options},
+            "attachments": [_attachment(path) for path in attachments],
+            "tools": [_tool(spec) for spec in tools],
+            "messages": _conversation(conversation),
+        }
         if no_stream:
-            result = client.execute(text, model=model, system=system, schema=schema)
+            result = client.execute(text, **content)
             click.echo(result.text)
         else:
-            with client.stream(text, model=model, system=system, schema=schema) as stream:
+            with client.stream(text, **content) as stream:
                 try:
                     for chunk in stream:
                         click.echo(chunk, nl=False)
@@ -192,8 +244,50 @@ def prompt_command(
                     raise
                 click.echo()
                 result = stream.result()
+        for call in result.tool_calls:
+            click.echo(
+                f"llm-proxy: the model asks for tool {call.name} "
+                f"{json.dumps(dict(call.arguments))} (call id {call.call_id})",
+                err=True,
+            )
         if usage:
             click.echo(_usage_line(result), err=True)
+
+
+def _option_value(text: str) -> object:
+    # As llm's -o: a value that reads as JSON (0.2, 100, true, ["a"]) is that, else it is text.
+    try:
+        value: object = json.loads(text)
+    except ValueError:
+        return text
+    return value
+
+
+def _attachment(path: Path) -> Attachment:
+    try:
+        return Attachment.from_path(path)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--attachment") from None
+
+
+def _tool(spec: str) -> Tool:
+    if not spec.lstrip().startswith("{"):
+        return Tool(spec)
+    try:
+        data = json.loads(spec)
+        return Tool(str(data["name"]), str(data.get("description", "")), data.get("input_schema"))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise click.BadParameter(
+            f'expected a name or {{"name": ..., "input_schema": {{...}}}}: {exc}',
+            param_hint="--tool",
+        ) from None
+
+
+def _conversation(source: TextIO | None) -> list[Message]:
+    if source is None:
+        return []
+    base = Path(source.name).parent if source.name not in ("<stdin>", "-") else Path.cwd()
+    return conversation_from_json(source.read(), base=base)
 
 
 def _usage_line(result: ExecuteResult) -> str:

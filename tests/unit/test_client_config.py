@@ -288,13 +288,13 @@ def test_execute_response_without_result_is_a_protocol_error() -> None:
 
 def test_request_building_keeps_fragments_and_serialises_schemas() -> None:
     request = proto.build_request(
-        ["a", "b"], model="m", system="s", schema={"type": "object"}, request_id="r"
+        proto.Content(["a", "b"], system="s", schema={"type": "object"}), model="m", request_id="r"
     )
     assert list(request.user_fragments) == ["a", "b"]
     assert list(request.system_fragments) == ["s"]
     assert request.model_name == "m"
     assert request.response_model_schema == '{"type": "object"}'
-    bare = proto.build_request("hi", model=None, system=None, schema=None, request_id="r")
+    bare = proto.build_request(proto.Content("hi"), model=None, request_id="r")
     assert list(bare.user_fragments) == ["hi"]
     assert not bare.HasField("model_name")
     assert not bare.HasField("response_model_schema")
