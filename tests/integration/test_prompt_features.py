@@ -409,3 +409,23 @@ async def test_server_info_lists_each_models_capabilities_and_options(
     assert scripted.supports_schema and not echo.supports_schema
     assert (info.limits.max_attachments, info.limits.max_attachment_bytes) == (4, 1000)
     assert info.limits.allow_attachment_urls is False
+
+
+# --------------------------------------------------------------------------- records
+
+
+async def test_request_lines_say_how_the_answer_went_and_over_which_transport(
+    proxy: Proxy, capture: pytest.LogCaptureFixture
+) -> None:
+    await proxy.stub.Execute(pb.ExecuteRequest(user_fragments=["hi"], request_id="how-1"))
+    await streamed(proxy, pb.ExecuteRequest(user_fragments=["hi"], request_id="how-2"))
+
+    lines = {
+        record.fields["request_id"]: record  # type: ignore[attr-defined]
+        for record in capture.records
+        if record.name == "llm_proxy.requests"
+    }
+    for request_id, method in (("how-1", "unary"), ("how-2", "stream")):
+        fields = lines[request_id].fields  # type: ignore[attr-defined]
+        assert (fields["method"], fields["transport"]) == (method, "grpc")
+        assert f"method={method} transport=grpc" in lines[request_id].getMessage()

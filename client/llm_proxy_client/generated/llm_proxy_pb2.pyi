@@ -411,7 +411,7 @@ class StreamChunk(_message.Message):
     def complete(self) -> Global___StreamComplete: ...
     @_builtins.property
     def tool_call(self) -> Global___ToolCall:
-        """One whole tool call, sent as soon as the model has finished producing it."""
+        """One whole tool call, sent after the model's text, before final_metrics."""
 
     def __init__(
         self,
