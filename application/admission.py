@@ -34,10 +34,12 @@ from domain.errors import (
 from domain.policy import ServerPolicy
 from domain.principal import Principal
 from domain.quota import (
+    AppliedLimit,
     Breach,
     Charge,
     Estimate,
     LimitKind,
+    QuotaPolicy,
     Scope,
     applicable_limits,
     charges_for,
@@ -51,6 +53,8 @@ log = logging.getLogger("llm_proxy.admission")
 
 # How long to suggest waiting when the server is full; streams end at unknown times.
 OVERLOADED_RETRY_AFTER_S = 1.0
+# Resolved limits kept per policy snapshot, for this many callers and models at most.
+MAX_RESOLVED = 10_000
 # A store that cannot be reached is reported at most this often while failing open.
 FAIL_OPEN_LOG_INTERVAL_S = 60.0
 
@@ -83,6 +87,10 @@ class Admission:
         # number of requests in flight.
         self._in_flight_by_subject: dict[str, int] = {}
         self._settling: set[asyncio.Task[None]] = set()
+        # Which limits apply depends only on the policy and who asks for which model: kept
+        # per policy snapshot, as resolving rules for every request was a visible cost.
+        self._resolved: dict[tuple[str, str | None, str | None], tuple[AppliedLimit, ...]] = {}
+        self._resolved_for: QuotaPolicy | None = None
         # Whether the last call to the store failed: the health check reports it.
         self.store_unavailable = False
 
@@ -104,12 +112,13 @@ class Admission:
         """Reserve the request's share of every limit, or raise the refusal; every
         reservation must be passed to settle() exactly once."""
         quotas = policy.quotas
-        limits = applicable_limits(quotas, principal.subject, principal.team, model_id)
+        limits = self._limits(quotas, principal, model_id)
         price = policy.price_for(model_id) if model_id is not None else None
-        input_tokens = math.ceil(request.input_length() / quotas.chars_per_token)
+        input_chars = request.input_length()
+        input_tokens = math.ceil(input_chars / quotas.chars_per_token)
         charges: tuple[Charge, ...] = ()
         if limits:
-            tokens = estimate_tokens(request.input_length(), _max_tokens(request), quotas)
+            tokens = estimate_tokens(input_chars, _max_tokens(request), quotas)
             cost = price.cost(Usage(input_tokens, tokens - input_tokens)) if price else None
             now = self._clock.now()
             charges = tuple(charges_for(limits, Estimate(tokens, cost or 0.0), now))
@@ -132,6 +141,19 @@ class Admission:
         subject = principal.subject
         self._in_flight_by_subject[subject] = self._in_flight_by_subject.get(subject, 0) + 1
         return Reservation(subject, charges, input_tokens, price, quotas.chars_per_token)
+
+    def _limits(
+        self, quotas: QuotaPolicy, principal: Principal, model_id: str | None
+    ) -> tuple[AppliedLimit, ...]:
+        if quotas is not self._resolved_for or len(self._resolved) >= MAX_RESOLVED:
+            self._resolved = {}
+            self._resolved_for = quotas
+        key = (principal.subject, principal.team, model_id)
+        found = self._resolved.get(key)
+        if found is None:
+            found = tuple(applicable_limits(quotas, principal.subject, principal.team, model_id))
+            self._resolved[key] = found
+        return found
 
     async def _reserve(self, charges: tuple[Charge, ...], now: float) -> Breach | None:
         if self._store.local:
@@ -170,7 +192,12 @@ class Admission:
         price = reservation.price
         cost = (price.cost(actual) or 0.0) if price is not None else 0.0
         adjustments = settlement(reservation.charges, actual.total_tokens or 0, cost)
-        if adjustments:
+        if not adjustments:
+            return
+        if self._store.local:
+            # Nothing to wait for: settled now, without a task per request.
+            _run_local(self._store.adjust(adjustments, self._clock.now()))
+        else:
             self._spawn(self._adjust(adjustments))
 
     async def _adjust(self, adjustments: Any) -> None:
@@ -199,6 +226,16 @@ class Admission:
             self._fail_open_logged = now
             mode = "admitting requests unchecked" if self._fail_open else "refusing requests"
             log.error("limits store unreachable (%s); %s", error, mode)
+
+
+def _run_local(work: Coroutine[Any, Any, None]) -> None:
+    """Runs a local store's coroutine, which completes without suspending, to its end."""
+    try:
+        work.send(None)
+    except StopIteration:
+        return
+    work.close()
+    raise RuntimeError("a local quota store suspended; it must complete at once")
 
 
 def _max_tokens(request: PromptRequest) -> int | None:

@@ -15,7 +15,8 @@ from __future__ import annotations
 import calendar
 import math
 import time
-from dataclasses import dataclass, fields
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from fnmatch import fnmatchcase
 
@@ -121,10 +122,12 @@ class AppliedLimit:
     amount: float
     # Where the limit comes from, for messages: "default", or the rule's pattern.
     source: str
+    # The name of its counter (a window's key adds the window); computed once.
+    key: str = field(init=False, compare=False)
 
-    @property
-    def key(self) -> str:
-        return f"{self.scope}:{self.owner}:{self.models or '*'}:{self.kind}"
+    def __post_init__(self) -> None:
+        key = f"{self.scope}:{self.owner}:{self.models or '*'}:{self.kind}"
+        object.__setattr__(self, "key", key)
 
 
 def applicable_limits(
@@ -219,7 +222,7 @@ def window_of(kind: LimitKind, now: float) -> tuple[str, float, float]:
     return "", now + GAUGE_TTL_S, 60.0
 
 
-def charges_for(limits: list[AppliedLimit], estimate: Estimate, now: float) -> list[Charge]:
+def charges_for(limits: Sequence[AppliedLimit], estimate: Estimate, now: float) -> list[Charge]:
     charges = []
     for limit in limits:
         kind = limit.kind
