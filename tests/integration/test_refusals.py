@@ -84,6 +84,12 @@ class Books:
         except AssertionError:
             return 0.0
 
+    def refused(self, reason: str) -> float:
+        try:
+            return sample(scrape(self._port), "llm_proxy_refused_calls_total", reason=reason)
+        except AssertionError:
+            return 0.0
+
     def in_flight(self, method: str) -> float:
         return sample(
             scrape(self._port),
@@ -125,19 +131,24 @@ async def assert_recorded_once(
     *,
     request_id: str | None,
     model: str = "none",
+    then: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
+    """`then` runs once the refused call has ended (to let go of what held the server)."""
     before = books.requests_total(method, outcome, model)
     status, code = await make_call()
     assert (status, code) == (expected.status, expected.code if status is None else "")
+    if then is not None:
+        await then()
 
     def finished() -> bool:
         counted = books.requests_total(method, outcome, model) >= before + 1
         logged = request_id is None or len(books.lines(request_id)) >= 1
-        return counted and logged and books.in_flight(method) == 0
+        return counted and logged and all(books.in_flight(each) == 0 for each in METHODS)
 
     await books.settle(finished)
     assert books.requests_total(method, outcome, model) == before + 1
-    assert books.in_flight(method) == 0
+    for each in METHODS:
+        assert books.in_flight(each) == 0
     if request_id is not None:
         lines = books.lines(request_id)
         assert len(lines) == 1, [line.getMessage() for line in lines]
@@ -231,19 +242,16 @@ async def test_a_server_at_its_concurrency_limit(
     books = Books(proxy, capture)
     holder = await hold_a_slot(proxy, token("holder"))
     rid = f"full-{method}"
-    message = request("hi", model="echo", request_id=rid)
-    before = books.requests_total(method, "OVERLOADED", "echo")
-    assert await call(proxy, method, message, token("carol")) == (
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        "",
+    await assert_recorded_once(
+        books,
+        method,
+        "OVERLOADED",
+        lambda: call(proxy, method, request("hi", model="echo", request_id=rid), token("carol")),
+        Refusal(grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
+        request_id=rid,
+        model="echo",
+        then=holder.finish,
     )
-    await holder.finish()
-    await books.settle(lambda: books.in_flight("StreamExecute") == 0 and len(books.lines(rid)) > 0)
-    assert books.requests_total(method, "OVERLOADED", "echo") == before + 1
-    assert books.in_flight(method) == 0
-    assert books.in_flight("StreamExecute") == 0
-    assert len(books.lines(rid)) == 1
-    assert books.errors() == []
 
 
 BAD_INPUT = [
@@ -292,16 +300,25 @@ async def test_a_caller_at_its_own_concurrency_cap_while_others_are_served(
     greedy = token("greedy")
     held = [await hold_a_slot(proxy, greedy) for _ in range(2)]
     rid = f"capped-{method}"
-    before = books.requests_total(method, "TOO_MANY_IN_FLIGHT", "echo")
-    status, _ = await call(proxy, method, request("hi", model="echo", request_id=rid), greedy)
-    assert status == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert await call(proxy, method, request("hi", model="echo"), token("other")) == (None, "ok")
-    for holder in held:
-        await holder.finish()
-    await books.settle(lambda: books.in_flight("StreamExecute") == 0 and len(books.lines(rid)) > 0)
-    assert books.requests_total(method, "TOO_MANY_IN_FLIGHT", "echo") == before + 1
-    assert books.in_flight(method) == 0
-    assert len(books.lines(rid)) == 1
+
+    async def others_are_served_then_let_go() -> None:
+        assert await call(proxy, method, request("hi", model="echo"), token("other")) == (
+            None,
+            "ok",
+        )
+        for holder in held:
+            await holder.finish()
+
+    await assert_recorded_once(
+        books,
+        method,
+        "TOO_MANY_IN_FLIGHT",
+        lambda: call(proxy, method, request("hi", model="echo", request_id=rid), greedy),
+        Refusal(grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
+        request_id=rid,
+        model="echo",
+        then=others_are_served_then_let_go,
+    )
     assert proxy.container.admission().in_flight == 0
     assert books.errors() == []
 
@@ -339,3 +356,30 @@ async def test_malformed_identifiers_refused_with_a_status(
         if r.name == REQUEST_LOGGER and r.fields["outcome"] == "INVALID_ARGUMENT"  # type: ignore[attr-defined]
     ]
     assert len(lines) == 1
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("credentials", [None, bearer("not-a-token")])
+async def test_a_caller_without_valid_credentials(
+    start_proxy: ProxyFactory,
+    capture: pytest.LogCaptureFixture,
+    method: str,
+    credentials: Any,
+) -> None:
+    """Refused before it is a request at all: anyone can send these by the thousand, so they
+    are counted (llm_proxy_refused_calls_total) and summarised in the log, not recorded and
+    logged one by one as requests are."""
+    proxy = await secured(start_proxy)
+    books = Books(proxy, capture)
+    before = books.refused("unauthenticated")
+    rid = f"anonymous-{method}"
+
+    status, _ = await call(proxy, method, request("hi", model="echo", request_id=rid), credentials)
+
+    assert status == grpc.StatusCode.UNAUTHENTICATED
+    await books.settle(lambda: books.refused("unauthenticated") >= before + 1)
+    assert books.refused("unauthenticated") == before + 1
+    for each in METHODS:
+        assert books.in_flight(each) == 0
+    assert books.lines(rid) == []
+    assert books.errors() == []
