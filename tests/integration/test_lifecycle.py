@@ -312,15 +312,24 @@ def _worker_pids(text: str) -> set[int]:
     return {int(pid) for pid in re.findall(r'llm_proxy_worker_up\{pid="(\d+)"\} 1\.0', text)}
 
 
-def _wait_for_pids(port: int, predicate: Any, timeout: float = 30) -> set[int]:
+def _wait_for_pids(
+    server: ServerProcess, port: int, predicate: Any, timeout: float = 30
+) -> set[int]:
+    """Worker pids in /metrics once they satisfy `predicate`, each worker then listening.
+
+    A worker is in /metrics from the moment it builds its metrics, before it listens: until
+    it does, the kernel hands every new connection to the others."""
     deadline = time.monotonic() + timeout
     while True:
         pids = _worker_pids(_scrape(port))
         if predicate(pids):
-            return pids
+            break
         if time.monotonic() > deadline:
             raise AssertionError(f"worker pids never satisfied the test: {pids}")
         time.sleep(0.1)
+    for pid in pids:
+        server.wait_for(rf"listening on .* pid {pid},", timeout=max(deadline - time.monotonic(), 1))
+    return pids
 
 
 async def test_two_workers_share_the_port_and_a_killed_one_is_replaced(
@@ -329,7 +338,7 @@ async def test_two_workers_share_the_port_and_a_killed_one_is_replaced(
     config = write_config(tmp_path / "proxy.yaml", extra="metrics:\n  enabled: true\n  port: 0\n")
     server = spawn(config, "--workers", "2")
     port, metrics_port = server.port, server.metrics_port
-    pids = _wait_for_pids(metrics_port, lambda found: len(found) == 2)
+    pids = _wait_for_pids(server, metrics_port, lambda found: len(found) == 2)
 
     async def call_on_new_connections(count: int) -> None:
         for i in range(count):
@@ -360,7 +369,7 @@ async def test_two_workers_share_the_port_and_a_killed_one_is_replaced(
     victim = min(pids)
     os.kill(victim, signal.SIGKILL)
     replaced = _wait_for_pids(
-        metrics_port, lambda found: len(found) == 2 and victim not in found, timeout=30
+        server, metrics_port, lambda found: len(found) == 2 and victim not in found
     )
     assert len(replaced - pids) == 1
     await call_on_new_connections(10)
