@@ -62,6 +62,7 @@ class Tally:
     # Set only while prompt logging is on, so a normal request keeps no copy of the text.
     prompt: str | None = None
     answer: str | None = None
+    end_user: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +139,7 @@ class PromptPipeline:
             principal.subject,
             principal.team,
             self.clock.monotonic(),
+            end_user=context.end_user,
         )
 
     def close_tally(self, tally: Tally, observer: RequestObserver) -> None:
@@ -161,6 +163,7 @@ class PromptPipeline:
                 team=tally.team,
                 prompt=tally.prompt,
                 answer=tally.answer,
+                end_user=tally.end_user,
             )
         )
 

@@ -35,3 +35,5 @@ class RequestRecord:
     # Filled only when the operator enabled logging.log_prompts; otherwise never captured.
     prompt: str | None = None
     answer: str | None = None
+    # The end user a client said it acted for, when it said so.
+    end_user: str | None = None

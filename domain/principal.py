@@ -36,3 +36,5 @@ class CallContext:
     time_remaining: float | None = None
     # The transport that carried the call, for metrics and logs ("grpc", ...).
     transport: str = "unspecified"
+    # Who the caller says it acts for (OpenAI's `user`): recorded, never trusted for access.
+    end_user: str | None = None

@@ -10,6 +10,7 @@ from adapters.grpc.auth import current_principal
 from adapters.grpc.malformed import MalformedRequestGuard
 from adapters.grpc.server import ConnectionLimits, build_server
 from adapters.grpc.servicer import ProxyServicer
+from adapters.http import HttpServices, build_gate
 from adapters.llm import LlmGateway, LlmModelRegistry
 from application._common import PromptPipeline
 from application.caller_limits import DescribeCallerLimits
@@ -67,7 +68,7 @@ class Container(containers.DeclarativeContainer):
     config_path: providers.Object[Path | None] = providers.Object(None)
 
     logging_observer = providers.Singleton(LoggingObserver)
-    metrics = providers.Singleton(build_metrics, settings.provided.metrics)
+    metrics = providers.Singleton(build_metrics, settings)
     # The usage ledger (None when ledger.backend is none) records every request as it ends.
     ledger = providers.Singleton(build_ledger, settings.provided.ledger, metrics)
     usage_recorder = providers.Singleton(build_usage_recorder, ledger, clock)
@@ -131,6 +132,18 @@ class Container(containers.DeclarativeContainer):
     identify_caller = providers.Singleton(security.caller_identity, settings, token_verifier)
     interceptors = providers.Singleton(security.auth_interceptors, identify_caller, refusals)
     tls = providers.Singleton(security.server_credentials, settings)
+    # The OpenAI-compatible HTTP API over the same use cases; the gate is built in the running
+    # event loop by the server runner.
+    http_services = providers.Singleton(
+        HttpServices,
+        execute=execute_prompt,
+        stream=stream_prompt,
+        describe=describe_server,
+        identify=identify_caller,
+        max_body_bytes=settings.provided.server.max_message_bytes,
+    )
+    http_gate = providers.Factory(build_gate, http_services)
+    http_tls = providers.Singleton(security.http_tls, settings)
     grpc_server = providers.Factory(
         build_server,
         servicer,
@@ -163,5 +176,6 @@ class Container(containers.DeclarativeContainer):
         providers.Singleton(LogLevelReload),
         providers.Singleton(security.AuthReload, token_verifier),
         tls,
+        http_tls,
     )
     reloader = providers.Singleton(Reloader, settings_loader, settings, reloadables)

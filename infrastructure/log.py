@@ -211,6 +211,9 @@ class LoggingObserver:
             fields["cost_usd"] = record.cost_usd
         if record.first_chunk_s is not None:
             fields["first_chunk_ms"] = round(record.first_chunk_s * 1000, 2)
+        if record.end_user is not None:
+            # The client chose this text: quoted in text logs, so it cannot forge a line.
+            fields["user"] = record.end_user
         if record.prompt is not None:
             fields["prompt"] = record.prompt
             fields["answer"] = record.answer
@@ -235,4 +238,4 @@ class _RequestLine:
         )
 
 
-_QUOTED = frozenset({"prompt", "answer"})
+_QUOTED = frozenset({"prompt", "answer", "user"})

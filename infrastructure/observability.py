@@ -12,7 +12,12 @@ from typing import TYPE_CHECKING, Any
 from adapters.grpc.health import GrpcHealth
 from application.ports import ModelGateway, RefusalObserver, RequestObserver, Tracer
 from domain.outcome import Method, RequestRecord
-from infrastructure.config.settings import MetricsSettings, ServerSettings, TracingSettings
+from infrastructure.config.settings import (
+    MetricsSettings,
+    ServerSettings,
+    Settings,
+    TracingSettings,
+)
 
 if TYPE_CHECKING:
     from adapters.metrics import MetricsEndpoint, PrometheusObserver
@@ -62,13 +67,14 @@ def build_health(settings: ServerSettings) -> GrpcHealth | None:
     return GrpcHealth() if settings.health else None
 
 
-def build_metrics(settings: MetricsSettings) -> PrometheusObserver | None:
-    if not settings.enabled:
+def build_metrics(settings: Settings) -> PrometheusObserver | None:
+    if not settings.metrics.enabled:
         return None
     from adapters.metrics import PrometheusObserver
 
     # The transports this server runs; their in-flight series exist from the start.
-    return PrometheusObserver(max_subjects=settings.max_subjects, transports=("grpc",))
+    transports = ("grpc", "http") if settings.http.enabled else ("grpc",)
+    return PrometheusObserver(max_subjects=settings.metrics.max_subjects, transports=transports)
 
 
 def start_metrics_endpoint(

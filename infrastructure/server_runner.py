@@ -16,11 +16,13 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from adapters.grpc.health import GrpcHealth
+from adapters.http import HttpListener
 from adapters.quota import MemoryQuotaStore
 from infrastructure import security
 from infrastructure.config.settings import Settings
 from infrastructure.container import Container
 from infrastructure.fd_limit import raise_open_file_limit
+from infrastructure.listeners import GrpcListener, Listener, MetricsListener
 from infrastructure.memory import AllocatorTrim
 from infrastructure.observability import SINGLE, WORKER, shutdown_tracing
 from infrastructure.quotas import rebuild_from_ledger, watch_store
@@ -46,20 +48,35 @@ class RunningServer:
     admission: Admission | None = None
     quota_store: QuotaStore | None = None
     watchers: list[asyncio.Task[None]] = field(default_factory=list)
+    http: HttpListener | None = None
+    # Every transport's listener; /metrics, when on, comes last and stops last.
+    listeners: list[Listener] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.listeners:
+            self.listeners.append(GrpcListener(self.server, self.health))
+            if self.http is not None:
+                self.listeners.append(self.http)
+            if self.metrics is not None:
+                self.listeners.append(MetricsListener(self.metrics))
 
     @property
     def metrics_port(self) -> int | None:
         return self.metrics.port if self.metrics is not None else None
 
+    @property
+    def http_port(self) -> int | None:
+        return self.http.port if self.http is not None else None
+
     async def begin_shutdown(self) -> None:
-        """Health reports NOT_SERVING from now on; calls are still accepted."""
-        if self.health is not None:
-            await self.health.shutting_down()
+        """Health and readiness report not serving from now on; calls are still accepted."""
+        for listener in self.listeners:
+            await listener.drain()
 
     async def stop(self, grace_s: float) -> None:
         """Refuse new calls, let in-flight ones finish for up to grace_s, cancel the rest."""
         await self.begin_shutdown()
-        await self.server.stop(grace_s)
+        await self.stop_transports(grace_s)
         for watcher in self.watchers:
             watcher.cancel()
         if self.admission is not None:
@@ -69,8 +86,15 @@ class RunningServer:
         if self.ledger is not None:
             # After the calls have ended, so that their rows are written too.
             await self.ledger.close()
-        if self.metrics is not None:
-            self.metrics.stop()
+        for each in self.listeners:
+            if isinstance(each, MetricsListener):
+                await each.stop(grace_s)
+
+    async def stop_transports(self, grace_s: float) -> None:
+        """Every transport's listener stops: in-flight calls get up to grace_s (0: none, also
+        while an earlier, longer stop is still waiting)."""
+        transports = [each for each in self.listeners if not isinstance(each, MetricsListener)]
+        await asyncio.gather(*(each.stop(grace_s) for each in transports))
 
 
 def build_container(
@@ -96,8 +120,10 @@ async def start(
     port: int | None = None,
     *,
     announce: bool = True,
+    http_port: int | None = None,
 ) -> RunningServer:
-    """Load the model catalog, then bind and start; returns the bound port (port 0 → any free).
+    """Load the model catalog, then bind and start every listener; returns the bound ports
+    (port 0 → any free).
 
     `announce`: tell the terminal how to call this server (one worker of several does)."""
     settings: Settings = container.settings()
@@ -145,12 +171,21 @@ async def start(
         os.getpid(),
         open_files,
     )
+    try:
+        http = await _start_http(container, http_port)
+    except BaseException:
+        await server.stop(0)
+        raise
     metrics: MetricsEndpoint | None = container.metrics_endpoint()
     if metrics is not None:
         log.info("metrics on http://%s:%d/metrics", settings.metrics.host, metrics.port)
     notice = (
         security.startup_notice(
-            settings, container.token_verifier(), host or settings.server.host, bound
+            settings,
+            container.token_verifier(),
+            host or settings.server.host,
+            bound,
+            http_url=_http_url(http),
         )
         if announce
         else None
@@ -160,11 +195,37 @@ async def start(
         sys.stdout.write(notice)
         sys.stdout.flush()
     admission: Admission = container.admission()
-    running = RunningServer(server, bound, health, metrics, ledger, admission, quota_store)
+    running = RunningServer(
+        server, bound, health, metrics, ledger, admission, quota_store, http=http
+    )
     if not isinstance(quota_store, MemoryQuotaStore):
         watching = watch_store(quota_store, admission, health, settings.quotas)
         running.watchers.append(asyncio.get_running_loop().create_task(watching))
     return running
+
+
+async def _start_http(container: Container, port: int | None) -> HttpListener | None:
+    settings: Settings = container.settings()
+    http = settings.http
+    if not http.enabled:
+        return None
+    security.check_exposure(settings, http.host)
+    listener = HttpListener(
+        container.http_gate(),
+        http.host,
+        http.port if port is None else port,
+        tls=container.http_tls().context,
+        reuse_port=container.role() != SINGLE,
+    )
+    await listener.start()
+    log.info("OpenAI-compatible HTTP API on %s", _http_url(listener))
+    return listener
+
+
+def _http_url(listener: HttpListener | None) -> str | None:
+    if listener is None:
+        return None
+    return f"{listener.scheme}://{listener.host}:{listener.port}/v1"
 
 
 async def serve_until_signalled(container: Container, *, announce: bool = True) -> None:
@@ -255,5 +316,5 @@ async def drain(running: RunningServer, settings: Settings, hurry: asyncio.Event
     hurried.cancel()
     if not stopping.done():
         log.warning("second signal: cancelling the calls still in flight")
-        await running.server.stop(0)
+        await running.stop_transports(0)
     await stopping

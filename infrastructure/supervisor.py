@@ -41,7 +41,8 @@ STABLE_AFTER_S = 30.0
 # Beyond the workers' own grace period, how long to wait before killing them.
 KILL_MARGIN_S = 10.0
 
-WorkerCommand = Callable[[int, int], Sequence[str]]
+# (worker index, gRPC port, HTTP port or None) -> argv
+WorkerCommand = Callable[[int, int, int | None], Sequence[str]]
 
 
 def reserve_port(host: str, port: int) -> socket.socket:
@@ -80,11 +81,13 @@ class Supervisor:
         env: dict[str, str],
         metrics_dir: str | None,
         quota_socket: str | None = None,
+        http_port: int | None = None,
     ) -> None:
         self._settings = settings
         self._quota_socket = quota_socket
         self._command = command
         self._port = port
+        self._http_port = http_port
         self._env = env
         self._metrics_dir = metrics_dir
         self._slots = [_Slot(index) for index in range(workers)]
@@ -128,7 +131,7 @@ class Supervisor:
     async def _keep_running(self, slot: _Slot) -> None:
         while not self._stopping.is_set():
             process = await asyncio.create_subprocess_exec(
-                *self._command(slot.index, self._port), env=self._env
+                *self._command(slot.index, self._port, self._http_port), env=self._env
             )
             slot.process = process
             slot.pids.append(process.pid)
@@ -207,6 +210,11 @@ def supervise(settings: Settings, command: WorkerCommand) -> int:
     server = settings.server
     reserved = reserve_port(server.host, server.port)
     port = reserved.getsockname()[1]
+    # The HTTP port is shared by the workers the same way, and resolved here when it is 0.
+    http_reserved = (
+        reserve_port(settings.http.host, settings.http.port) if settings.http.enabled else None
+    )
+    http_port = http_reserved.getsockname()[1] if http_reserved is not None else None
     env = dict(os.environ)
     metrics_dir: str | None = None
     endpoint = None
@@ -229,6 +237,8 @@ def supervise(settings: Settings, command: WorkerCommand) -> int:
     log.info(
         "supervising %d workers on %s:%d (pid %d)", server.workers, server.host, port, os.getpid()
     )
+    if http_port is not None:
+        log.info("OpenAI-compatible HTTP API on http://%s:%d/v1", settings.http.host, http_port)
     supervisor = Supervisor(
         settings,
         command,
@@ -237,11 +247,14 @@ def supervise(settings: Settings, command: WorkerCommand) -> int:
         env=env,
         metrics_dir=metrics_dir,
         quota_socket=quota_socket,
+        http_port=http_port,
     )
     try:
         return asyncio.run(supervisor.run())
     finally:
         reserved.close()
+        if http_reserved is not None:
+            http_reserved.close()
         if endpoint is not None:
             endpoint.stop()
         if metrics_dir is not None:

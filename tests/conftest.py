@@ -39,6 +39,15 @@ def xdg_data_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def http_port_zero() -> Iterator[None]:
+    """Servers started as processes serve HTTP on a free port, never on 8080, which a server
+    of the developer's own (or another test run) may hold."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LLM_PROXY_HTTP__PORT", "0")
+        yield
+
+
 @pytest.fixture(scope="session")
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     """Redis and PostgreSQL: those `make check` started, or, when pytest runs on its own, a

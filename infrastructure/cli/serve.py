@@ -26,6 +26,11 @@ from infrastructure.supervisor import supervise
 @click.option("--host", help="Address to listen on (server.host). Default 127.0.0.1.")
 @click.option("--port", type=int, help="TCP port (server.port). Default 50051; 0 picks one.")
 @click.option(
+    "--http-port",
+    type=int,
+    help="TCP port of the OpenAI-compatible HTTP API (http.port). Default 8080; 0 picks one.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
     help="Log level (logging.level).",
@@ -40,6 +45,7 @@ def serve(
     config: Path | None,
     host: str | None,
     port: int | None,
+    http_port: int | None,
     log_level: str | None,
     workers: str | None,
     worker_index: int | None,
@@ -57,6 +63,8 @@ def serve(
         overrides.setdefault("server", {})["host"] = host
     if port is not None:
         overrides.setdefault("server", {})["port"] = port
+    if http_port is not None:
+        overrides.setdefault("http", {})["port"] = http_port
     if log_level is not None:
         overrides.setdefault("logging", {})["level"] = log_level
     if workers is not None:
@@ -93,9 +101,11 @@ def serve(
 
 
 def _worker_command(config: Path | None, host: str | None, log_level: str | None) -> Any:
-    def command(index: int, port: int) -> Sequence[str]:
+    def command(index: int, port: int, http_port: int | None) -> Sequence[str]:
         argv = [sys.executable, "-m", "infrastructure.cli", "serve", "--worker", str(index)]
         argv += ["--port", str(port)]
+        if http_port is not None:
+            argv += ["--http-port", str(http_port)]
         if config is not None:
             argv += ["--config", str(config)]
         if host is not None:

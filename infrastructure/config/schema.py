@@ -19,6 +19,7 @@ from marshmallow import (
 from infrastructure.config.addresses import is_loopback
 from infrastructure.config.settings import (
     AuthSettings,
+    HttpSettings,
     JwtKeySettings,
     LedgerSettings,
     LimitsSettings,
@@ -117,6 +118,21 @@ class ServerSchema(_Strict):
     @post_load
     def build(self, data: dict[str, Any], **_: Any) -> ServerSettings:
         return ServerSettings(**data)
+
+
+class HttpSchema(_Strict):
+    enabled = fields.Boolean(load_default=True)
+    host = fields.String(load_default="127.0.0.1", validate=validate.Length(min=1))
+    port = fields.Integer(
+        load_default=8080,
+        strict=False,
+        validate=validate.Range(min=0, max=65535, error="must be a TCP port from 0 to 65535"),
+    )
+    tls = fields.Nested(TlsSchema, load_default=None, allow_none=True)
+
+    @post_load
+    def build(self, data: dict[str, Any], **_: Any) -> HttpSettings:
+        return HttpSettings(**data)
 
 
 class PriceSchema(_Strict):
@@ -402,6 +418,7 @@ class QuotasSchema(_Strict):
 
 class SettingsSchema(_Strict):
     server = fields.Nested(ServerSchema)
+    http = fields.Nested(HttpSchema)
     models = fields.Nested(ModelsSchema)
     limits = fields.Nested(LimitsSchema)
     logging = fields.Nested(LoggingSchema)

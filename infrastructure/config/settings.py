@@ -60,6 +60,20 @@ class ServerSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """The OpenAI-compatible HTTP API, served beside gRPC by the same process."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # None: the same certificate (and client CA) as server.tls.
+    tls: TlsSettings | None = None
+
+    def tls_for(self, server: ServerSettings) -> TlsSettings:
+        return self.tls if self.tls is not None else server.tls
+
+
+@dataclass(frozen=True, slots=True)
 class PriceSettings:
     input_per_million: float
     output_per_million: float
@@ -224,6 +238,7 @@ class QuotaSettings:
 @dataclass(frozen=True, slots=True)
 class Settings:
     server: ServerSettings = ServerSettings()
+    http: HttpSettings = HttpSettings()
     models: ModelsSettings = ModelsSettings()
     limits: LimitsSettings = LimitsSettings()
     logging: LoggingSettings = LoggingSettings()

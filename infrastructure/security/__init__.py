@@ -25,10 +25,11 @@ from infrastructure.security.secret_file import (
     default_secret_file,
     load_or_create_secret,
 )
-from infrastructure.security.tls import NoTls, TlsCredentials, server_credentials
+from infrastructure.security.tls import HttpTls, NoTls, TlsCredentials, http_tls, server_credentials
 
 __all__ = [
     "AuthReload",
+    "HttpTls",
     "KeyMaterial",
     "NoTls",
     "SecurityError",
@@ -41,6 +42,7 @@ __all__ = [
     "check_exposure",
     "claim_rules",
     "default_secret_file",
+    "http_tls",
     "is_loopback",
     "key_material",
     "load_or_create_secret",

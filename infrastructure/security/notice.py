@@ -25,7 +25,12 @@ DEFAULT_PORT = 50051
 
 
 def startup_notice(
-    settings: Settings, verifier: SwappableVerifier | None, host: str, port: int
+    settings: Settings,
+    verifier: SwappableVerifier | None,
+    host: str,
+    port: int,
+    *,
+    http_url: str | None = None,
 ) -> str | None:
     """Log how callers authenticate; in development mode, also return text for the terminal.
 
@@ -70,7 +75,21 @@ def startup_notice(
         f"{token_file} (mode 0600). In another shell:\n\n"
         f"  export LLM_PROXY_TOKEN=$(cat {shlex.quote(str(token_file))})\n"
         f"  {command} prompt{_connection_flags(settings.server.tls, port)} -m echo 'hello'\n\n"
-        f"More tokens: {command} token issue --subject NAME --expires-in 30d\n"
+        + (_http_usage(http_url) if http_url is not None else "")
+        + f"More tokens: {command} token issue --subject NAME --expires-in 30d\n"
+    )
+
+
+def _http_usage(url: str) -> str:
+    """How to reach the OpenAI-compatible API with the same token: curl and the openai SDK."""
+    body = '{"model": "echo", "messages": [{"role": "user", "content": "hello"}]}'
+    return (
+        f"The OpenAI-compatible API is at {url}, with the same token:\n\n"
+        f'  curl {url}/chat/completions -H "Authorization: Bearer $LLM_PROXY_TOKEN" \\\n'
+        f"       -H 'Content-Type: application/json' -d '{body}'\n\n"
+        f'  OPENAI_BASE_URL={url} OPENAI_API_KEY="$LLM_PROXY_TOKEN" python -c \\\n'
+        '    \'import openai; print(openai.OpenAI().chat.completions.create(model="echo", '
+        'messages=[{"role": "user", "content": "hi"}]).choices[0].message.content)\'\n\n'
     )
 
 

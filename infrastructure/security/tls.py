@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -125,3 +126,44 @@ class NoTls:
 
 def server_credentials(settings: Settings) -> TlsCredentials | NoTls:
     return TlsCredentials(settings.server.tls) if settings.server.tls.enabled else NoTls()
+
+
+def _ssl_context(tls: TlsSettings) -> ssl.SSLContext:
+    assert tls.cert_file is not None and tls.key_file is not None
+    # Checked as for gRPC first, so a bad file gets the same message naming it.
+    _certificate_configuration(tls)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(
+        str(Path(tls.cert_file).expanduser()), str(Path(tls.key_file).expanduser())
+    )
+    if tls.client_ca_file is not None:
+        context.load_verify_locations(str(Path(tls.client_ca_file).expanduser()))
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+class HttpTls:
+    """The HTTP listener's TLS context. A reload loads the new certificate into the same
+    context, so new connections get it and established ones are left alone."""
+
+    def __init__(self, tls: TlsSettings | None) -> None:
+        self.context = _ssl_context(tls) if tls is not None and tls.enabled else None
+
+    def prepare(self, settings: Settings) -> Callable[[], None]:
+        tls = settings.http.tls_for(settings.server)
+        context = self.context
+        if context is None or not tls.enabled:
+            if (context is None) == (settings.http.enabled and tls.enabled):
+                log.warning("switching TLS on or off for HTTP takes effect at the next restart")
+            return lambda: None
+        _certificate_configuration(tls)
+        assert tls.cert_file is not None and tls.key_file is not None
+        cert = str(Path(tls.cert_file).expanduser())
+        key = str(Path(tls.key_file).expanduser())
+        return lambda: context.load_cert_chain(cert, key)
+
+
+def http_tls(settings: Settings) -> HttpTls:
+    if not settings.http.enabled:
+        return HttpTls(None)
+    return HttpTls(settings.http.tls_for(settings.server))

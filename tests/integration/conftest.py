@@ -24,6 +24,8 @@ BASE_CONFIG: dict[str, Any] = {
     "server": {"host": "127.0.0.1", "port": 0, "grace_period_seconds": 2},
     "models": {"plugin_modules": [SCRIPTED_PLUGIN]},
     "auth": {"enabled": False},
+    # The HTTP API has tests of its own (test_http_*.py), which switch it on.
+    "http": {"enabled": False},
 }
 
 

@@ -1,0 +1,341 @@
+"""The OpenAI-compatible HTTP API: a Starlette app over the same use cases as gRPC.
+
+The hot endpoints are plain ASGI callables routed by Starlette: they read headers and body
+straight from the ASGI scope, so the transport adds little beyond HTTP parsing itself.
+Everything a request can be refused for is decided before the first byte of the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from adapters.http import answers
+from adapters.http.chat import ChatRequest, chat_request
+from adapters.http.errors import RequestTooLarge, encode, error_body, error_response_parts
+from application.authentication import Credentials, IdentifyCaller
+from application.describe_server import DescribeServer
+from application.execute_prompt import ExecutePrompt
+from application.stream_prompt import StreamPrompt
+from domain.answer import Answer, Failure, StreamFinished, TextChunk
+from domain.errors import AuthenticationFailed, InvalidRequest, ProxyError, UnknownModel
+from domain.principal import CallContext, Principal
+from domain.request import PromptRequest, ToolCall
+
+log = logging.getLogger("llm_proxy.http")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+# The transport label of requests served here, in metrics and logs.
+HTTP = "http"
+MAX_REQUEST_ID_LENGTH = 256
+_JSON = (b"content-type", b"application/json")
+_SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    # Proxies in front (nginx) must pass each event on at once, not buffer the answer.
+    (b"x-accel-buffering", b"no"),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class HttpServices:
+    execute: ExecutePrompt
+    stream: StreamPrompt
+    describe: DescribeServer
+    identify: IdentifyCaller
+    max_body_bytes: int
+
+
+class ClientGone(Exception):
+    """The client closed the connection before its answer was complete."""
+
+
+async def send_json(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [_JSON, (b"content-length", str(len(body)).encode()), *(headers or ())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_error(send: Send, error: ProxyError, request_id: str | None = None) -> None:
+    status, body, extra = error_response_parts(error)
+    headers = [(name.encode(), value.encode()) for name, value in extra.items()]
+    if request_id:
+        headers.append((b"x-request-id", request_id.encode()))
+    await send_json(send, status, body, headers)
+
+
+def header_values(scope: Scope, name: bytes) -> tuple[str, ...]:
+    return tuple(value.decode("latin-1") for key, value in scope["headers"] if key.lower() == name)
+
+
+def authenticate(identify: IdentifyCaller, scope: Scope) -> Principal:
+    """The caller, or AuthenticationFailed; the same port and messages as for gRPC."""
+    if not identify.enabled:
+        return identify(Credentials())
+    return identify(Credentials(header_values(scope, b"authorization")))
+
+
+async def read_body(receive: Receive, scope: Scope, limit: int) -> bytes:
+    for value in header_values(scope, b"content-length"):
+        if value.isdigit() and int(value) > limit:
+            raise _too_large(int(value), limit)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(size, limit)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _too_large(size: int, limit: int) -> RequestTooLarge:
+    return RequestTooLarge(
+        f"the request body is {'at least ' if size == limit + 1 else ''}{size} bytes; this "
+        f"server accepts at most {limit} (server.max_message_bytes)"
+    )
+
+
+class _DisconnectWatch:
+    """Cancels the task answering a request when its client goes away, as gRPC cancels a call
+    whose client cancelled: the model call stops instead of running for nobody."""
+
+    __slots__ = ("_task", "fired")
+
+    def __init__(self, receive: Receive) -> None:
+        self.fired = False
+        answering = asyncio.current_task()
+        assert answering is not None
+        self._task = asyncio.ensure_future(self._watch(receive, answering))
+
+    async def _watch(self, receive: Receive, answering: asyncio.Task[Any]) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self.fired = True
+        answering.cancel()
+
+    def stop(self) -> None:
+        self._task.cancel()
+
+
+class ChatCompletions:
+    """POST /v1/chat/completions, whole or streamed as server-sent events."""
+
+    def __init__(self, services: HttpServices) -> None:
+        self._services = services
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        services = self._services
+        try:
+            principal = authenticate(services.identify, scope)
+        except AuthenticationFailed as refused:
+            log.info("unauthenticated call refused: %s", refused.message)
+            await send_error(send, refused)
+            return
+        request_id = _request_id(scope)
+        try:
+            body = await read_body(receive, scope, services.max_body_bytes)
+        except ClientGone:
+            return
+        except RequestTooLarge as too_large:
+            chat = ChatRequest(PromptRequest((), request_id=request_id, rejection=too_large))
+        else:
+            chat = chat_request(body, request_id)
+        if len(request_id) > MAX_REQUEST_ID_LENGTH:
+            chat = ChatRequest(
+                PromptRequest(
+                    (),
+                    request_id=request_id[:MAX_REQUEST_ID_LENGTH],
+                    rejection=InvalidRequest(
+                        f"x-request-id is {len(request_id)} characters; at most "
+                        f"{MAX_REQUEST_ID_LENGTH} are accepted"
+                    ),
+                )
+            )
+        context = CallContext(principal=principal, transport=HTTP, end_user=chat.user)
+        watch = _DisconnectWatch(receive)
+        try:
+            if chat.stream:
+                await self._streamed(chat, context, send)
+            else:
+                await self._whole(chat, context, send)
+        except asyncio.CancelledError:
+            if not watch.fired:
+                raise
+            # The client left; the use case has recorded the request as cancelled.
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+        finally:
+            watch.stop()
+
+    async def _whole(self, chat: ChatRequest, context: CallContext, send: Send) -> None:
+        result = await self._services.execute(chat.prompt, context)
+        if isinstance(result, Answer):
+            await send_json(
+                send,
+                200,
+                encode(answers.completion(result)),
+                [(b"x-request-id", result.request_id.encode())],
+            )
+        else:
+            await send_error(send, result.error, result.request_id)
+
+    async def _streamed(self, chat: ChatRequest, context: CallContext, send: Send) -> None:
+        opened = self._services.stream(chat.prompt, context)
+        request_id = opened.request_id
+        async with opened as events:
+            # The first event decides the status: a refusal is an HTTP error, not a stream.
+            first = await anext(events)
+            if isinstance(first, Failure):
+                await send_error(send, first.error, request_id)
+                return
+            writer = _writer_for(request_id, chat, first)
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [*_SSE_HEADERS, (b"x-request-id", request_id.encode())],
+                }
+            )
+            await _send_event(send, writer.role() + _event_bytes(writer, chat, first))
+            async for event in events:
+                await _send_event(send, _event_bytes(writer, chat, event))
+            await send({"type": "http.response.body", "body": b""})
+
+
+def _writer_for(
+    request_id: str, chat: ChatRequest, first: TextChunk | ToolCall | StreamFinished
+) -> answers.ChunkWriter:
+    import time
+
+    # The served model is known for sure only at the end; until then, what was asked for.
+    model = first.model_id if isinstance(first, StreamFinished) else (chat.prompt.model or "")
+    return answers.ChunkWriter(request_id, model, int(time.time()))
+
+
+def _event_bytes(
+    writer: answers.ChunkWriter,
+    chat: ChatRequest,
+    event: TextChunk | ToolCall | StreamFinished | Failure,
+) -> bytes:
+    if isinstance(event, TextChunk):
+        return writer.text(event.text)
+    if isinstance(event, ToolCall):
+        return writer.tool_call(event)
+    if isinstance(event, StreamFinished):
+        writer.model_id = event.model_id
+        data = writer.finished(event)
+        if chat.include_usage:
+            data += writer.usage(event)
+        return data + answers.DONE
+    status, _, _ = error_response_parts(event.error)
+    return answers.stream_error(
+        error_body(event.error.message, status=status, code=event.error.code)
+    )
+
+
+async def _send_event(send: Send, data: bytes) -> None:
+    await send({"type": "http.response.body", "body": data, "more_body": True})
+
+
+def _request_id(scope: Scope) -> str:
+    given = header_values(scope, b"x-request-id")
+    return given[0] if given else ""
+
+
+class ModelList:
+    """GET /v1/models and /v1/models/{id}: only what the caller may use."""
+
+    def __init__(self, services: HttpServices) -> None:
+        self._services = services
+
+    async def list(self, request: Request) -> Response:
+        description, refused = self._describe(request)
+        if refused is not None:
+            return refused
+        assert description is not None
+        data = [answers.model_entry(model) for model in description.models]
+        return _json_response(200, {"object": "list", "data": data})
+
+    async def one(self, request: Request) -> Response:
+        description, refused = self._describe(request)
+        if refused is not None:
+            return refused
+        assert description is not None
+        wanted = request.path_params["model_id"]
+        for model in description.models:
+            if wanted == model.model_id or wanted in model.aliases:
+                return _json_response(200, answers.model_entry(model, wanted))
+        target = description.aliases.get(wanted)
+        for model in description.models:
+            if model.model_id == target:
+                return _json_response(200, answers.model_entry(model, wanted))
+        names = [model.model_id for model in description.models] + sorted(description.aliases)
+        return _error_response(UnknownModel(wanted, names))
+
+    def _describe(self, request: Request) -> tuple[Any, Response | None]:
+        try:
+            principal = authenticate(self._services.identify, request.scope)
+        except AuthenticationFailed as refused:
+            log.info("unauthenticated call refused: %s", refused.message)
+            return None, _error_response(refused)
+        return self._services.describe(CallContext(principal=principal, transport=HTTP)), None
+
+
+def _json_response(status: int, value: object, headers: dict[str, str] | None = None) -> Response:
+    return Response(encode(value), status, headers, media_type="application/json")
+
+
+def _error_response(error: ProxyError) -> Response:
+    status, body, headers = error_response_parts(error)
+    return Response(body, status, headers, media_type="application/json")
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 404
+    message = (
+        f"{request.method} {request.url.path} does not exist here; this server offers GET "
+        "/v1/models, POST /v1/chat/completions, GET /healthz and GET /readyz"
+        if status == 404
+        else f"{request.method} is not allowed on {request.url.path}"
+    )
+    code = "not_found" if status == 404 else "method_not_allowed"
+    return _json_response(status, error_body(message, status=status, code=code))
+
+
+def build_app(services: HttpServices) -> Starlette:
+    models = ModelList(services)
+    return Starlette(
+        routes=[
+            Route("/v1/chat/completions", ChatCompletions(services), methods=["POST"]),
+            Route("/v1/models", models.list, methods=["GET"]),
+            Route("/v1/models/{model_id:path}", models.one, methods=["GET"]),
+        ],
+        exception_handlers={404: _not_found, 405: _not_found},
+    )
