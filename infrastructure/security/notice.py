@@ -75,22 +75,40 @@ def startup_notice(
         f"{token_file} (mode 0600). In another shell:\n\n"
         f"  export LLM_PROXY_TOKEN=$(cat {shlex.quote(str(token_file))})\n"
         f"  {command} prompt{_connection_flags(settings.server.tls, port)} -m echo 'hello'\n\n"
-        + (_http_usage(http_url) if http_url is not None else "")
+        + (_http_usage(http_url, settings.server.tls) if http_url is not None else "")
         + f"More tokens: {command} token issue --subject NAME --expires-in 30d\n"
     )
 
 
-def _http_usage(url: str) -> str:
+def _http_usage(url: str, tls: TlsSettings) -> str:
     """How to reach the OpenAI-compatible API with the same token: curl and the openai SDK."""
     body = '{"model": "echo", "messages": [{"role": "user", "content": "hello"}]}'
+    trust = ""
+    sdk_trust = ""
+    if url.startswith("https:"):
+        ca = shlex.quote(_ca_bundle(tls))
+        trust = f" --cacert {ca}"
+        sdk_trust = f"SSL_CERT_FILE={ca} "
+    code = (
+        "import openai; print(openai.OpenAI().chat.completions.create(model='echo', "
+        "messages=[{'role': 'user', 'content': 'hi'}]).choices[0].message.content)"
+    )
     return (
         f"The OpenAI-compatible API is at {url}, with the same token:\n\n"
-        f'  curl {url}/chat/completions -H "Authorization: Bearer $LLM_PROXY_TOKEN" \\\n'
-        f"       -H 'Content-Type: application/json' -d '{body}'\n\n"
-        f'  OPENAI_BASE_URL={url} OPENAI_API_KEY="$LLM_PROXY_TOKEN" python -c \\\n'
-        '    \'import openai; print(openai.OpenAI().chat.completions.create(model="echo", '
-        'messages=[{"role": "user", "content": "hi"}]).choices[0].message.content)\'\n\n'
+        f'  curl{trust} {url}/chat/completions -H "Authorization: Bearer $LLM_PROXY_TOKEN" \\\n'
+        f"    -H 'Content-Type: application/json' -d '{body}'\n"
+        f'  {sdk_trust}OPENAI_BASE_URL={url} OPENAI_API_KEY="$LLM_PROXY_TOKEN" \\\n'
+        f"    {python_command()} -c {shlex.quote(code)}\n\n"
     )
+
+
+def python_command() -> str:
+    """This interpreter as the person who ran `serve` can paste it (it has the openai SDK)."""
+    on_path = shutil.which("python")
+    if on_path is not None and Path(on_path).resolve() == Path(sys.executable).resolve():
+        return "python"
+    relative = os.path.relpath(sys.executable)
+    return relative if not relative.startswith("..") else sys.executable
 
 
 def _connection_flags(tls: TlsSettings, port: int) -> str:

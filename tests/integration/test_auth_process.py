@@ -115,9 +115,9 @@ def test_a_newcomer_gets_a_token_file_and_commands_that_work_as_pasted(
     serve: Callable[..., Served], tmp_path: Path
 ) -> None:
     # Only the port differs from a bare `make serve`: no auth section at all.
-    served = serve("server:\n  port: 0\n")
+    served = serve("server:\n  port: 0\nhttp:\n  port: 0\n")
     notice = "".join(served.stdout)
-    export, prompt = _printed_commands(notice)
+    export, prompt, *http_commands = _printed_commands(notice)
     assert export.startswith("export LLM_PROXY_TOKEN=$(cat ")
     env = _env(tmp_path / "xdg")
 
@@ -128,6 +128,14 @@ def test_a_newcomer_gets_a_token_file_and_commands_that_work_as_pasted(
     assert "missing credentials" in refused.stderr
     assert allowed.returncode == 0, allowed.stderr
     assert "hello" in allowed.stdout
+    # The same token works with curl and the openai SDK against the HTTP API.
+    curl_start, curl_rest, sdk_start, sdk_rest = http_commands
+    curl = _paste([export, curl_start + "\n" + curl_rest], env=env)
+    sdk = _paste([export, sdk_start + "\n" + sdk_rest], env=env)
+    assert curl.returncode == 0, curl.stderr
+    assert '"finish_reason":"stop"' in curl.stdout and "hello" in curl.stdout
+    assert sdk.returncode == 0, sdk.stderr
+    assert '"prompt": "hi"' in sdk.stdout
     served.stop()
     secret_file = tmp_path / "xdg" / "llm-proxy" / "jwt-secret"
     token_file = secret_file.with_name("dev-token")
@@ -151,7 +159,7 @@ def test_under_tls_the_printed_commands_work_as_pasted(
     assert made.returncode == 0, made.stderr
     served = serve(
         f"server:\n  port: 0\n  tls:\n    cert_file: {certs / 'server.pem'}\n"
-        f"    key_file: {certs / 'server-key.pem'}\n"
+        f"    key_file: {certs / 'server-key.pem'}\nhttp:\n  port: 0\n"
     )
     commands = _printed_commands("".join(served.stdout))
 
@@ -159,12 +167,14 @@ def test_under_tls_the_printed_commands_work_as_pasted(
 
     assert result.returncode == 0, result.stderr
     assert "hello" in result.stdout
+    # curl and the SDK reached the HTTP API over TLS too.
+    assert '"finish_reason":"stop"' in result.stdout and '"prompt": "hi"' in result.stdout
 
 
 def test_workers_print_one_notice_and_write_one_token(
     serve: Callable[..., Served], tmp_path: Path
 ) -> None:
-    served = serve("server:\n  port: 0\n", "--workers", "2")
+    served = serve("server:\n  port: 0\nhttp:\n  port: 0\n", "--workers", "2")
     # Both workers listen before the supervisor is stopped; only one may have spoken.
     while sum("listening on" in line for line in served.stderr) < 2:
         assert served.process.stderr is not None

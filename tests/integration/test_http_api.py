@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -37,13 +38,32 @@ def base_url(proxy: Proxy) -> str:
     return f"http://127.0.0.1:{proxy.running.http.port}/v1"
 
 
+_CLIENTS: list[openai.AsyncOpenAI | openai.OpenAI] = []
+
+
+@pytest.fixture(autouse=True)
+async def close_clients() -> AsyncIterator[None]:
+    """Clients are closed within their test's event loop, never later by the collector."""
+    yield
+    while _CLIENTS:
+        client = _CLIENTS.pop()
+        if isinstance(client, openai.AsyncOpenAI):
+            await client.close()
+        else:
+            client.close()
+
+
 def sync_client(proxy: Proxy, key: str = "unused", **options: Any) -> openai.OpenAI:
-    return openai.OpenAI(base_url=base_url(proxy), api_key=key, max_retries=0, **options)
+    client = openai.OpenAI(base_url=base_url(proxy), api_key=key, max_retries=0, **options)
+    _CLIENTS.append(client)
+    return client
 
 
 def async_client(proxy: Proxy, key: str = "unused", **options: Any) -> openai.AsyncOpenAI:
     options.setdefault("max_retries", 0)
-    return openai.AsyncOpenAI(base_url=base_url(proxy), api_key=key, **options)
+    client = openai.AsyncOpenAI(base_url=base_url(proxy), api_key=key, **options)
+    _CLIENTS.append(client)
+    return client
 
 
 async def start(

@@ -24,7 +24,14 @@ SCRIPTED_PLUGIN = "tests.support.scripted_models"
 
 def clean_env(config_home: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLM_PROXY_")}
-    return {**env, "PYTHONUNBUFFERED": "1", "XDG_CONFIG_HOME": str(config_home), **extra}
+    # The HTTP API on a free port: 8080 may be held by a server of the developer's own.
+    return {
+        **env,
+        "PYTHONUNBUFFERED": "1",
+        "XDG_CONFIG_HOME": str(config_home),
+        "LLM_PROXY_HTTP__PORT": "0",
+        **extra,
+    }
 
 
 def run_cli(
