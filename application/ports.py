@@ -7,12 +7,13 @@ from contextlib import AbstractContextManager
 from typing import Protocol
 
 from domain.answer import GatewayEvent, ModelOutput
-from domain.catalog import Catalog
+from domain.catalog import Catalog, ModelDescription
 from domain.ledger import DailyUsage, GroupBy, UsageEntry, UsageTotal
 from domain.outcome import Method, RequestRecord
 from domain.policy import ServerPolicy
 from domain.quota import Adjustment, Breach, Charge
 from domain.request import ModelInvocation
+from domain.usage import Usage
 
 
 class ModelGateway(Protocol):
@@ -26,6 +27,18 @@ class ModelGateway(Protocol):
         Problems the model's own rules find in the request (its options, for example) are
         raised as domain errors before the model is called."""
         ...
+
+
+class EmbeddingGateway(Protocol):
+    """Runs embedding models: a vector per text."""
+
+    def models(self) -> tuple[ModelDescription, ...]:
+        """The embedding models served, with their aliases."""
+        ...
+
+    async def embed(
+        self, model_id: str, inputs: tuple[str, ...]
+    ) -> tuple[tuple[tuple[float, ...], ...], Usage]: ...
 
 
 class ModelCatalog(Protocol):

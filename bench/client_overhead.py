@@ -51,6 +51,12 @@ class _Instant(pb_grpc.VibectlLLMProxyServicer):
             complete=pb.StreamComplete(actual_model_used="bench"),
         )
 
+    async def Embed(
+        self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> pb.EmbedResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this stand-in serves no embeddings")
+        raise AssertionError("abort raises")
+
     async def GetServerInfo(
         self,
         request: pb.GetServerInfoRequest,

@@ -73,6 +73,12 @@ class FloorServicer(pb_grpc.VibectlLLMProxyServicer):
     ) -> pb.GetServerInfoResponse:
         return _INFO
 
+    async def Embed(
+        self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> pb.EmbedResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the floor serves no embeddings")
+        raise AssertionError("abort raises")
+
     def _chunks_for(self, request: pb.ExecuteRequest) -> tuple[pb.StreamChunk, ...]:
         if not request.user_fragments or not request.user_fragments[0].startswith("chunks="):
             return _ONE_CHUNK

@@ -11,10 +11,11 @@ from adapters.grpc.malformed import MalformedRequestGuard
 from adapters.grpc.server import ConnectionLimits, build_server
 from adapters.grpc.servicer import ProxyServicer
 from adapters.http import HttpServices, build_gate
-from adapters.llm import LlmGateway, LlmModelRegistry
+from adapters.llm import LlmEmbeddingGateway, LlmGateway, LlmModelRegistry
 from application._common import PromptPipeline
 from application.caller_limits import DescribeCallerLimits
 from application.describe_server import DescribeServer
+from application.embed import EmbedText
 from application.execute_prompt import ExecutePrompt
 from application.stream_prompt import StreamPrompt
 from infrastructure import security
@@ -116,6 +117,10 @@ class Container(containers.DeclarativeContainer):
     )
     describe_server = providers.Singleton(DescribeServer, catalog, policy)
     caller_limits = providers.Singleton(DescribeCallerLimits, policy, quota_store, clock)
+    embedding_gateway = providers.Singleton(
+        LlmEmbeddingGateway, serve=settings.provided.models.serve
+    )
+    embed_text = providers.Singleton(EmbedText, pipeline, embedding_gateway, observer)
 
     servicer = providers.Singleton(
         ProxyServicer,
@@ -125,6 +130,7 @@ class Container(containers.DeclarativeContainer):
         # Set per call by the auth interceptor; ANONYMOUS when authentication is off.
         principal=providers.Object(current_principal),
         caller_limits=caller_limits,
+        embed=embed_text,
     )
     # None when JWT authentication is off (auth.enabled: false).
     token_verifier = providers.Singleton(security.token_verifier, settings)
@@ -139,6 +145,7 @@ class Container(containers.DeclarativeContainer):
         execute=execute_prompt,
         stream=stream_prompt,
         describe=describe_server,
+        embed=embed_text,
         identify=identify_caller,
         max_body_bytes=settings.provided.server.max_message_bytes,
     )

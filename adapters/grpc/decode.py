@@ -13,6 +13,7 @@ import json
 import math
 from typing import Any
 
+from domain import identifiers
 from domain.errors import (
     EmptyRequest,
     InvalidOptions,
@@ -21,6 +22,7 @@ from domain.errors import (
     ProxyError,
     SchemaInvalid,
 )
+from domain.identifiers import identifier_problem
 from domain.request import (
     Attachment,
     JsonObject,
@@ -38,7 +40,7 @@ from domain.request import (
 from llm_proxy_client.generated import llm_proxy_pb2 as pb
 
 # Longer ids are not identifiers but payloads; refusing them keeps logs and replies bounded.
-MAX_IDENTIFIER_LENGTH = 256
+MAX_IDENTIFIER_LENGTH = identifiers.MAX_IDENTIFIER_LENGTH
 # Deeper JSON than this is not a schema or an argument list anyone writes by hand; refusing
 # it keeps recursive walks over it (ours, pydantic's, a plugin's) far from the stack limit.
 MAX_JSON_DEPTH = 64
@@ -87,19 +89,7 @@ def to_prompt_request(message: pb.ExecuteRequest) -> PromptRequest:
 
 
 def _identifier(field: str, value: str | None) -> MalformedCall | None:
-    """Why `value` cannot be the `field` identifier, if it cannot. Identifiers end up in log
-    lines, metrics and replies: they are short and printable, or refused."""
-    if value is None or (len(value) <= MAX_IDENTIFIER_LENGTH and value.isprintable()):
-        return None
-    if len(value) > MAX_IDENTIFIER_LENGTH:
-        return MalformedCall(
-            f"{field} is {len(value)} characters; at most {MAX_IDENTIFIER_LENGTH} are accepted"
-        )
-    position, char = next((i, c) for i, c in enumerate(value) if not c.isprintable())
-    return MalformedCall(
-        f"{field} contains a control or other non-printable character (U+{ord(char):04X} at "
-        f"position {position}); use printable characters only"
-    )
+    return identifier_problem(field, value)
 
 
 def _messages(message: pb.ExecuteRequest) -> tuple[Message, ...]:

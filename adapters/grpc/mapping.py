@@ -10,8 +10,10 @@ from application.caller_limits import CallerLimits
 from application.describe_server import ServerDescription
 from domain.answer import Answer, StreamFinished
 from domain.catalog import ModelDescription
+from domain.embedding import Embeddings, EmbedRequest
 from domain.errors import ProxyError
 from domain.quota import Scope
+from domain.identifiers import identifier_problem
 from domain.request import PromptRequest, ToolCall
 from domain.usage import ExecutionMetrics
 from llm_proxy_client.generated import llm_proxy_pb2 as pb
@@ -152,4 +154,22 @@ def to_server_info(description: ServerDescription) -> pb.GetServerInfoResponse:
         server_version=description.server_version,
         model_aliases=dict(description.aliases),
         server_name=description.server_name,
+    )
+
+
+def to_embed_request(message: pb.EmbedRequest) -> EmbedRequest:
+    model = message.model_name if message.HasField("model_name") else None
+    malformed = identifier_problem("request_id", message.request_id) or identifier_problem(
+        "model_name", model
+    )
+    if malformed is not None:
+        return EmbedRequest((), rejection=malformed)
+    return EmbedRequest(inputs=tuple(message.inputs), model=model, request_id=message.request_id)
+
+
+def to_embed_success(result: Embeddings) -> pb.EmbedSuccess:
+    return pb.EmbedSuccess(
+        model_id=result.model_id,
+        embeddings=[pb.Embedding(values=vector) for vector in result.vectors],
+        input_tokens=_int32(result.usage.input_tokens or 0),
     )

@@ -11,6 +11,7 @@ from adapters.grpc import mapping
 from adapters.grpc.read_watch import ReadWatch
 from application.caller_limits import DescribeCallerLimits
 from application.describe_server import DescribeServer
+from application.embed import EmbedText
 from application.execute_prompt import ExecutePrompt
 from application.stream_prompt import StreamPrompt
 from domain.answer import Answer, Failure, StreamFinished, TextChunk
@@ -39,7 +40,9 @@ class ProxyServicer(pb_grpc.VibectlLLMProxyServicer):
         describe: DescribeServer,
         principal: PrincipalProvider = _anonymous,
         caller_limits: DescribeCallerLimits | None = None,
+        embed: EmbedText | None = None,
     ) -> None:
+        self._embed = embed
         self._execute = execute
         self._stream = stream
         self._describe = describe
@@ -108,6 +111,26 @@ class ProxyServicer(pb_grpc.VibectlLLMProxyServicer):
         if failure is not None:
             await self._abort_if_status(failure, context)
             yield pb.StreamChunk(request_id=request_id, error=mapping.to_error(failure.error))
+
+    async def Embed(
+        self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> pb.EmbedResponse:
+        if self._embed is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this server serves no embeddings")
+        assert self._embed is not None
+        try:
+            result = await self._embed(mapping.to_embed_request(request), self._context(context))
+        except Exception:
+            log.exception("Embed failed unexpectedly")
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
+        if isinstance(result, Failure):
+            await self._abort_if_status(result, context)
+            return pb.EmbedResponse(
+                request_id=result.request_id, error=mapping.to_error(result.error)
+            )
+        return pb.EmbedResponse(
+            request_id=result.request_id, success=mapping.to_embed_success(result)
+        )
 
     async def GetServerInfo(
         self, request: pb.GetServerInfoRequest, context: grpc.aio.ServicerContext[object, object]

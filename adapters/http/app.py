@@ -21,13 +21,18 @@ from starlette.routing import Route
 
 from adapters.http import answers
 from adapters.http.chat import ChatRequest, chat_request
+from adapters.http.embeddings import EmbeddingsCall, embeddings_answer, embeddings_call
 from adapters.http.errors import RequestTooLarge, encode, error_body, error_response_parts
 from application.authentication import Credentials, IdentifyCaller
 from application.describe_server import DescribeServer
+from application.embed import EmbedText
 from application.execute_prompt import ExecutePrompt
 from application.stream_prompt import StreamPrompt
 from domain.answer import Answer, Failure, StreamFinished, TextChunk
+from domain.catalog import ModelDescription
+from domain.embedding import EmbedRequest
 from domain.errors import AuthenticationFailed, InvalidRequest, ProxyError, UnknownModel
+from domain.identifiers import identifier_problem
 from domain.principal import CallContext, Principal
 from domain.request import PromptRequest, ToolCall
 
@@ -40,7 +45,6 @@ Send = Callable[[Message], Awaitable[None]]
 
 # The transport label of requests served here, in metrics and logs.
 HTTP = "http"
-MAX_REQUEST_ID_LENGTH = 256
 _JSON = (b"content-type", b"application/json")
 _SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -55,6 +59,7 @@ class HttpServices:
     execute: ExecutePrompt
     stream: StreamPrompt
     describe: DescribeServer
+    embed: EmbedText
     identify: IdentifyCaller
     max_body_bytes: int
 
@@ -143,8 +148,8 @@ class _DisconnectWatch:
         self._task.cancel()
 
 
-class ChatCompletions:
-    """POST /v1/chat/completions, whole or streamed as server-sent events."""
+class _Endpoint:
+    """What every POST endpoint does first: authenticate, read the body, watch the client."""
 
     def __init__(self, services: HttpServices) -> None:
         self._services = services
@@ -158,32 +163,20 @@ class ChatCompletions:
             await send_error(send, refused)
             return
         request_id = _request_id(scope)
+        body: bytes | InvalidRequest
         try:
             body = await read_body(receive, scope, services.max_body_bytes)
         except ClientGone:
             return
         except RequestTooLarge as too_large:
-            chat = ChatRequest(PromptRequest((), request_id=request_id, rejection=too_large))
-        else:
-            chat = chat_request(body, request_id)
-        if len(request_id) > MAX_REQUEST_ID_LENGTH:
-            chat = ChatRequest(
-                PromptRequest(
-                    (),
-                    request_id=request_id[:MAX_REQUEST_ID_LENGTH],
-                    rejection=InvalidRequest(
-                        f"x-request-id is {len(request_id)} characters; at most "
-                        f"{MAX_REQUEST_ID_LENGTH} are accepted"
-                    ),
-                )
-            )
-        context = CallContext(principal=principal, transport=HTTP, end_user=chat.user)
+            body = too_large
+        malformed = identifier_problem("x-request-id", request_id)
+        if malformed is not None:
+            # The value is what must not reach a log line or a reply: a fresh id is used.
+            body, request_id = malformed, ""
         watch = _DisconnectWatch(receive)
         try:
-            if chat.stream:
-                await self._streamed(chat, context, send)
-            else:
-                await self._whole(chat, context, send)
+            await self.answer(body, request_id, principal, send)
         except asyncio.CancelledError:
             if not watch.fired:
                 raise
@@ -193,6 +186,28 @@ class ChatCompletions:
                 current.uncancel()
         finally:
             watch.stop()
+
+    async def answer(
+        self, body: bytes | InvalidRequest, request_id: str, principal: Principal, send: Send
+    ) -> None:
+        raise NotImplementedError
+
+
+class ChatCompletions(_Endpoint):
+    """POST /v1/chat/completions, whole or streamed as server-sent events."""
+
+    async def answer(
+        self, body: bytes | InvalidRequest, request_id: str, principal: Principal, send: Send
+    ) -> None:
+        if isinstance(body, InvalidRequest):
+            chat = ChatRequest(PromptRequest((), request_id=request_id, rejection=body))
+        else:
+            chat = chat_request(body, request_id)
+        context = CallContext(principal=principal, transport=HTTP, end_user=chat.user)
+        if chat.stream:
+            await self._streamed(chat, context, send)
+        else:
+            await self._whole(chat, context, send)
 
     async def _whole(self, chat: ChatRequest, context: CallContext, send: Send) -> None:
         result = await self._services.execute(chat.prompt, context)
@@ -269,6 +284,30 @@ def _request_id(scope: Scope) -> str:
     return given[0] if given else ""
 
 
+class CreateEmbeddings(_Endpoint):
+    """POST /v1/embeddings."""
+
+    async def answer(
+        self, body: bytes | InvalidRequest, request_id: str, principal: Principal, send: Send
+    ) -> None:
+        embed = self._services.embed
+        if isinstance(body, InvalidRequest):
+            call = EmbeddingsCall(EmbedRequest((), request_id=request_id, rejection=body))
+        else:
+            call = embeddings_call(body, request_id)
+        context = CallContext(principal=principal, transport=HTTP, end_user=call.user)
+        result = await embed(call.request, context)
+        if isinstance(result, Failure):
+            await send_error(send, result.error, result.request_id)
+            return
+        await send_json(
+            send,
+            200,
+            encode(embeddings_answer(result, call.encoding)),
+            [(b"x-request-id", result.request_id.encode())],
+        )
+
+
 class ModelList:
     """GET /v1/models and /v1/models/{id}: only what the caller may use."""
 
@@ -281,6 +320,7 @@ class ModelList:
             return refused
         assert description is not None
         data = [answers.model_entry(model) for model in description.models]
+        data += [answers.model_entry(model) for model in self._embedding_models(request)]
         return _json_response(200, {"object": "list", "data": data})
 
     async def one(self, request: Request) -> Response:
@@ -292,6 +332,9 @@ class ModelList:
         for model in description.models:
             if wanted == model.model_id or wanted in model.aliases:
                 return _json_response(200, answers.model_entry(model, wanted))
+        for model in self._embedding_models(request):
+            if wanted == model.model_id or wanted in model.aliases:
+                return _json_response(200, answers.model_entry(model, wanted))
         target = description.aliases.get(wanted)
         for model in description.models:
             if model.model_id == target:
@@ -299,12 +342,17 @@ class ModelList:
         names = [model.model_id for model in description.models] + sorted(description.aliases)
         return _error_response(UnknownModel(wanted, names))
 
+    def _embedding_models(self, request: Request) -> tuple[ModelDescription, ...]:
+        principal = request.scope["llm_proxy.principal"]
+        return self._services.embed.models(CallContext(principal=principal, transport=HTTP))
+
     def _describe(self, request: Request) -> tuple[Any, Response | None]:
         try:
             principal = authenticate(self._services.identify, request.scope)
         except AuthenticationFailed as refused:
             log.info("unauthenticated call refused: %s", refused.message)
             return None, _error_response(refused)
+        request.scope["llm_proxy.principal"] = principal
         return self._services.describe(CallContext(principal=principal, transport=HTTP)), None
 
 
@@ -321,7 +369,7 @@ async def _not_found(request: Request, exc: Exception) -> Response:
     status = exc.status_code if isinstance(exc, HTTPException) else 404
     message = (
         f"{request.method} {request.url.path} does not exist here; this server offers GET "
-        "/v1/models, POST /v1/chat/completions, GET /healthz and GET /readyz"
+        "/v1/models, POST /v1/chat/completions, POST /v1/embeddings, GET /healthz and GET /readyz"
         if status == 404
         else f"{request.method} is not allowed on {request.url.path}"
     )
@@ -334,6 +382,7 @@ def build_app(services: HttpServices) -> Starlette:
     return Starlette(
         routes=[
             Route("/v1/chat/completions", ChatCompletions(services), methods=["POST"]),
+            Route("/v1/embeddings", CreateEmbeddings(services), methods=["POST"]),
             Route("/v1/models", models.list, methods=["GET"]),
             Route("/v1/models/{model_id:path}", models.one, methods=["GET"]),
         ],

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from domain.errors import EmptyRequest, InvalidOptions, InvalidRequest, ProxyError, SchemaInvalid
+from domain.identifiers import identifier_problem
 from domain.json_text import JsonTextError, json_kind, parse_json
 from domain.request import (
     Attachment,
@@ -118,6 +119,9 @@ def chat_request(body: bytes, request_id: str) -> ChatRequest:
     try:
         if model is not None and not isinstance(model, str):
             raise _Refused(InvalidRequest("'model' must be a string: a model id or alias"))
+        if (malformed := identifier_problem("model", model)) is not None:
+            model = None
+            raise _Refused(malformed)
         user = _user(value.get("user"))
         include_usage = _include_usage(value.get("stream_options"), stream)
         _check_n(value.get("n"))
@@ -152,8 +156,9 @@ def _user(value: JsonValue) -> str | None:
         return None
     if not isinstance(value, str):
         raise _Refused(InvalidRequest("'user' must be a string naming the end user"))
-    # An identifier, not a payload: bounded like request ids, so logs stay bounded.
-    return value[:256] or None
+    if (malformed := identifier_problem("user", value)) is not None:
+        raise _Refused(malformed)
+    return value or None
 
 
 def _include_usage(value: JsonValue, stream: bool) -> bool:

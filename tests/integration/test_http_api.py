@@ -557,3 +557,29 @@ async def test_a_client_leaving_a_whole_completion_stops_the_model(
             break
         await asyncio.sleep(0.01)
     assert [record.outcome for record in records.records] == ["CANCELLED"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "needle"),
+    [
+        ({"x-request-id": "r" * 300}, {"model": "echo"}, "x-request-id is 300 characters"),
+        ({}, {"model": "echo\nforged line"}, "model contains a control"),
+        ({}, {"model": "echo", "user": "u" * 300}, "user is 300 characters"),
+    ],
+)
+async def test_identifiers_are_short_and_printable_or_refused(
+    start_proxy: ProxyFactory, headers: dict[str, str], body: dict[str, Any], needle: str
+) -> None:
+    proxy, records = await start(start_proxy)
+    async with httpx.AsyncClient() as raw:
+        response = await raw.post(
+            f"{base_url(proxy)}/chat/completions",
+            json={**body, "messages": user("hi")},
+            headers=headers,
+        )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert needle in error["message"] and error["code"] == "invalid_argument"
+    assert "forged" not in response.text and "r" * 300 not in response.text
+    [record] = records.records
+    assert record.outcome == "INVALID_ARGUMENT" and len(record.request_id) <= 256

@@ -144,6 +144,10 @@ class FakeProxy(pb_grpc.VibectlLLMProxyServicer):
         async for chunk in self.on_stream(request, context):
             yield chunk
 
+    async def Embed(self, request: pb.EmbedRequest, context: Context) -> pb.EmbedResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the fake proxy serves no embeddings")
+        raise AssertionError("abort raises")
+
     async def GetServerInfo(
         self, request: pb.GetServerInfoRequest, context: Context
     ) -> pb.GetServerInfoResponse:

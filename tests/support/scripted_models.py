@@ -24,11 +24,12 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import llm
+from llm.models import EmbeddingModel
 from pydantic import BaseModel
 
 STEP_S = 0.01
@@ -327,3 +328,23 @@ class ScriptedAsync(llm.AsyncModel):
 def register_models(register: Callable[..., None]) -> None:
     register(Scripted())
     register(ScriptedAsyncSync(), ScriptedAsync(), aliases=("scripted-a",))
+
+
+class TestEmbedding(EmbeddingModel):
+    """The suite's embedding model: a text's length, word count and letter sum, so tests can
+    tell which vector belongs to which text."""
+
+    model_id = "test-embed"
+    batch_size = 8
+
+    def embed_batch(
+        self, items: Iterable[str | bytes], *, key: str | None = None
+    ) -> Iterator[list[float]]:
+        for item in items:
+            text = item.decode() if isinstance(item, bytes) else str(item)
+            yield [float(len(text)), float(len(text.split())), float(sum(map(ord, text)) % 1000)]
+
+
+@llm.hookimpl
+def register_embedding_models(register: Callable[..., None]) -> None:
+    register(TestEmbedding(), aliases=("te",))

@@ -30,6 +30,7 @@ from application.stream_prompt import StreamPrompt
 from domain.answer import GatewayEvent, ModelOutput, TextChunk, UsageReport
 from domain.catalog import Catalog, ModelDescription
 from domain.ledger import DailyUsage, GroupBy, UsageEntry, UsageTotal
+from domain.errors import ProxyError
 from domain.outcome import Method, RequestRecord
 from domain.policy import Limits, ServerPolicy
 from domain.quota import QuotaPolicy
@@ -470,3 +471,25 @@ def usage_entry(request_id: str = "r1", **changes: Any) -> UsageEntry:
         first_chunk_s=None,
     )
     return dataclasses.replace(entry, **changes)
+# --------------------------------------------------------------------------- embeddings
+
+
+class FakeEmbeddings:
+    """Embedding models that return, for each text, (its length, its number of words)."""
+
+    def __init__(self, *models: ModelDescription, fail: ProxyError | None = None) -> None:
+        self._models = models or (model("embed-small", aliases=("small",)),)
+        self.fail = fail
+        self.calls: list[tuple[str, tuple[str, ...]]] = []
+
+    def models(self) -> tuple[ModelDescription, ...]:
+        return self._models
+
+    async def embed(
+        self, model_id: str, inputs: tuple[str, ...]
+    ) -> tuple[tuple[tuple[float, ...], ...], Usage]:
+        self.calls.append((model_id, inputs))
+        if self.fail is not None:
+            raise self.fail
+        vectors = tuple((float(len(text)), float(len(text.split()))) for text in inputs)
+        return vectors, Usage(sum(len(text.split()) for text in inputs), 0)

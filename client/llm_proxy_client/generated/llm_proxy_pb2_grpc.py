@@ -49,6 +49,11 @@ class VibectlLLMProxyStub:
                 request_serializer=llm__proxy__pb2.GetServerInfoRequest.SerializeToString,
                 response_deserializer=llm__proxy__pb2.GetServerInfoResponse.FromString,
                 _registered_method=True)
+        self.Embed = channel.unary_unary(
+                '/vibectl.llm_proxy.VibectlLLMProxy/Embed',
+                request_serializer=llm__proxy__pb2.EmbedRequest.SerializeToString,
+                response_deserializer=llm__proxy__pb2.EmbedResponse.FromString,
+                _registered_method=True)
 
 
 class VibectlLLMProxyServicer:
@@ -72,6 +77,15 @@ class VibectlLLMProxyServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Embed(self, request, context):
+        """Vectors for texts from one of the server's embedding models (the same use case as the
+        HTTP API's /v1/embeddings). Refusals follow Execute: in-band error, or a status for
+        authentication, permission and rate limits.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VibectlLLMProxyServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -89,6 +103,11 @@ def add_VibectlLLMProxyServicer_to_server(servicer, server):
                     servicer.GetServerInfo,
                     request_deserializer=llm__proxy__pb2.GetServerInfoRequest.FromString,
                     response_serializer=llm__proxy__pb2.GetServerInfoResponse.SerializeToString,
+            ),
+            'Embed': grpc.unary_unary_rpc_method_handler(
+                    servicer.Embed,
+                    request_deserializer=llm__proxy__pb2.EmbedRequest.FromString,
+                    response_serializer=llm__proxy__pb2.EmbedResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -172,6 +191,33 @@ class VibectlLLMProxy:
             '/vibectl.llm_proxy.VibectlLLMProxy/GetServerInfo',
             llm__proxy__pb2.GetServerInfoRequest.SerializeToString,
             llm__proxy__pb2.GetServerInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Embed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vibectl.llm_proxy.VibectlLLMProxy/Embed',
+            llm__proxy__pb2.EmbedRequest.SerializeToString,
+            llm__proxy__pb2.EmbedResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,6 +39,11 @@ class VibectlLLMProxyStub:
     Execute: _grpc.UnaryUnaryMultiCallable[_llm_proxy_pb2.ExecuteRequest, _llm_proxy_pb2.ExecuteResponse]
     StreamExecute: _grpc.UnaryStreamMultiCallable[_llm_proxy_pb2.ExecuteRequest, _llm_proxy_pb2.StreamChunk]
     GetServerInfo: _grpc.UnaryUnaryMultiCallable[_llm_proxy_pb2.GetServerInfoRequest, _llm_proxy_pb2.GetServerInfoResponse]
+    Embed: _grpc.UnaryUnaryMultiCallable[_llm_proxy_pb2.EmbedRequest, _llm_proxy_pb2.EmbedResponse]
+    """Vectors for texts from one of the server's embedding models (the same use case as the
+    HTTP API's /v1/embeddings). Refusals follow Execute: in-band error, or a status for
+    authentication, permission and rate limits.
+    """
 
 @_typing.type_check_only
 class VibectlLLMProxyAsyncStub(VibectlLLMProxyStub):
@@ -46,6 +51,11 @@ class VibectlLLMProxyAsyncStub(VibectlLLMProxyStub):
     Execute: _aio.UnaryUnaryMultiCallable[_llm_proxy_pb2.ExecuteRequest, _llm_proxy_pb2.ExecuteResponse]  # type: ignore[assignment]
     StreamExecute: _aio.UnaryStreamMultiCallable[_llm_proxy_pb2.ExecuteRequest, _llm_proxy_pb2.StreamChunk]  # type: ignore[assignment]
     GetServerInfo: _aio.UnaryUnaryMultiCallable[_llm_proxy_pb2.GetServerInfoRequest, _llm_proxy_pb2.GetServerInfoResponse]  # type: ignore[assignment]
+    Embed: _aio.UnaryUnaryMultiCallable[_llm_proxy_pb2.EmbedRequest, _llm_proxy_pb2.EmbedResponse]  # type: ignore[assignment]
+    """Vectors for texts from one of the server's embedding models (the same use case as the
+    HTTP API's /v1/embeddings). Refusals follow Execute: in-band error, or a status for
+    authentication, permission and rate limits.
+    """
 
 class VibectlLLMProxyServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -68,5 +78,16 @@ class VibectlLLMProxyServicer(metaclass=_abc_1.ABCMeta):
         request: _llm_proxy_pb2.GetServerInfoRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_llm_proxy_pb2.GetServerInfoResponse, _abc.Awaitable[_llm_proxy_pb2.GetServerInfoResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Embed(
+        self,
+        request: _llm_proxy_pb2.EmbedRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_llm_proxy_pb2.EmbedResponse, _abc.Awaitable[_llm_proxy_pb2.EmbedResponse]]:
+        """Vectors for texts from one of the server's embedding models (the same use case as the
+        HTTP API's /v1/embeddings). Refusals follow Execute: in-band error, or a status for
+        authentication, permission and rate limits.
+        """
 
 def add_VibectlLLMProxyServicer_to_server(servicer: VibectlLLMProxyServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
