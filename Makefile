@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install serve check lint typecheck layers proto proto-check test unit integration bench clean
+.PHONY: install serve check lint typecheck layers proto proto-check test unit integration bench bench-http clean
 
 install: $(VENV)/.installed
 
@@ -54,6 +54,10 @@ integration: install
 bench: install
 	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+## The HTTP API against gRPC and a no-op ASGI floor, side by side (bench/results/http.md).
+bench-http: install
+	$(BIN)/python -m bench.http $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

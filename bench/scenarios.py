@@ -111,11 +111,13 @@ class Bench:
 
     def config_path(self, extra: dict[str, Any] | None = None, name: str = "proxy") -> Path:
         config: dict[str, Any] = {
+            # The HTTP API has its own comparison (bench/http.py); off here, as before it existed.
+            "http": {"enabled": False},
             "models": {
                 "plugin_modules": ["bench.bench_models"],
                 "serve": [ECHO, CHUNKS_MODEL, SLOW_MODEL],
                 "default": ECHO,
-            }
+            },
         }
         for key, value in (extra or {}).items():
             config.setdefault(key, {}).update(value)
