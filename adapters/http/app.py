@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,11 +28,17 @@ from application.authentication import Credentials, IdentifyCaller
 from application.describe_server import DescribeServer
 from application.embed import EmbedText
 from application.execute_prompt import ExecutePrompt
-from application.stream_prompt import StreamPrompt
+from application.stream_prompt import OpenedStream, StreamPrompt
 from domain.answer import Answer, Failure, StreamFinished, TextChunk
 from domain.catalog import ModelDescription
 from domain.embedding import EmbedRequest
-from domain.errors import AuthenticationFailed, InvalidRequest, ProxyError, UnknownModel
+from domain.errors import (
+    AuthenticationFailed,
+    ClientTooSlow,
+    InvalidRequest,
+    ProxyError,
+    UnknownModel,
+)
 from domain.identifiers import identifier_problem
 from domain.principal import CallContext, Principal
 from domain.request import PromptRequest, ToolCall
@@ -224,34 +231,48 @@ class ChatCompletions(_Endpoint):
     async def _streamed(self, chat: ChatRequest, context: CallContext, send: Send) -> None:
         opened = self._services.stream(chat.prompt, context)
         request_id = opened.request_id
-        async with opened as events:
-            # The first event decides the status: a refusal is an HTTP error, not a stream.
-            first = await anext(events)
-            if isinstance(first, Failure):
-                await send_error(send, first.error, request_id)
-                return
-            writer = _writer_for(request_id, chat, first)
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [*_SSE_HEADERS, (b"x-request-id", request_id.encode())],
-                }
+        try:
+            async with opened as events:
+                # The first event decides the status: a refusal is an HTTP error, not a stream.
+                first = await anext(events)
+                if isinstance(first, Failure):
+                    await send_error(send, first.error, request_id)
+                    return
+                writer = self._writer_for(request_id, chat, context, first)
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 200,
+                        "headers": [*_SSE_HEADERS, (b"x-request-id", request_id.encode())],
+                    }
+                )
+                role = writer.role()
+                await _send_event(send, role + _event_bytes(writer, chat, first), opened)
+                async for event in events:
+                    await _send_event(send, _event_bytes(writer, chat, event), opened)
+                await send({"type": "http.response.body", "body": b""})
+        except _ClientStalled:
+            # Recorded as CLIENT_TOO_SLOW on leaving the block; the unfinished response makes
+            # uvicorn close the connection.
+            return
+
+    def _writer_for(
+        self,
+        request_id: str,
+        chat: ChatRequest,
+        context: CallContext,
+        first: TextChunk | ToolCall | StreamFinished,
+    ) -> answers.ChunkWriter:
+        # Every chunk names the same model: the one asked for, else the default the server
+        # resolves an unnamed request to.
+        model = chat.prompt.model
+        if model is None:
+            model = (
+                first.model_id
+                if isinstance(first, StreamFinished)
+                else self._services.describe(context).default_model
             )
-            await _send_event(send, writer.role() + _event_bytes(writer, chat, first))
-            async for event in events:
-                await _send_event(send, _event_bytes(writer, chat, event))
-            await send({"type": "http.response.body", "body": b""})
-
-
-def _writer_for(
-    request_id: str, chat: ChatRequest, first: TextChunk | ToolCall | StreamFinished
-) -> answers.ChunkWriter:
-    import time
-
-    # The served model is known for sure only at the end; until then, what was asked for.
-    model = first.model_id if isinstance(first, StreamFinished) else (chat.prompt.model or "")
-    return answers.ChunkWriter(request_id, model, int(time.time()))
+        return answers.ChunkWriter(request_id, model, int(time.time()))
 
 
 def _event_bytes(
@@ -264,7 +285,6 @@ def _event_bytes(
     if isinstance(event, ToolCall):
         return writer.tool_call(event)
     if isinstance(event, StreamFinished):
-        writer.model_id = event.model_id
         data = writer.finished(event)
         if chat.include_usage:
             data += writer.usage(event)
@@ -275,8 +295,29 @@ def _event_bytes(
     )
 
 
-async def _send_event(send: Send, data: bytes) -> None:
-    await send({"type": "http.response.body", "body": data, "more_body": True})
+class _ClientStalled(Exception):
+    """The client accepted nothing for longer than limits.client_read_timeout_seconds."""
+
+
+async def _send_event(send: Send, data: bytes, opened: OpenedStream) -> None:
+    # uvicorn's send waits while the client's socket accepts nothing: bounded, so that a client
+    # that stops reading does not hold its admission slot and its model forever.
+    limit = opened.read_timeout_s
+    message = {"type": "http.response.body", "body": data, "more_body": True}
+    if limit is None:
+        await send(message)
+        return
+    try:
+        async with asyncio.timeout(limit):
+            await send(message)
+    except TimeoutError:
+        opened.give_up(
+            ClientTooSlow(
+                f"the client accepted nothing for {limit:g}s "
+                "(limits.client_read_timeout_seconds); the stream was ended"
+            )
+        )
+        raise _ClientStalled from None
 
 
 def _request_id(scope: Scope) -> str:

@@ -583,3 +583,35 @@ async def test_identifiers_are_short_and_printable_or_refused(
     assert "forged" not in response.text and "r" * 300 not in response.text
     [record] = records.records
     assert record.outcome == "INVALID_ARGUMENT" and len(record.request_id) <= 256
+
+
+async def test_a_client_that_stops_reading_is_let_go(start_proxy: ProxyFactory) -> None:
+    proxy, records = await start(start_proxy, {"limits": {"client_read_timeout_seconds": 0.5}})
+    assert proxy.running.http is not None
+    probe_name = "http-stalled-reader"
+    body = json.dumps(
+        {
+            "model": "scripted-async",
+            "messages": user(script(chunks=["x" * 65536], repeat=400, probe=probe_name)),
+            "stream": True,
+        }
+    ).encode()
+    _, writer = await asyncio.open_connection("127.0.0.1", proxy.running.http.port)
+    writer.write(
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\n"
+        + f"content-length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    await writer.drain()
+    # Never read: the server's sends stall once the socket buffers are full.
+    probe = scripted_models.probe(probe_name)
+    assert await asyncio.to_thread(probe.closed.wait, 20.0), "the model was not stopped"
+    for _ in range(200):
+        if records.records:
+            break
+        await asyncio.sleep(0.05)
+    [record] = records.records
+    assert record.outcome == "CLIENT_TOO_SLOW"
+    assert probe.chunks_sent < 400
+    assert proxy.container.admission().in_flight == 0
+    writer.close()
