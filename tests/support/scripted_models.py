@@ -127,7 +127,7 @@ def plan(prompt: Any) -> Script:
         output = json.dumps({"schema_seen": prompt.schema}) if prompt.schema else text
         words_in = len(text.split()) + len((prompt.system or "").split())
         return Script(chunks=_thirds(output), usage=(words_in, len(output.split())))
-    chunks = tuple(str(chunk) for chunk in spec.get("chunks", ())) * int(spec.get("repeat", 1))
+    chunks = tuple(str(chunk) for chunk in spec.get("chunks", ()))
     if spec.get("echo_messages"):
         chunks = (json.dumps([message.to_dict() for message in prompt.messages]), *chunks)
     if spec.get("echo_system"):
