@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -32,6 +33,8 @@ from bench.servers import HOST, ServerProcess, free_port
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PROMPT = "hello proxy"
+# A chunk that carries answer text (the first event's empty content does not count).
+_TEXT = re.compile(rb'"content":"[^"]')
 
 
 @dataclass
@@ -84,25 +87,86 @@ def grpc_calls(target: str) -> tuple[grpc.aio.Channel, Call, Call]:
     return channel, unary, stream
 
 
-def http_calls(base: str) -> tuple[httpx.AsyncClient, Call, Call]:
-    client = httpx.AsyncClient(base_url=base, timeout=30, limits=httpx.Limits(max_connections=64))
+class RawHttp:
+    """A minimal HTTP/1.1 keep-alive client, one connection per concurrent caller: httpx spends
+    more CPU per request than the servers under test, and would measure itself."""
+
+    def __init__(self, host: str, port: int, concurrency: int) -> None:
+        self._host = host
+        self._port = port
+        self._idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = (
+            asyncio.Queue()
+        )
+        self._size = concurrency
+        self._open: list[asyncio.StreamWriter] = []
+
+    async def _connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self._idle.empty() and len(self._open) < self._size:
+            reader, writer = await asyncio.open_connection(self._host, self._port)
+            self._open.append(writer)
+            return reader, writer
+        return await self._idle.get()
+
+    async def post(self, body: bytes, *, stream: bool) -> float | None:
+        reader, writer = await self._connection()
+        try:
+            first = await self._exchange(reader, writer, body, stream)
+        except BaseException:
+            # The server may have closed an idle keep-alive connection: drop it, a new one
+            # is opened for the next call.
+            writer.close()
+            self._open.remove(writer)
+            raise
+        self._idle.put_nowait((reader, writer))
+        return first
+
+    @staticmethod
+    async def _exchange(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, body: bytes, stream: bool
+    ) -> float | None:
+        began = time.perf_counter()
+        writer.write(
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: bench\r\n"
+            b"content-type: application/json\r\ncontent-length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 200"):
+            raise RuntimeError(head.decode(errors="replace"))
+        first: float | None = None
+        if stream:
+            # Chunked server-sent events, to the terminating empty chunk.
+            while True:
+                line = await reader.readuntil(b"\r\n")
+                size = int(line.strip(), 16)
+                data = await reader.readexactly(size + 2)
+                if first is None and _TEXT.search(data):
+                    first = time.perf_counter() - began
+                if size == 0:
+                    break
+        else:
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+        return first
+
+    async def close(self) -> None:
+        for writer in self._open:
+            writer.close()
+
+
+def http_calls(port: int, concurrency: int) -> tuple[RawHttp, Call, Call]:
+    client = RawHttp(HOST, port, concurrency)
     body = {"model": "echo", "messages": [{"role": "user", "content": PROMPT}]}
-    streamed = {**body, "stream": True}
+    unary_body = json.dumps(body).encode()
+    stream_body = json.dumps({**body, "stream": True}).encode()
 
     async def unary() -> float | None:
-        response = await client.post("/v1/chat/completions", json=body)
-        if response.status_code != 200:
-            raise RuntimeError(response.text)
-        return None
+        return await client.post(unary_body, stream=False)
 
     async def stream() -> float | None:
-        began = time.perf_counter()
-        first: float | None = None
-        async with client.stream("POST", "/v1/chat/completions", json=streamed) as response:
-            async for line in response.aiter_lines():
-                if first is None and '"content":"' in line and '"content":""' not in line:
-                    first = time.perf_counter() - began
-        return first
+        return await client.post(stream_body, stream=True)
 
     return client, unary, stream
 
@@ -195,8 +259,8 @@ async def run(concurrency: int, seconds: float, rounds: int) -> list[dict[str, o
             await wait_http(proxy_base)
             await wait_http(floor_base)
             channel, grpc_unary, grpc_stream = grpc_calls(proxy.target)
-            proxy_http, http_unary, http_stream = http_calls(proxy_base)
-            floor_http, floor_unary, floor_stream = http_calls(floor_base)
+            proxy_http, http_unary, http_stream = http_calls(http_port, concurrency)
+            floor_http, floor_unary, floor_stream = http_calls(floor.port, concurrency)
             assert floor.process is not None
             scenarios = [
                 ("unary", "proxy gRPC", grpc_unary, proxy.pid),
@@ -214,8 +278,8 @@ async def run(concurrency: int, seconds: float, rounds: int) -> list[dict[str, o
                 for name, server, call, pid in scenarios:
                     await drive(call, concurrency, seconds, pid, tallies[(name, server)])
             await channel.close(None)
-            await proxy_http.aclose()
-            await floor_http.aclose()
+            await proxy_http.close()
+            await floor_http.close()
         finally:
             proxy.stop()
             if floor.process is not None:
