@@ -26,10 +26,10 @@ import grpc
 import httpx
 import yaml
 
-from adapters.grpc.generated import llm_proxy_pb2 as pb
-from adapters.grpc.generated import llm_proxy_pb2_grpc as pb_grpc
 from bench import procinfo
 from bench.servers import HOST, ServerProcess, free_port
+from llm_proxy_client.generated import llm_proxy_pb2 as pb
+from llm_proxy_client.generated import llm_proxy_pb2_grpc as pb_grpc
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PROMPT = "hello proxy"

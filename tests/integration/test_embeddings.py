@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from adapters.grpc.generated import llm_proxy_pb2 as pb
+from llm_proxy_client.generated import llm_proxy_pb2 as pb
 from tests.integration.conftest import Proxy, ProxyFactory
 from tests.support.tokens import SECRET, bearer, claims, sign
 
