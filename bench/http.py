@@ -100,25 +100,35 @@ class RawHttp:
         self._size = concurrency
         self._open: list[asyncio.StreamWriter] = []
 
-    async def _connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        if self._idle.empty() and len(self._open) < self._size:
+    async def _connection(
+        self, *, fresh: bool = False
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if fresh or (self._idle.empty() and len(self._open) < self._size):
             reader, writer = await asyncio.open_connection(self._host, self._port)
             self._open.append(writer)
             return reader, writer
         return await self._idle.get()
 
     async def post(self, body: bytes, *, stream: bool) -> float | None:
-        reader, writer = await self._connection()
-        try:
-            first = await self._exchange(reader, writer, body, stream)
-        except BaseException:
-            # The server may have closed an idle keep-alive connection: drop it, a new one
-            # is opened for the next call.
-            writer.close()
-            self._open.remove(writer)
-            raise
-        self._idle.put_nowait((reader, writer))
-        return first
+        for attempt in (1, 2):
+            reader, writer = await self._connection(fresh=attempt == 2)
+            try:
+                first = await self._exchange(reader, writer, body, stream)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                # The server closes keep-alive connections idle for 5 s (between rounds):
+                # that one is dropped and the call made again on a new connection.
+                writer.close()
+                self._open.remove(writer)
+                if attempt == 2:
+                    raise
+                continue
+            except BaseException:
+                writer.close()
+                self._open.remove(writer)
+                raise
+            self._idle.put_nowait((reader, writer))
+            return first
+        raise AssertionError("unreachable")
 
     @staticmethod
     async def _exchange(
