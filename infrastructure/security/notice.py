@@ -89,9 +89,10 @@ def _http_usage(url: str, tls: TlsSettings) -> str:
         ca = shlex.quote(_ca_bundle(tls))
         trust = f" --cacert {ca}"
         sdk_trust = f"SSL_CERT_FILE={ca} "
+    # Double quotes inside, so that the shell quoting around it stays plain.
     code = (
-        "import openai; print(openai.OpenAI().chat.completions.create(model='echo', "
-        "messages=[{'role': 'user', 'content': 'hi'}]).choices[0].message.content)"
+        'import openai; print(openai.OpenAI().chat.completions.create(model="echo", '
+        'messages=[{"role": "user", "content": "hi"}]).choices[0].message.content)'
     )
     return (
         f"The OpenAI-compatible API is at {url}, with the same token:\n\n"
