@@ -12,6 +12,7 @@ from domain.embedding import Embeddings, EmbedRequest
 from domain.errors import ModelNotVisible, ProxyError, UnknownModel, UpstreamTimeout
 from domain.outcome import Method
 from domain.principal import CallContext, Principal
+from domain.request import Message, PromptRequest, Role
 
 
 class EmbedText:
@@ -37,10 +38,15 @@ class EmbedText:
             model = _find(models, request.model)
             if model is not None:
                 tally.model_id = model.model_id
-            if pipeline.admission is not None:
-                pipeline.admission.enter(tally.subject, policy.limits)
-                tally.holds_slot = True
             principal = context.principal
+            if pipeline.admission is not None:
+                # Admission estimates from a prompt's text: the texts to embed stand in for it.
+                stand_in = PromptRequest(
+                    (Message.of_text(Role.USER, *request.inputs),), model=request.model
+                )
+                tally.reservation = await pipeline.admission.admit(
+                    principal, tally.model_id, stand_in, policy
+                )
             visible = _names(models, principal)
             if model is None:
                 raise UnknownModel(requested_name(request.model), visible)

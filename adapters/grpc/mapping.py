@@ -12,8 +12,8 @@ from domain.answer import Answer, StreamFinished
 from domain.catalog import ModelDescription
 from domain.embedding import Embeddings, EmbedRequest
 from domain.errors import ProxyError
-from domain.quota import Scope
 from domain.identifiers import identifier_problem
+from domain.quota import Scope
 from domain.request import PromptRequest, ToolCall
 from domain.usage import ExecutionMetrics
 from llm_proxy_client.generated import llm_proxy_pb2 as pb

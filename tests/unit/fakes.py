@@ -29,8 +29,8 @@ from application.execute_prompt import ExecutePrompt
 from application.stream_prompt import StreamPrompt
 from domain.answer import GatewayEvent, ModelOutput, TextChunk, UsageReport
 from domain.catalog import Catalog, ModelDescription
-from domain.ledger import DailyUsage, GroupBy, UsageEntry, UsageTotal
 from domain.errors import ProxyError
+from domain.ledger import DailyUsage, GroupBy, UsageEntry, UsageTotal
 from domain.outcome import Method, RequestRecord
 from domain.policy import Limits, ServerPolicy
 from domain.quota import QuotaPolicy
@@ -471,6 +471,8 @@ def usage_entry(request_id: str = "r1", **changes: Any) -> UsageEntry:
         first_chunk_s=None,
     )
     return dataclasses.replace(entry, **changes)
+
+
 # --------------------------------------------------------------------------- embeddings
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from adapters.quota import MemoryQuotaStore
 from application.admission import Admission
 from application.embed import EmbedText
 from domain.answer import Failure
@@ -24,7 +25,7 @@ def use_case(harness: Harness, gateway: FakeEmbeddings, *, admission: bool = Fal
             policy=harness.policy,
             clock=harness.clock,
             ids=harness.ids,
-            admission=Admission(harness.clock),
+            admission=Admission(MemoryQuotaStore(), harness.clock),
         )
     return EmbedText(pipeline, gateway, harness.observer)
 
