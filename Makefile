@@ -12,7 +12,9 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ./client -e '.[dev]'
+# setuptools warns at every editable install of a flat layout that folders named like the
+# packages may shadow them; here those folders are the packages.
+	PYTHONWARNINGS='ignore:Editable installation' $(BIN)/pip install --quiet -e ./client -e '.[dev]'
 	touch $@
 
 ## Start the server on 127.0.0.1:50051 serving the offline models (echo, markov).

@@ -25,6 +25,7 @@ from infrastructure.fd_limit import raise_open_file_limit
 from infrastructure.listeners import GrpcListener, Listener, MetricsListener
 from infrastructure.memory import AllocatorTrim
 from infrastructure.observability import SINGLE, WORKER, shutdown_tracing
+from infrastructure.ports import ensure_free
 from infrastructure.quotas import rebuild_from_ledger, watch_store
 from infrastructure.refusal_log import RefusalLog
 from infrastructure.reload import FileWatcher, Reloader, SettingsLoader, watch
@@ -133,6 +134,9 @@ async def start(
     address = f"{host or settings.server.host}:{settings.server.port if port is None else port}"
     security.check_exposure(settings, host or settings.server.host)
     credentials = container.tls().credentials
+    if container.role() == SINGLE:
+        # Workers share a port the supervisor has checked already.
+        ensure_free(host or settings.server.host, settings.server.port if port is None else port)
     try:
         if credentials is not None:
             bound = server.add_secure_port(address, credentials)

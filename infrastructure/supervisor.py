@@ -15,7 +15,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from infrastructure.config.settings import Settings
+from infrastructure.ports import reserve_port
 
 if TYPE_CHECKING:
     from adapters.quota.shared import QuotaServer
@@ -43,23 +43,6 @@ KILL_MARGIN_S = 10.0
 
 # (worker index, gRPC port, HTTP port or None) -> argv
 WorkerCommand = Callable[[int, int, int | None], Sequence[str]]
-
-
-def reserve_port(host: str, port: int) -> socket.socket:
-    """Bind (not listen) with SO_REUSEPORT: resolves port 0 for every worker, and fails now,
-    with a clear error, when a server that does not share the port already holds it."""
-    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        # SO_REUSEADDR as grpc sets it on its own listeners: connections of a server that just
-        # stopped linger in TIME_WAIT for a minute and must not keep the port from a new one.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(address)
-    except OSError as exc:
-        sock.close()
-        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-    return sock
 
 
 @dataclass

@@ -158,13 +158,18 @@ class ClientBase(Generic[StreamT, ResultT]):
     def _retry_delay(self, exc: grpc.RpcError, attempts: Attempts, rid: str | None) -> float:
         """How long to wait before trying again; raises the caller's error when not retrying."""
         code, details, trailing = proto.status_of(exc)
+        address = self.settings.address
+        if code is grpc.StatusCode.UNAVAILABLE:
+            hopeless = proto.handshake_error(address, details, rid)
+            if hopeless is not None:
+                raise hopeless from None
         delay = attempts.next_delay() if code is grpc.StatusCode.UNAVAILABLE else None
         if delay is None:
             raise proto.error_from_status(
                 code,
                 details,
                 trailing,
-                address=self.address,
+                address=address,
                 request_id=rid,
                 attempts=attempts.retries + 1,
             ) from None
@@ -208,5 +213,5 @@ class StreamBase:
                 request_id=self.request_id,
             )
         return proto.error_from_status(
-            code, details, trailing, address=address, request_id=self.request_id
+            code, details, trailing, address=self._base.settings.address, request_id=self.request_id
         )

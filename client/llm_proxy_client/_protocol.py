@@ -15,6 +15,7 @@ from typing import cast
 import grpc
 
 from llm_proxy_client import errors
+from llm_proxy_client.connection import ServerAddress
 from llm_proxy_client.generated import llm_proxy_pb2 as pb
 from llm_proxy_client.types import (
     Attachment,
@@ -286,7 +287,7 @@ def error_from_status(
     details: str | None,
     trailing: Iterable[tuple[str, str | bytes]],
     *,
-    address: str,
+    address: ServerAddress,
     request_id: str | None,
     attempts: int = 1,
 ) -> errors.ProxyClientError:
@@ -302,9 +303,18 @@ def error_from_status(
         )
     if code is grpc.StatusCode.UNAVAILABLE:
         tried = f" after {attempts} attempts" if attempts > 1 else ""
-        return errors.UnavailableError(
+        error = errors.UnavailableError(
             f"cannot reach llm-proxy at {address}{tried}: {text}", code=name, request_id=request_id
         )
+        if not address.tls and "Socket closed" in text:
+            # What a plaintext client sees from a TLS server: it hangs up on the first bytes.
+            error = errors.UnavailableError(
+                error.message,
+                code=name,
+                request_id=request_id,
+                hint=f"If the server speaks TLS, use llm-proxy://{address.target}.",
+            )
+        return error
     if code is grpc.StatusCode.UNAUTHENTICATED:
         return errors.AuthenticationError(
             f"the server rejected the credentials: {text}", code=name, request_id=request_id
@@ -323,6 +333,34 @@ def error_from_status(
         )
     cls = _STATUS.get(code, errors.ServerError)
     return cls(text, code=name, request_id=request_id)
+
+
+def handshake_error(
+    address: ServerAddress, details: str | None, request_id: str | None
+) -> errors.UnavailableError | None:
+    """The error for a TLS set-up that cannot work, which no retry would fix; None otherwise.
+
+    gRPC reports these as UNAVAILABLE with OpenSSL's words buried in a long detail string.
+    """
+    if not address.tls or not details:
+        return None
+    target = address.target
+    if "WRONG_VERSION_NUMBER" in details:
+        return errors.UnavailableError(
+            f"the server at {target} does not speak TLS; use llm-proxy+insecure://{target}",
+            code=grpc.StatusCode.UNAVAILABLE.name,
+            request_id=request_id,
+            hint="",
+        )
+    if "CERTIFICATE_VERIFY_FAILED" in details:
+        return errors.UnavailableError(
+            f"the certificate of the server at {target} is not trusted by this client",
+            code=grpc.StatusCode.UNAVAILABLE.name,
+            request_id=request_id,
+            hint="Trust the CA that signed it with --ca-bundle or LLM_PROXY_CA_BUNDLE "
+            "(`llm-proxy certs generate` writes it as ca.pem).",
+        )
+    return None
 
 
 Status = tuple[grpc.StatusCode | None, str | None, tuple[tuple[str, str | bytes], ...]]

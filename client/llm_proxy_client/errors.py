@@ -44,7 +44,9 @@ class ConfigurationError(ProxyClientError, ValueError):
 class AuthenticationError(ProxyClientError):
     hint = (
         "Supply a valid token: --token, the LLM_PROXY_TOKEN environment variable, "
-        "a token file, or llm-proxy://TOKEN@host:port."
+        "a token file, or llm-proxy://TOKEN@host:port. The server's operator issues tokens "
+        "with `llm-proxy token issue --subject NAME`; a development server writes one to "
+        "~/.config/llm-proxy/dev-token."
     )
 
 
@@ -53,9 +55,7 @@ class PermissionDeniedError(ProxyClientError):
 
 
 class ModelNotFoundError(ProxyClientError):
-    hint = (
-        "See what the server offers with `python -m infrastructure.cli models` or client.models()."
-    )
+    hint = "See what the server offers with `llm-proxy models` or client.models()."
 
 
 class InvalidRequestError(ProxyClientError):

@@ -13,8 +13,12 @@ import os
 import sys
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
 from typing import Any, Optional, TypedDict, Union
+
+# Keep gRPC's C-core log lines off the terminal of `llm` (the plugin warns in one line itself);
+# effective when this plugin is what first imports grpc, as under the `llm` command.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 import llm
 from llm import parts
@@ -49,6 +53,7 @@ FAILURE_TTL = 30.0
 _lock = threading.Lock()
 _catalog: dict[str, tuple[ServerInfo | None, float]] = {}
 _clients: dict[str, ProxyClient] = {}
+_explained: set[str] = set()
 
 
 def _list_timeout() -> float:
@@ -93,6 +98,7 @@ def reset() -> None:
     """Forget cached catalogs and close cached connections (tests, or a host whose proxy moved)."""
     with _lock:
         _catalog.clear()
+        _explained.clear()
         for client in _clients.values():
             client.close()
         _clients.clear()
@@ -108,7 +114,13 @@ class Request(TypedDict):
 @llm.hookimpl
 def register_models(register: Callable[..., None]) -> None:
     url = os.environ.get(URL_ENV)
+    wanted = requested_proxy_model(sys.argv)
     if not url:
+        if wanted is not None:
+            _explain_once(
+                f"{PREFIX}* models come from an llm-proxy server named by {URL_ENV}, which is not "
+                f"set; for example: export {URL_ENV}=llm-proxy+insecure://127.0.0.1:50051"
+            )
         return
     info = server_catalog(url)
     if info is None:
@@ -120,6 +132,47 @@ def register_models(register: Callable[..., None]) -> None:
             async_class(url, served),
             aliases=tuple(PREFIX + alias for alias in _aliases_of(served, info)),
         )
+    if wanted is not None and wanted.removeprefix(PREFIX) not in _names(info):
+        offered = ", ".join(sorted(PREFIX + name for name in _names(info))) or "none"
+        _explain_once(
+            f"the server at {url} does not offer {wanted.removeprefix(PREFIX)!r} to this "
+            "caller: it is not served there, or the token's `models` claim leaves it out; "
+            f"this caller may use: {offered}"
+        )
+
+
+def requested_proxy_model(argv: Sequence[str]) -> str | None:
+    """The proxy/… model an `llm` command line asks for with -m/--model, if any.
+
+    llm reports a model no plugin registered as just "Unknown model"; knowing what was asked
+    for lets this plugin say why it did not register it.
+    """
+    for index, arg in enumerate(argv[1:], start=1):
+        value: str | None = None
+        if arg in ("-m", "--model") and index + 1 < len(argv):
+            value = argv[index + 1]
+        elif arg.startswith("--model="):
+            value = arg.removeprefix("--model=")
+        if value is not None and value.startswith(PREFIX):
+            return value
+    return None
+
+
+def _names(info: ServerInfo) -> set[str]:
+    return (
+        {m.model_id for m in info.models}
+        | set(info.aliases)
+        | {alias for m in info.models for alias in m.aliases}
+    )
+
+
+def _explain_once(message: str) -> None:
+    # llm calls register_models on every model lookup; one explanation per process is enough.
+    with _lock:
+        if message in _explained:
+            return
+        _explained.add(message)
+    _warn(message)
 
 
 def _aliases_of(served: ModelInfo, info: ServerInfo) -> list[str]:

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
+# gRPC's C core writes its own lines to stderr (six "Handshake failed" lines for one client
+# using TLS against a plaintext server, on both ends); every command reports failures itself,
+# in one line. grpc reads this once, when it is first imported, so it must be set first; an
+# exported GRPC_VERBOSITY still wins.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
 import click
 
 

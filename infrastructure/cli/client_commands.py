@@ -14,6 +14,7 @@ from typing import Any, TextIO, TypeVar
 
 import click
 
+from infrastructure.cli.common import as_invoked
 from llm_proxy_client import (
     DEFAULT_URL,
     Attachment,
@@ -151,7 +152,7 @@ def reported_errors() -> Iterator[None]:
     try:
         yield
     except ProxyClientError as exc:
-        click.echo(f"llm-proxy: error: {exc}", err=True)
+        click.echo(f"llm-proxy: error: {as_invoked(str(exc))}", err=True)
         sys.exit(exit_status(exc))
     except KeyboardInterrupt:
         click.echo("\nllm-proxy: interrupted", err=True)

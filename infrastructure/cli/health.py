@@ -11,7 +11,9 @@ from pathlib import Path
 
 import click
 import grpc
+from click.core import ParameterSource
 
+from llm_proxy_client import ConfigurationError, ConnectionSettings
 from adapters.grpc.health import probe
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
@@ -19,11 +21,16 @@ DEFAULT_ADDRESS = "127.0.0.1:50051"
 
 @click.command()
 @click.option(
+    "--server",
+    envvar="LLM_PROXY_URL",
+    help="llm-proxy://host:port (TLS) or llm-proxy+insecure://host:port, as for the other "
+    "commands (also LLM_PROXY_URL).",
+)
+@click.option(
     "--address",
     envvar="LLM_PROXY_HEALTH_ADDRESS",
-    default=DEFAULT_ADDRESS,
-    show_default=True,
-    help="host:port of the server (also LLM_PROXY_HEALTH_ADDRESS).",
+    help=f"host:port of the server, spoken to in plaintext unless --ca-file is given "
+    f"(also LLM_PROXY_HEALTH_ADDRESS; default {DEFAULT_ADDRESS}).",
 )
 @click.option(
     "--service",
@@ -50,7 +57,8 @@ DEFAULT_ADDRESS = "127.0.0.1:50051"
     help="Private key of --cert-file.",
 )
 def health(
-    address: str,
+    server: str | None,
+    address: str | None,
     service: str,
     timeout: float,
     ca_file: Path | None,
@@ -60,6 +68,40 @@ def health(
     """Check the health of a running server; exit 0 only when it is SERVING."""
     if (cert_file is None) != (key_file is None):
         raise click.UsageError("--cert-file and --key-file go together")
+    target, credentials = _where(server, address, ca_file, cert_file, key_file)
+    try:
+        status = probe(target, service=service, timeout_s=timeout, credentials=credentials)
+    except grpc.RpcError as exc:
+        code = exc.code() if isinstance(exc, grpc.Call) else None
+        name = code.name if code is not None else "ERROR"
+        click.echo(f"{target}: {name}", err=True)
+        sys.exit(1)
+    click.echo(f"{target}: {status}")
+    sys.exit(0 if status == "SERVING" else 1)
+
+
+def _where(
+    server: str | None,
+    address: str | None,
+    ca_file: Path | None,
+    cert_file: Path | None,
+    key_file: Path | None,
+) -> tuple[str, grpc.ChannelCredentials | None]:
+    """The target and, for TLS, the credentials, from --server (a URL) or --address."""
+    source = click.get_current_context().get_parameter_source
+    given = {name: source(name) is ParameterSource.COMMANDLINE for name in ("server", "address")}
+    if given["server"] and given["address"]:
+        raise click.UsageError("give --server or --address, not both")
+    # On the command line, either wins; from the environment, the health-specific one does.
+    if server is not None and (given["server"] or address is None):
+        try:
+            settings = ConnectionSettings.create(
+                server, ca_bundle=ca_file, client_cert=cert_file, client_key=key_file
+            )
+        except ConfigurationError as exc:
+            raise click.BadParameter(str(exc), param_hint="--server") from None
+        tls = settings.address.tls
+        return settings.address.target, settings.channel_credentials() if tls else None
     credentials = None
     if ca_file is not None or cert_file is not None:
         credentials = grpc.ssl_channel_credentials(
@@ -67,12 +109,4 @@ def health(
             private_key=key_file.read_bytes() if key_file is not None else None,
             certificate_chain=cert_file.read_bytes() if cert_file is not None else None,
         )
-    try:
-        status = probe(address, service=service, timeout_s=timeout, credentials=credentials)
-    except grpc.RpcError as exc:
-        code = exc.code() if isinstance(exc, grpc.Call) else None
-        name = code.name if code is not None else "ERROR"
-        click.echo(f"{address}: {name}", err=True)
-        sys.exit(1)
-    click.echo(f"{address}: {status}")
-    sys.exit(0 if status == "SERVING" else 1)
+    return address or DEFAULT_ADDRESS, credentials

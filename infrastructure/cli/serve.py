@@ -7,7 +7,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -80,7 +80,7 @@ def serve(
         try:
             status = supervise(settings, _worker_command(config, host, log_level))
         except OSError as exc:
-            raise click.ClickException(str(exc)) from exc
+            _fail(str(exc))
         sys.exit(status)
     container = build_container(
         settings,
@@ -97,7 +97,13 @@ def serve(
         click.echo(f"llm-proxy: {exc}", err=True)
         sys.exit(CONFIG_EXIT_STATUS)
     except (OSError, SecurityError) as exc:
-        raise click.ClickException(str(exc)) from exc
+        _fail(str(exc))
+
+
+def _fail(message: str) -> NoReturn:
+    # One line, as every other start-up error: the message already says what to do.
+    click.echo(f"llm-proxy: {message}", err=True)
+    sys.exit(1)
 
 
 def _worker_command(config: Path | None, host: str | None, log_level: str | None) -> Any:

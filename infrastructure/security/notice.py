@@ -6,7 +6,6 @@ import contextlib
 import logging
 import os
 import shlex
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -147,14 +146,11 @@ def write_private_file(path: Path, text: str) -> Path:
 
 
 def cli_command() -> str:
-    """How the person who just ran `serve` can run the CLI, as they can paste it: `llm-proxy`
-    when that name on their PATH is this installation, else the console script installed
-    beside this interpreter (a bare `python` may not be the one with llm-proxy installed)."""
+    """How the person who just ran `serve` can run the CLI from the same directory: the console
+    script installed beside this interpreter (a bare `python` may not be the one with llm-proxy
+    installed, and `make serve` puts .venv/bin on its own PATH only)."""
     script = Path(sys.executable).with_name("llm-proxy")
     if not script.exists():
         return f"{sys.executable} -m infrastructure.cli"
-    on_path = shutil.which("llm-proxy")
-    if on_path is not None and Path(on_path).resolve() == script.resolve():
-        return "llm-proxy"
     relative = os.path.relpath(script)
     return relative if not relative.startswith("..") else str(script)

@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from infrastructure.supervisor import reserve_port
+from infrastructure.ports import reserve_port
 
 
 def _port_with_a_time_wait_connection() -> int:

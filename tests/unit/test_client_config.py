@@ -31,6 +31,8 @@ from llm_proxy_client import _protocol as proto
 from llm_proxy_client.connection import Attempts
 from llm_proxy_client.generated import llm_proxy_pb2 as pb
 
+ADDRESS = parse_server_url("llm-proxy+insecure://a:1")
+
 
 @pytest.mark.parametrize(
     ("url", "host", "port", "tls", "token"),
@@ -242,7 +244,7 @@ def test_inband_codes_map_to_the_hierarchy(code: str, cls: type[ProxyClientError
 def test_status_codes_map_to_the_hierarchy(
     status: grpc.StatusCode, cls: type[ProxyClientError]
 ) -> None:
-    error = proto.error_from_status(status, "why", (), address="a:1", request_id=None)
+    error = proto.error_from_status(status, "why", (), address=ADDRESS, request_id=None)
     assert type(error) is cls
     assert error.code == status.name
     assert "why" in str(error)
@@ -262,7 +264,7 @@ def test_retry_after_is_read_from_trailing_metadata(
     trailing: tuple[tuple[str, str | bytes], ...], expected: float | None
 ) -> None:
     error = proto.error_from_status(
-        grpc.StatusCode.RESOURCE_EXHAUSTED, "slow down", trailing, address="a:1", request_id=None
+        grpc.StatusCode.RESOURCE_EXHAUSTED, "slow down", trailing, address=ADDRESS, request_id=None
     )
     assert isinstance(error, RateLimitedError)
     assert error.retry_after == expected

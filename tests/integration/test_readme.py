@@ -1,0 +1,140 @@
+"""The README's shell commands, run as a reader pastes them: top to bottom, in one shell.
+
+Only what cannot run here is left out (installing from the network, interactive prompts, `make`
+itself, whose `make serve` the newcomer test covers by running `serve` as it does). The test
+stands in for the reader's own terminals: it starts the server the quick start's `make serve`
+would, runs a `… llm-proxy serve` line in the background as a reader's second terminal would,
+and gives each server a free port in place of the README's 50051.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+README_PORT = "50051"
+
+# Lines that cannot run in a test, by how they start; each with the reason.
+SKIPPED = {
+    "make ": "the build itself; `make serve` is what the harness's own server stands in for",
+    "llm install ": "downloads a plugin from the network",
+    "llm keys set ": "asks for a key interactively",
+    "LLM_PROXY_MODELS__SERVE=": "serves hosted models, which need their plugins and keys",
+}
+
+
+def blocks(text: str, language: str) -> list[str]:
+    return re.findall(rf"^```{language}\n(.*?)^```", text, re.DOTALL | re.MULTILINE)
+
+
+def commands(block: str) -> list[str]:
+    """The block's commands: continuation lines joined, comment-only lines dropped."""
+    joined = block.replace("\\\n", " ")
+    return [
+        line for line in joined.splitlines() if line.strip() and not line.lstrip().startswith("#")
+    ]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def as_script(lines: list[str], first_port: int) -> tuple[str, list[str]]:
+    """A bash script running the README's commands, and the lines it left out."""
+    script = ["set -euo pipefail"]
+    skipped: list[str] = []
+    port = first_port
+    for line in lines:
+        if line.startswith(tuple(SKIPPED)):
+            skipped.append(line)
+            continue
+        if re.search(r"(^|\s)llm-proxy serve$", line):
+            # A second terminal: its own port, started in the background, waited for.
+            port = free_port()
+            script.append(f"{line} --port {port} >serve-{port}.log 2>&1 &")
+            script.append(
+                f"for _ in $(seq 300); do (: >/dev/tcp/127.0.0.1/{port}) 2>/dev/null && break;"
+                " sleep 0.1; done"
+            )
+            continue
+        script.append(line.replace(README_PORT, str(port)))
+    return "\n".join(script), skipped
+
+
+@pytest.fixture
+def reader(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str], int]]:
+    """A reader's home and checkout (the project's .venv, nothing else), and the quick start's
+    server running as `make serve` would run it, with that home."""
+    home = tmp_path / "home"
+    home.mkdir()
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    (checkout / ".venv").symlink_to(ROOT / ".venv")
+    ambient = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("LLM_PROXY_", "LLM_USER_PATH", "XDG_", "OPENAI", "VIRTUAL_ENV"))
+    }
+    env = ambient | {"HOME": str(home), "PYTHONUNBUFFERED": "1"}
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "infrastructure.cli", "serve", "--port", str(port)],
+        cwd=checkout,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stderr is not None
+    for line in server.stderr:
+        if "listening on" in line:
+            break
+    else:
+        raise AssertionError("the quick start's server did not start")
+    try:
+        # Where the README's commands find `make serve`'s server on 127.0.0.1:50051 by default.
+        yield checkout, env | {"LLM_PROXY_URL": f"llm-proxy+insecure://127.0.0.1:{port}"}, port
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+def test_the_readme_commands_work_as_pasted(reader: tuple[Path, dict[str, str], int]) -> None:
+    checkout, env, port = reader
+    text = README.read_text(encoding="utf-8")
+    # The configuration example is the reader's `my.yaml`, validated by a README command.
+    (checkout / "my.yaml").write_text(blocks(text, "yaml")[0].replace(README_PORT, str(port)))
+    lines = [line for block in blocks(text, "sh") for line in commands(block)]
+    script, skipped = as_script(lines, port)
+
+    result = subprocess.run(
+        ["bash", "-c", script + "\nkill $(jobs -p) 2>/dev/null || true"],
+        cwd=checkout,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}\n---\n{script}"
+    # What ran: the first prompt, config, the plugin, the CLI, tokens, and TLS from a second
+    # server started the way the README starts it.
+    assert "Hello, proxy" in result.stdout
+    assert "my.yaml: valid; serves" in result.stdout
+    assert '"system": "be brief"' in result.stdout
+    assert "verdict: accepted: subject 'alice'" in result.stdout
+    assert " at llm-proxy://127.0.0.1:" in result.stdout
+    assert skipped, "the lines left out are listed in SKIPPED"
