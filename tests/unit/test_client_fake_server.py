@@ -294,7 +294,7 @@ def test_inband_errors_become_typed_errors(fake: FakeProxy) -> None:
     fake.on_execute = unknown
     fake.on_stream = upstream
     with ProxyClient(fake.url) as client:
-        with pytest.raises(ModelNotFoundError, match=r"infrastructure\.cli models"):
+        with pytest.raises(ModelNotFoundError, match="`llm-proxy models`"):
             client.execute("x", model="x", request_id="r-9")
         stream = client.stream("x")
         with pytest.raises(UpstreamError, match="boom"):
