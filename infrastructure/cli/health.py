@@ -13,8 +13,8 @@ import click
 import grpc
 from click.core import ParameterSource
 
-from llm_proxy_client import ConfigurationError, ConnectionSettings
 from adapters.grpc.health import probe
+from llm_proxy_client import ConfigurationError, ConnectionSettings
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 
