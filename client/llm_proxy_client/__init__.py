@@ -4,6 +4,14 @@
 ...     print(client.execute("hi", model="echo").text)
 """
 
+import os
+
+# Every failure reaches the caller as an exception that says what to do; gRPC's C core would
+# also write its own lines to stderr (six "Handshake failed" lines for one TLS mismatch), on
+# the terminal of the `llm` plugin's and the CLI's users. grpc reads this once, when first
+# imported, so it is set before that; an exported GRPC_VERBOSITY still wins.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
 from llm_proxy_client.aio import AsyncProxyClient, AsyncTextStream
 from llm_proxy_client.connection import (
     DEFAULT_URL,

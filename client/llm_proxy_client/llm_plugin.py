@@ -16,10 +16,6 @@ import time
 from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
 from typing import Any, Optional, TypedDict, Union
 
-# Keep gRPC's C-core log lines off the terminal of `llm` (the plugin warns in one line itself);
-# effective when this plugin is what first imports grpc, as under the `llm` command.
-os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-
 import llm
 from llm import parts
 from llm.models import AsyncConversation, AsyncResponse, Conversation, Prompt, Response
