@@ -14,6 +14,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -74,7 +75,7 @@ def as_script(lines: list[str], first_port: int) -> tuple[str, list[str]]:
 
 
 @pytest.fixture
-def reader(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str], int]]:
+def reader(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str], int, int]]:
     """A reader's home and checkout (the project's .venv, nothing else), and the quick start's
     server running as `make serve` would run it, with that home."""
     home = tmp_path / "home"
@@ -89,8 +90,19 @@ def reader(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str], int]]:
     }
     env = ambient | {"HOME": str(home), "PYTHONUNBUFFERED": "1"}
     port = free_port()
+    # Its own HTTP port, so that a parallel run's server on the default 8080 cannot answer.
+    http_port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "infrastructure.cli", "serve", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "infrastructure.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--http-port",
+            str(http_port),
+        ],
         cwd=checkout,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -103,21 +115,34 @@ def reader(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str], int]]:
             break
     else:
         raise AssertionError("the quick start's server did not start")
+    # The development token is written once every listener is up, a moment after this line.
+    token_file = home / ".config" / "llm-proxy" / "dev-token"
+    deadline = time.monotonic() + 30
+    while not token_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
     try:
         # Where the README's commands find `make serve`'s server on 127.0.0.1:50051 by default.
-        yield checkout, env | {"LLM_PROXY_URL": f"llm-proxy+insecure://127.0.0.1:{port}"}, port
+        yield (
+            checkout,
+            env | {"LLM_PROXY_URL": f"llm-proxy+insecure://127.0.0.1:{port}"},
+            port,
+            http_port,
+        )
     finally:
         server.terminate()
         server.wait(timeout=20)
 
 
-def test_the_readme_commands_work_as_pasted(reader: tuple[Path, dict[str, str], int]) -> None:
-    checkout, env, port = reader
+def test_the_readme_commands_work_as_pasted(
+    reader: tuple[Path, dict[str, str], int, int],
+) -> None:
+    checkout, env, port, http_port = reader
     text = README.read_text(encoding="utf-8")
     # The configuration example is the reader's `my.yaml`, validated by a README command.
     (checkout / "my.yaml").write_text(blocks(text, "yaml")[0].replace(README_PORT, str(port)))
     lines = [line for block in blocks(text, "sh") for line in commands(block)]
     script, skipped = as_script(lines, port)
+    script = script.replace("127.0.0.1:8080", f"127.0.0.1:{http_port}")
 
     result = subprocess.run(
         ["bash", "-c", script + "\nkill $(jobs -p) 2>/dev/null || true"],
