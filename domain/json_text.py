@@ -24,7 +24,7 @@ def parse_json(text: str | bytes) -> JsonValue:
         raise JsonTextError("it is not UTF-8 text") from None
     except RecursionError:
         raise JsonTextError(f"nested deeper than {MAX_JSON_DEPTH} levels") from None
-    if _depth(value) > MAX_JSON_DEPTH:
+    if nesting_depth(value) > MAX_JSON_DEPTH:
         raise JsonTextError(f"nested deeper than {MAX_JSON_DEPTH} levels")
     return value
 
@@ -49,7 +49,8 @@ def _no_constant(name: str) -> JsonValue:
     raise json.JSONDecodeError(f"{name} is not JSON", name, 0)
 
 
-def _depth(value: JsonValue) -> int:
+def nesting_depth(value: JsonValue) -> int:
+    """How deeply objects and lists nest (a scalar is 0), stopping once past MAX_JSON_DEPTH."""
     # Iterative: the point is to never recurse as deep as the input does.
     deepest = 0
     pending: list[tuple[JsonValue, int]] = [(value, 1)]

@@ -23,6 +23,7 @@ from domain.errors import (
     SchemaInvalid,
 )
 from domain.identifiers import identifier_problem
+from domain.json_text import MAX_JSON_DEPTH, json_kind, nesting_depth
 from domain.request import (
     Attachment,
     JsonObject,
@@ -43,7 +44,6 @@ from llm_proxy_client.generated import llm_proxy_pb2 as pb
 MAX_IDENTIFIER_LENGTH = identifiers.MAX_IDENTIFIER_LENGTH
 # Deeper JSON than this is not a schema or an argument list anyone writes by hand; refusing
 # it keeps recursive walks over it (ours, pydantic's, a plugin's) far from the stack limit.
-MAX_JSON_DEPTH = 64
 # Characters of one JSON text (a schema, a tool's input schema or arguments, an option value):
 # far beyond what anyone writes, and a bound on parsing time and memory per field.
 MAX_JSON_CHARS = 256 * 1024
@@ -225,7 +225,7 @@ def _object(text: str, error: Any, *, empty: JsonObject | None) -> JsonObject:
     except ValueError as invalid:
         raise _Undecodable(error(f"is not valid JSON: {invalid}")) from None
     if not isinstance(value, dict):
-        raise _Undecodable(error(f"must be a JSON object, not a JSON {_kind(value)}"))
+        raise _Undecodable(error(f"must be a JSON object, not a JSON {json_kind(value)}"))
     return value
 
 
@@ -242,7 +242,7 @@ def _json(text: str) -> JsonValue:
         # Python's own bound on integer literals (4,300 digits), with a hint meant for
         # programmers, not for whoever sent the text.
         raise ValueError("holds an integer with too many digits") from None
-    if _depth(value) > MAX_JSON_DEPTH:
+    if nesting_depth(value) > MAX_JSON_DEPTH:
         raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
     return value
 
@@ -259,30 +259,3 @@ def _finite(literal: str) -> float:
     if not math.isfinite(number):
         raise json.JSONDecodeError(f"{literal[:20]} is too large for a number", literal, 0)
     return number
-
-
-def _depth(value: JsonValue) -> int:
-    # Iterative: the point is to never recurse as deep as the input does.
-    deepest = 0
-    pending: list[tuple[JsonValue, int]] = [(value, 1)]
-    while pending:
-        item, depth = pending.pop()
-        if isinstance(item, dict | list):
-            deepest = max(deepest, depth)
-            if deepest > MAX_JSON_DEPTH:
-                return deepest
-            children = item.values() if isinstance(item, dict) else item
-            pending.extend((child, depth + 1) for child in children)
-    return deepest
-
-
-def _kind(value: JsonValue) -> str:
-    if isinstance(value, list):
-        return "list"
-    if isinstance(value, str):
-        return "string"
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    return "number"

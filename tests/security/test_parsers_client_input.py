@@ -13,7 +13,8 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from adapters.grpc.decode import MAX_JSON_CHARS, MAX_JSON_DEPTH
+from adapters.grpc.decode import MAX_JSON_CHARS
+from domain.json_text import MAX_JSON_DEPTH
 from llm_proxy_client.generated import llm_proxy_pb2 as pb
 from llm_proxy_client.generated import llm_proxy_pb2_grpc as pb_grpc
 from tests.integration.helpers import collect, request
