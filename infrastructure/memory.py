@@ -21,9 +21,21 @@ TRIM_THRESHOLD_KIB = 32 * 1024
 _PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 
-def rss_kib() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * _PAGE_KIB
+class _ResidentSize:
+    """RSS read through a descriptor opened once: when clients hold every file descriptor the
+    process may open, reading it must not need a new one."""
+
+    def __init__(self) -> None:
+        self._fd = os.open("/proc/self/statm", os.O_RDONLY)
+
+    def kib(self) -> int | None:
+        try:
+            return int(os.pread(self._fd, 128, 0).split()[1]) * _PAGE_KIB
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def close(self) -> None:
+        os.close(self._fd)
 
 
 def _glibc_trim() -> Callable[[], object] | None:
@@ -40,10 +52,24 @@ def _glibc_trim() -> Callable[[], object] | None:
 class AllocatorTrim:
     """`maybe_trim()` from a thread every so often; a no-op without glibc or /proc."""
 
-    def __init__(self, threshold_kib: int = TRIM_THRESHOLD_KIB) -> None:
-        self._trim = _glibc_trim() if os.path.exists("/proc/self/statm") else None
+    def __init__(
+        self,
+        threshold_kib: int = TRIM_THRESHOLD_KIB,
+        *,
+        release: Callable[[], object] | None = None,
+    ) -> None:
+        """`release`: what returns freed memory (glibc's malloc_trim when not given)."""
+        self._trim: Callable[[], object] | None = None
+        self._rss: _ResidentSize | None = None
         self._threshold_kib = threshold_kib
-        self._baseline_kib = rss_kib() if self._trim is not None else 0
+        self._baseline_kib = 0
+        try:
+            self._rss = _ResidentSize()
+        except OSError:
+            # No /proc (or no descriptor to spare right now): nothing to measure a burst by.
+            return
+        self._trim = release if release is not None else _glibc_trim()
+        self._baseline_kib = self._rss.kib() or 0
 
     @property
     def available(self) -> bool:
@@ -51,13 +77,15 @@ class AllocatorTrim:
 
     def maybe_trim(self) -> int:
         """Trim if RSS grew by the threshold since the last trim; returns the KiB returned."""
-        if self._trim is None:
+        if self._trim is None or self._rss is None:
             return 0
-        before = rss_kib()
-        if before - self._baseline_kib < self._threshold_kib:
+        before = self._rss.kib()
+        if before is None or before - self._baseline_kib < self._threshold_kib:
             return 0
         self._trim()
-        after = rss_kib()
+        after = self._rss.kib()
+        if after is None:
+            return 0
         self._baseline_kib = after
         if before - after > 0:
             log.info(
@@ -66,3 +94,8 @@ class AllocatorTrim:
                 after // 1024,
             )
         return before - after
+
+    def close(self) -> None:
+        if self._rss is not None:
+            self._rss.close()
+            self._rss = None

@@ -158,12 +158,25 @@ async def start(
     if health is not None:
         # The catalog is loaded: this process can answer prompts as soon as it listens.
         await health.serving()
-    await server.start()
+    # Every other listener before gRPC accepts: a flood of gRPC connections that takes every
+    # file descriptor must not leave the HTTP API or /metrics unable to bind.
+    metrics: MetricsEndpoint | None = container.metrics_endpoint()
+    http: HttpListener | None = None
+    try:
+        http = await _start_http(container, http_port)
+        await server.start()
+    except BaseException:
+        await server.stop(0)
+        if http is not None:
+            await http.stop(0)
+        raise
     if ledger is not None and not rebuild:
         try:
             await ledger.start()
         except BaseException:
             await server.stop(0)
+            if http is not None:
+                await http.stop(0)
             raise
     catalog = container.catalog().current()
     log.info(
@@ -175,12 +188,8 @@ async def start(
         os.getpid(),
         open_files,
     )
-    try:
-        http = await _start_http(container, http_port)
-    except BaseException:
-        await server.stop(0)
-        raise
-    metrics: MetricsEndpoint | None = container.metrics_endpoint()
+    if http is not None:
+        log.info("OpenAI-compatible HTTP API on %s", _http_url(http))
     if metrics is not None:
         log.info("metrics on http://%s:%d/metrics", settings.metrics.host, metrics.port)
     notice = (
@@ -222,7 +231,6 @@ async def _start_http(container: Container, port: int | None) -> HttpListener | 
         reuse_port=container.role() != SINGLE,
     )
     await listener.start()
-    log.info("OpenAI-compatible HTTP API on %s", _http_url(listener))
     return listener
 
 
@@ -257,13 +265,14 @@ async def serve_until_signalled(container: Container, *, announce: bool = True) 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: spawn(reloader.reload_logged("SIGHUP")))
+    # Before serving: the descriptor it reads memory through must not be one a client took.
+    trim = AllocatorTrim()
     running = await start(container, announce=announce)
     if watcher is not None:
         spawn(watch(watcher, settings.server.reload_check_seconds, reloader))
     if container.role() == WORKER:
         spawn(_stop_when_orphaned(stop))
     spawn(_summarise_refusals(container.refusal_log()))
-    trim = AllocatorTrim()
     if trim.available:
         spawn(_trim_after_bursts(trim))
     try:
@@ -272,6 +281,7 @@ async def serve_until_signalled(container: Container, *, announce: bool = True) 
         loop.remove_signal_handler(signal.SIGHUP)
         for task in list(background):
             task.cancel()
+        trim.close()
     hurry = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, hurry.set)
@@ -285,7 +295,11 @@ async def serve_until_signalled(container: Container, *, announce: bool = True) 
 async def _trim_after_bursts(trim: AllocatorTrim, interval_s: float = 15.0) -> None:
     while True:
         await asyncio.sleep(interval_s)
-        await asyncio.to_thread(trim.maybe_trim)
+        try:
+            await asyncio.to_thread(trim.maybe_trim)
+        except Exception:
+            # Housekeeping: whatever went wrong must not stop the server or later trims.
+            log.warning("returning freed memory to the system failed", exc_info=True)
 
 
 async def _summarise_refusals(refusals: RefusalLog) -> None:
