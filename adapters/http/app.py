@@ -100,11 +100,20 @@ def header_values(scope: Scope, name: bytes) -> tuple[str, ...]:
     return tuple(value.decode("latin-1") for key, value in scope["headers"] if key.lower() == name)
 
 
+# Beside the ASGI TLS extension's own keys: the certificate's common name, which names the
+# caller under mutual TLS as gRPC's x509_common_name does.
+PEER_COMMON_NAME = "llm_proxy.client_cert_common_name"
+
+
 def authenticate(identify: IdentifyCaller, scope: Scope) -> Principal:
     """The caller, or AuthenticationFailed; the same port and messages as for gRPC."""
     if not identify.enabled:
         return identify(Credentials())
-    return identify(Credentials(header_values(scope, b"authorization")))
+    peer: str | None = None
+    if identify.needs_peer_subject:
+        tls = scope.get("extensions", {}).get("tls", {})
+        peer = tls.get(PEER_COMMON_NAME)
+    return identify(Credentials(header_values(scope, b"authorization"), peer))
 
 
 async def read_body(receive: Receive, scope: Scope, limit: int) -> bytes:

@@ -8,8 +8,10 @@ import math
 from domain.errors import (
     AttachmentsTooLarge,
     AuthenticationFailed,
+    BudgetExhausted,
     InputTooLong,
     InvalidRequest,
+    LimitsUnavailable,
     ModelUnavailable,
     PermissionDenied,
     ProxyError,
@@ -44,7 +46,7 @@ def status_of(error: ProxyError) -> int:
         return 429
     if isinstance(error, UpstreamFailure):
         return 502
-    if isinstance(error, ModelUnavailable):
+    if isinstance(error, ModelUnavailable | LimitsUnavailable):
         return 503
     if isinstance(error, UpstreamTimeout):
         return 504
@@ -85,6 +87,10 @@ def error_response_parts(error: ProxyError) -> tuple[int, bytes, Headers]:
         # Whole seconds (RFC 9110), never 0: a client told to retry at once would hammer.
         headers["retry-after"] = str(max(1, math.ceil(error.retry_after_s)))
         headers["retry-after-ms"] = str(max(1, math.ceil(error.retry_after_s * 1000)))
+    if isinstance(error, BudgetExhausted):
+        # Retry-After is when the budget's window resets, often hours away: the OpenAI SDKs
+        # would otherwise retry at once or sleep inside the caller's request.
+        headers["x-should-retry"] = "false"
     param = "model" if isinstance(error, UnknownModel) else None
     body = error_body(error.message, status=status, code=error.code, param=param)
     return status, encode(body), headers

@@ -16,8 +16,11 @@ import ssl
 from collections.abc import Awaitable, Callable, Generator
 
 import uvicorn
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from adapters.http.app import Receive, Scope, Send, send_json
+from adapters.http.app import PEER_COMMON_NAME, Receive, Scope, Send, send_json
 from adapters.http.errors import encode, error_body
 
 log = logging.getLogger("llm_proxy.http")
@@ -80,6 +83,42 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
+def verified_peer_names(ssl_object: ssl.SSLObject | None) -> dict[str, str]:
+    """The client certificate's subject, when the handshake verified one (the context requires
+    a certificate signed by the client CA, so a certificate here is a verified one)."""
+    if ssl_object is None:
+        return {}
+    der = ssl_object.getpeercert(binary_form=True)
+    if not der:
+        return {}
+    subject = x509.load_der_x509_certificate(der).subject
+    names = {"client_cert_name": subject.rfc4514_string()}
+    common = subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if common:
+        value = common[0].value
+        names[PEER_COMMON_NAME] = value if isinstance(value, str) else value.decode()
+    return names
+
+
+class _PeerAwareProtocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, handing the verified client certificate to the app in the
+    ASGI TLS extension (`scope["extensions"]["tls"]`), which uvicorn itself does not fill.
+    Read once a connection, not once a request."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        names = verified_peer_names(transport.get_extra_info("ssl_object"))
+        if not names:
+            return
+        app = self.app
+
+        async def with_peer(scope: Scope, receive: Receive, send: Send) -> None:
+            scope["extensions"] = {**scope.get("extensions", {}), "tls": names}
+            await app(scope, receive, send)
+
+        self.app = with_peer
+
+
 def bind(host: str, port: int, *, reuse_port: bool) -> socket.socket:
     family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     sock = socket.socket(family, kind, proto)
@@ -127,6 +166,7 @@ class HttpListener:
     async def start(self) -> None:
         config = uvicorn.Config(
             self._gate,
+            http=_PeerAwareProtocol if self.tls is not None else "auto",
             lifespan="off",
             log_config=None,
             access_log=False,

@@ -388,6 +388,38 @@ async def test_sdk_error_classes_for_a_rate_limit(start_proxy: ProxyFactory) -> 
     assert int(error.response.headers["retry-after"]) > 1
 
 
+async def test_an_exhausted_budget_is_a_429_the_sdk_does_not_retry(
+    start_proxy: ProxyFactory,
+) -> None:
+    prices = {"input_per_million": 1_000_000.0, "output_per_million": 1_000_000.0}
+    proxy, records = await start(
+        start_proxy,
+        {
+            "models": {"prices": {"scripted-async": prices}},
+            "quotas": {"estimate_output_tokens": 4, "default": {"usd_per_day": 50.0}},
+            "ledger": {"backend": "none"},
+        },
+    )
+    spender = script(chunks=["x"], usage={"input": 10, "output": 100})
+    client = async_client(proxy, max_retries=3)
+    await client.chat.completions.create(model="scripted-async", messages=user(spender))
+
+    began = time.monotonic()
+    error = await status_error(
+        client.chat.completions.create(model="scripted-async", messages=user("more"))
+    )
+    waited = time.monotonic() - began
+
+    assert isinstance(error, openai.RateLimitError)
+    assert error.response.headers["x-should-retry"] == "false"
+    assert int(error.response.headers["retry-after"]) > 60
+    assert "budget" in error.message
+    # One refusal recorded: the SDK, told not to, did not come back three more times.
+    assert [record.outcome for record in records.records] == ["ok", "BUDGET_EXHAUSTED"]
+    assert waited < 5
+    assert proxy.container.admission().in_flight == 0
+
+
 # --------------------------------------------------------------------------- authentication
 
 

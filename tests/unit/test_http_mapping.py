@@ -16,7 +16,9 @@ from domain.answer import Answer, FinishReason, StreamFinished
 from domain.embedding import Embeddings
 from domain.errors import (
     AuthenticationFailed,
+    BudgetExhausted,
     InputTooLong,
+    LimitsUnavailable,
     ModelUnavailable,
     PermissionDenied,
     RateLimited,
@@ -148,6 +150,7 @@ def test_answers_in_openai_shape() -> None:
         (RateLimited("slow down", 2.5), 429),
         (UpstreamFailure("down"), 502),
         (ModelUnavailable("no key"), 503),
+        (LimitsUnavailable("redis is down"), 503),
         (UpstreamTimeout(3), 504),
     ],
 )
@@ -164,6 +167,19 @@ def test_rate_limits_say_when_to_retry_in_whole_seconds() -> None:
         "param": None,
         "code": "rate_limited",
     }
+
+
+def test_an_exhausted_budget_tells_clients_not_to_retry() -> None:
+    status, raw, headers = error_response_parts(BudgetExhausted("budget used up", 7200.0))
+    assert status == 429
+    assert headers == {
+        "retry-after": "7200",
+        "retry-after-ms": "7200000",
+        "x-should-retry": "false",
+    }
+    assert json.loads(raw)["error"]["code"] == "budget_exhausted"
+    # Passing limits are worth a retry: no such header on them.
+    assert "x-should-retry" not in error_response_parts(RateLimited("slow down", 1))[2]
 
 
 def test_embeddings_in_both_encodings() -> None:
