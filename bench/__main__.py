@@ -15,7 +15,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import procinfo, report
+from bench import procinfo, report, servers
 from bench.scenarios import FULL, QUICK, Bench, all_scenarios, select
 from bench.stats import ScenarioResult
 
@@ -46,6 +46,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "fewer, where another process only takes CPU from the server; else cores - 1)",
     )
     parser.add_argument("--out", type=Path, default=None, help="results directory")
+    parser.add_argument(
+        "--proxy-root",
+        type=Path,
+        default=None,
+        help="run the proxy from this checkout (e.g. a git worktree of an earlier commit) "
+        "instead of this one; the floor and the load generator stay this checkout's. "
+        "`python -m bench.compare` puts two runs side by side",
+    )
     parser.add_argument(
         "--report-only",
         action="store_true",
@@ -84,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     jsonl = out_dir / "results.jsonl"
     clients = args.clients or default_clients()
+    if args.proxy_root is not None:
+        servers.use_proxy_root(args.proxy_root)
     meta = {
         "profile": profile.name,
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -91,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         "client processes": clients,
         "load average at start": _loadavg(),
         "PYTHONDONTWRITEBYTECODE": os.environ.get("PYTHONDONTWRITEBYTECODE", "unset"),
+        "proxy from": str(servers.PROXY_ROOT),
     }
     if args.report_only:
         for path in report.write(report.read_jsonl(jsonl), out_dir, meta):

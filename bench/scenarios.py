@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -121,6 +122,9 @@ class Bench:
         }
         for key, value in (extra or {}).items():
             config.setdefault(key, {}).update(value)
+        if not re.search(r"^http:", self.config_keys(), re.MULTILINE):
+            # A build from before the HTTP API (`--proxy-root`) refuses the unknown section.
+            del config["http"]
         path = self.out_dir / f"{name}.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump(config, sort_keys=True))
@@ -208,7 +212,8 @@ class Bench:
         if self._config_keys is None:
             completed = subprocess.run(
                 [sys.executable, "-m", "infrastructure.cli", "config", "show"],
-                cwd=servers.ROOT,
+                cwd=servers.PROXY_ROOT,
+                env={**os.environ, **servers.foreign_root_env()},
                 capture_output=True,
                 text=True,
                 timeout=60,

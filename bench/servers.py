@@ -22,6 +22,16 @@ from llm_proxy_client.generated import llm_proxy_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
+# Where the proxy under test runs from: this checkout, or another one (`--proxy-root`, e.g. a
+# worktree of an earlier commit) to measure a change before and after against the same floor.
+PROXY_ROOT = ROOT
+
+
+def use_proxy_root(root: Path) -> None:
+    global PROXY_ROOT
+    if not (root / "infrastructure" / "cli").is_dir():
+        raise SystemExit(f"--proxy-root {root}: not a checkout of llm-proxy")
+    PROXY_ROOT = root.resolve()
 
 
 def free_port() -> int:
@@ -44,6 +54,7 @@ class ServerProcess:
     port: int
     log_path: Path
     env: Mapping[str, str] = field(default_factory=dict)
+    cwd: Path = ROOT
     process: subprocess.Popen[bytes] | None = None
     startup_s: float | None = None
     _log: IO[bytes] | None = None
@@ -65,7 +76,7 @@ class ServerProcess:
         environment = {**os.environ, **self.env}
         started = time.perf_counter()
         self.process = subprocess.Popen(
-            list(self.argv), cwd=ROOT, env=environment, stdout=self._log, stderr=self._log
+            list(self.argv), cwd=self.cwd, env=environment, stdout=self._log, stderr=self._log
         )
         try:
             wait_until_serving(self.target, started + timeout_s, self.process)
@@ -165,15 +176,29 @@ def proxy_server(
         *extra_args,
     ]
     return ServerProcess(
-        name=name, argv=argv, port=port, log_path=log_dir / f"{name}.log", env=dict(env or {})
+        name=name,
+        argv=argv,
+        port=port,
+        log_path=log_dir / f"{name}.log",
+        env={**foreign_root_env(), **(env or {})},
+        cwd=PROXY_ROOT,
     )
+
+
+def foreign_root_env() -> dict[str, str]:
+    """What a proxy from another checkout needs: this environment's llm-proxy-client plugin
+    registers this checkout's generated protobuf code, which collides with the other's copy."""
+    if PROXY_ROOT == ROOT:
+        return {}
+    return {"LLM_LOAD_PLUGINS": "llm-echo,llm-markov"}
 
 
 def serve_help() -> str:
     """The serve command's help text, to find out which options this build supports."""
     completed = subprocess.run(
         [sys.executable, "-m", "infrastructure.cli", "serve", "--help"],
-        cwd=ROOT,
+        cwd=PROXY_ROOT,
+        env={**os.environ, **foreign_root_env()},
         capture_output=True,
         text=True,
         timeout=60,
