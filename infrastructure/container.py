@@ -10,7 +10,6 @@ from adapters.grpc.auth import current_principal
 from adapters.grpc.malformed import MalformedRequestGuard
 from adapters.grpc.server import ConnectionLimits, build_server
 from adapters.grpc.servicer import ProxyServicer
-from adapters.http import HttpServices, build_gate
 from adapters.llm import LlmEmbeddingGateway, LlmGateway, LlmModelRegistry
 from application._common import PromptPipeline
 from application.caller_limits import DescribeCallerLimits
@@ -20,6 +19,7 @@ from application.execute_prompt import ExecutePrompt
 from application.stream_prompt import StreamPrompt
 from infrastructure import security
 from infrastructure.config.settings import Settings
+from infrastructure.http_api import build_http_gate, build_http_services
 from infrastructure.ledger import build_ledger, build_usage_recorder
 from infrastructure.log import LoggingObserver
 from infrastructure.observability import (
@@ -141,7 +141,7 @@ class Container(containers.DeclarativeContainer):
     # The OpenAI-compatible HTTP API over the same use cases; the gate is built in the running
     # event loop by the server runner.
     http_services = providers.Singleton(
-        HttpServices,
+        build_http_services,
         execute=execute_prompt,
         stream=stream_prompt,
         describe=describe_server,
@@ -149,7 +149,7 @@ class Container(containers.DeclarativeContainer):
         identify=identify_caller,
         max_body_bytes=settings.provided.server.max_message_bytes,
     )
-    http_gate = providers.Factory(build_gate, http_services)
+    http_gate = providers.Factory(build_http_gate, http_services)
     http_tls = providers.Singleton(security.http_tls, settings)
     grpc_server = providers.Factory(
         build_server,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -16,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from adapters.grpc.health import GrpcHealth
-from adapters.http import HttpListener
 from adapters.quota import MemoryQuotaStore
 from infrastructure import security
 from infrastructure.config.settings import Settings
 from infrastructure.container import Container
 from infrastructure.fd_limit import raise_open_file_limit
+from infrastructure.http_api import build_http_listener
 from infrastructure.listeners import GrpcListener, Listener, MetricsListener
 from infrastructure.memory import AllocatorTrim
 from infrastructure.observability import SINGLE, WORKER, shutdown_tracing
@@ -31,6 +32,7 @@ from infrastructure.refusal_log import RefusalLog
 from infrastructure.reload import FileWatcher, Reloader, SettingsLoader, watch
 
 if TYPE_CHECKING:
+    from adapters.http import HttpListener
     from adapters.ledger import BatchingLedger
     from adapters.metrics import MetricsEndpoint
     from application.admission import Admission
@@ -223,7 +225,7 @@ async def _start_http(container: Container, port: int | None) -> HttpListener | 
     if not http.enabled:
         return None
     security.check_exposure(settings, http.host)
-    listener = HttpListener(
+    listener = build_http_listener(
         container.http_gate(),
         http.host,
         http.port if port is None else port,
@@ -268,6 +270,11 @@ async def serve_until_signalled(container: Container, *, announce: bool = True) 
     # Before serving: the descriptor it reads memory through must not be one a client took.
     trim = AllocatorTrim()
     running = await start(container, announce=announce)
+    # Everything is imported and the catalog loaded: the collector need not scan that heap
+    # again at every full collection (nor, under --workers, write to pages shared with the
+    # supervisor). What is garbage now stays, which is a few hundred objects, not worth the
+    # tens of milliseconds a collection would add to start-up.
+    gc.freeze()
     if watcher is not None:
         spawn(watch(watcher, settings.server.reload_check_seconds, reloader))
     if container.role() == WORKER:

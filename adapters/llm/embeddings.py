@@ -9,6 +9,7 @@ from typing import Any
 
 import llm
 
+from adapters.llm import deferred
 from adapters.llm.errors import translate
 from domain.catalog import ModelDescription
 from domain.errors import ModelUnavailable
@@ -49,6 +50,7 @@ class LlmEmbeddingGateway:
                     aliases=tuple(entry.aliases),
                 )
             )
+        deferred.load_used_by(served.values())
         self._served = served
         self._models = tuple(described)
 

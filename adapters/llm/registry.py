@@ -8,6 +8,7 @@ from types import MappingProxyType
 
 import llm
 
+from adapters.llm import deferred
 from adapters.llm.discovery import DiscoveredModel, discover, register_plugin_modules
 from adapters.llm.selection import Snapshot, build_snapshot
 from domain.catalog import Catalog
@@ -40,11 +41,13 @@ class LlmModelRegistry:
 
     def load(self) -> None:
         with self._rebuild:
+            # Before any plugin loads: SDKs no served model uses are then never imported.
+            deferred.defer()
             register_plugin_modules(self._plugin_modules)
             discovered = discover()
-            self._snapshot = self._build(
-                discovered, self._serve, self._aliases, self._default_model
-            )
+            snapshot = self._build(discovered, self._serve, self._aliases, self._default_model)
+            _import_what_serving_needs(snapshot)
+            self._snapshot = snapshot
             self._discovered = discovered
             self._offered = MappingProxyType({model.model_id: model for model in discovered})
 
@@ -62,6 +65,7 @@ class LlmModelRegistry:
             aliases = dict(aliases or {})
             # Built completely before the swap, so a bad config leaves the old one serving.
             snapshot = self._build(self._discovered, serve, aliases, default_model)
+            _import_what_serving_needs(snapshot)
             self._serve, self._aliases, self._default_model = serve, aliases, default_model
             self._snapshot = snapshot
 
@@ -83,6 +87,7 @@ class LlmModelRegistry:
             new_serve = tuple(serve) if serve is not None else None
             new_aliases = dict(aliases or {})
             snapshot = self._build(self._discovered, new_serve, new_aliases, default_model)
+            _import_what_serving_needs(snapshot)
 
         def commit() -> None:
             with self._rebuild:
@@ -128,3 +133,13 @@ class LlmModelRegistry:
             default_model=default_model,
             llm_default=_llm_default_model(),
         )
+
+
+def _import_what_serving_needs(snapshot: Snapshot) -> None:
+    # Here, once, rather than in the first call of a newly served model.
+    deferred.load_used_by(
+        implementation
+        for model in snapshot.served.values()
+        for implementation in (model.sync_model, model.async_model)
+        if implementation is not None
+    )
