@@ -72,7 +72,16 @@ FIGURES = (
         False,
     ),
     Figure("start-up (median)", _extra("median_s"), " s", False),
+    Figure("import floor (median)", _extra("floor_median_s"), " s", False),
+    Figure("start-up over floor", _extra("over_floor_s"), " s", False),
+    Figure("start-up CPU", _extra("cpu_median_s"), " s", False),
+    Figure("start-up CPU over floor", _extra("cpu_over_floor_s"), " s", False),
     Figure("idle RSS", _extra("idle_rss_kb", 1 / 1024), " MiB", False),
+    Figure("idle PSS", _extra("pss_kb", 1 / 1024), " MiB", False),
+    Figure("idle USS", _extra("uss_kb", 1 / 1024), " MiB", False),
+    Figure("PSS per added worker", _extra("pss_per_added_worker_kb", 1 / 1024), " MiB", False),
+    Figure("worker PSS (4 workers)", _extra("worker_pss_kb", 1 / 1024), " MiB", False),
+    Figure("worker USS (4 workers)", _extra("worker_uss_kb", 1 / 1024), " MiB", False),
 )
 
 

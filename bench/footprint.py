@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,13 @@ PROXY_MODULES = ("infrastructure.cli", "infrastructure.container", "infrastructu
 def _load_llm_plugins() -> None:
     import llm
 
+    try:
+        # As the server loads them: SDKs no served model uses stay deferred.
+        from adapters.llm import deferred
+    except ImportError:  # a checkout from before the deferral
+        pass
+    else:
+        deferred.defer()
     llm.get_models()
 
 
@@ -114,6 +122,80 @@ def importtime_top(modules: Sequence[str] = PROXY_MODULES, top: int = 12) -> lis
         check=False,
     )
     return parse_importtime(completed.stderr, top)
+
+
+# What any server of llm's models over gRPC must import and load: start-up is measured
+# against it, in the same run.
+IMPORT_FLOOR = "import grpc, llm; llm.get_models()"
+
+# The proxy's own packages, relative to its checkout (the client is installed, so compiled).
+PROXY_PACKAGES = ("domain", "application", "adapters", "infrastructure")
+
+
+@dataclass(frozen=True)
+class TreeMemory:
+    """RSS/PSS/USS (KiB) of a supervisor and of each of its workers."""
+
+    supervisor: dict[str, int]
+    workers: tuple[dict[str, int], ...]
+
+    def total(self, key: str) -> int:
+        return self.supervisor.get(key, 0) + sum(worker.get(key, 0) for worker in self.workers)
+
+    def mean_worker(self, key: str) -> float | None:
+        values = [worker[key] for worker in self.workers if key in worker]
+        return sum(values) / len(values) if values else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "supervisor": self.supervisor,
+            "workers": list(self.workers),
+            "total_pss_kb": self.total("pss"),
+            "total_rss_kb": self.total("rss"),
+        }
+
+
+def tree_memory(pid: int) -> TreeMemory:
+    children = [child for child in procinfo.descendants(pid) if child != pid]
+    return TreeMemory(
+        procinfo.memory_kb(pid), tuple(procinfo.memory_kb(child) for child in children)
+    )
+
+
+def per_added_worker(fewer: TreeMemory, more: TreeMemory) -> float | None:
+    """PSS (KiB) each worker beyond the first few adds to the whole server: the difference of
+    the totals over the difference of the worker counts. PSS totals add up to what the tree
+    really uses, however its pages are shared."""
+    extra = len(more.workers) - len(fewer.workers)
+    if extra <= 0 or not fewer.supervisor or not more.supervisor:
+        return None
+    return (more.total("pss") - fewer.total("pss")) / extra
+
+
+def log_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def wait_for_lines(path: Path, text: str, count: int, *, after: int, timeout_s: float) -> None:
+    """Until `text` occurs on `count` lines of the log at `path` past byte `after` (each
+    worker logs its own "listening on" line; earlier runs may have written to the same log)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with path.open("rb") as log:
+                log.seek(after)
+                lines = log.read().decode(errors="replace").splitlines()
+            found = sum(text in line for line in lines)
+        except OSError:
+            found = 0
+        if found >= count:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {found} of {count} lines with {text!r} in {path}")
+        time.sleep(0.05)
 
 
 if __name__ == "__main__":

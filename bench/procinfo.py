@@ -92,3 +92,31 @@ def raise_fd_limit() -> int:
         except (ValueError, OSError):
             pass
     return soft
+
+
+def parse_smaps_rollup(text: str) -> dict[str, int]:
+    """The fields of /proc/<pid>/smaps_rollup, in KiB, keyed by their names (Rss, Pss, ...)."""
+    fields: dict[str, int] = {}
+    for line in text.splitlines():
+        name, _, rest = line.partition(":")
+        parts = rest.split()
+        if len(parts) == 2 and parts[1] == "kB" and parts[0].isdigit():
+            fields[name.strip()] = int(parts[0])
+    return fields
+
+
+def memory_kb(pid: int) -> dict[str, int]:
+    """RSS, PSS and USS of one process in KiB ({} when it is gone or the kernel has no
+    smaps_rollup). PSS charges each shared page to its sharers in equal parts, USS counts only
+    pages no other process maps: what a forked worker really adds is between the two."""
+    try:
+        fields = parse_smaps_rollup(Path(f"/proc/{pid}/smaps_rollup").read_text())
+    except OSError:
+        return {}
+    if "Pss" not in fields:
+        return {}
+    return {
+        "rss": fields.get("Rss", 0),
+        "pss": fields["Pss"],
+        "uss": fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0),
+    }

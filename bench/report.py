@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.footprint import IMPORT_FLOOR
 from bench.stats import ScenarioResult
 
 MIB_KB = 1024
@@ -210,6 +211,62 @@ def check_targets(results: Sequence[ScenarioResult]) -> list[TargetCheck]:
         )
     else:
         checks.append(_missing("memory growth", goal, "soak"))
+    checks.extend(footprint_checks(found))
+    return checks
+
+
+def footprint_checks(found: dict[str, ScenarioResult]) -> list[TargetCheck]:
+    """Issue 14's memory and start-up figures, all with the default configuration."""
+    checks: list[TargetCheck] = []
+    goal = "≤ 90 MiB"
+    idle = found.get("idle-default")
+    if idle and idle.extra.get("rss_kb"):
+        rss = idle.extra["rss_kb"] / MIB_KB
+        checks.append(
+            TargetCheck(
+                "idle RSS, default configuration",
+                goal,
+                f"{rss:.1f} MiB (PSS {_mib(idle.extra.get('pss_kb'))}, "
+                f"USS {_mib(idle.extra.get('uss_kb'))})",
+                rss <= 90,
+                f"{rss - 90:+.1f} MiB against the target",
+            )
+        )
+    else:
+        checks.append(_missing("idle RSS, default configuration", goal, "idle-default"))
+    goal = "≤ 40 MiB PSS"
+    workers = found.get("workers-memory")
+    if workers and workers.extra.get("pss_per_added_worker_kb") is not None:
+        added = workers.extra["pss_per_added_worker_kb"] / MIB_KB
+        checks.append(
+            TargetCheck(
+                "memory per added worker",
+                goal,
+                f"{added:.1f} MiB PSS (a worker's own, USS: "
+                f"{_mib(workers.extra.get('worker_uss_kb'))} MiB)",
+                added <= 40,
+                f"{added - 40:+.1f} MiB against the target",
+            )
+        )
+    else:
+        checks.append(_missing("memory per added worker", goal, "workers-memory"))
+    goal = "≤ import floor + 0.15 s"
+    startup = found.get("startup-default")
+    if startup and startup.extra.get("over_floor_s") is not None:
+        over = startup.extra["over_floor_s"]
+        checks.append(
+            TargetCheck(
+                "start-up to the first call",
+                goal,
+                f"{startup.extra['median_s']:.3f} s vs floor "
+                f"{startup.extra['floor_median_s']:.3f} s ({over:+.3f} s; CPU "
+                f"{startup.extra.get('cpu_over_floor_s', 0):+.3f} s)",
+                over <= 0.15,
+                f"{over - 0.15:+.3f} s against the limit",
+            )
+        )
+    else:
+        checks.append(_missing("start-up to the first call", goal, "startup-default"))
     return checks
 
 
@@ -448,6 +505,7 @@ def _other_sections(results: Sequence[ScenarioResult]) -> list[str]:
                 ["package", "ms"],
                 ([str(row["package"]), _num(row["self_ms"], 1)] for row in by_package),
             )
+    lines += _footprint_section(found)
     soak = found.get("soak")
     if soak:
         samples = ", ".join(_mib(value) for value in soak.extra.get("rss_samples_kb", []))
@@ -461,6 +519,52 @@ def _other_sections(results: Sequence[ScenarioResult]) -> list[str]:
             f"{_mib(soak.server_rss_after_kb)} MiB; errors: {_errors(soak)}.",
             "",
             f"RSS samples, MiB: {samples}",
+        ]
+    return lines
+
+
+def _footprint_section(found: dict[str, ScenarioResult]) -> list[str]:
+    idle, workers = found.get("idle-default"), found.get("workers-memory")
+    startup = found.get("startup-default")
+    if not (idle or workers or startup):
+        return []
+    lines = ["", "## Memory and start-up with the default configuration", ""]
+    if idle:
+        lines += [
+            f"One idle process: RSS {_mib(idle.extra.get('rss_kb'))} MiB, PSS "
+            f"{_mib(idle.extra.get('pss_kb'))} MiB, USS {_mib(idle.extra.get('uss_kb'))} MiB.",
+            "",
+        ]
+    if workers:
+        lines += ["`serve --workers N`, idle, from /proc/<pid>/smaps_rollup (MiB):", ""]
+        rows = []
+        for key in sorted(k for k in workers.extra if k.startswith("workers_")):
+            tree = workers.extra[key]
+            each = tree.get("workers", [])
+            rows.append(
+                [
+                    key.removeprefix("workers_"),
+                    _mib(tree["supervisor"].get("pss")),
+                    " / ".join(_mib(worker.get("pss")) for worker in each),
+                    " / ".join(_mib(worker.get("uss")) for worker in each),
+                    _mib(tree.get("total_pss_kb")),
+                ]
+            )
+        lines += _table(
+            ["workers", "supervisor PSS", "worker PSS", "worker USS", "total PSS"], rows
+        )
+        added = workers.extra.get("pss_per_added_worker_kb")
+        lines += ["", f"Each worker beyond the first adds {_mib(added)} MiB PSS.", ""]
+    if startup:
+        runs = ", ".join(f"{value:.3f}" for value in startup.extra.get("runs_s", []))
+        floor = ", ".join(f"{value:.3f}" for value in startup.extra.get("floor_runs_s", []))
+        lines += [
+            f"Exec to the first served call: median {_num(startup.extra.get('median_s'), 3)} s "
+            f"(runs: {runs}); the import floor `{IMPORT_FLOOR}` in the same run: median "
+            f"{_num(startup.extra.get('floor_median_s'), 3)} s (runs: {floor}). CPU seconds: "
+            f"{_num(startup.extra.get('cpu_median_s'), 3)} against "
+            f"{_num(startup.extra.get('floor_cpu_median_s'), 3)}. The proxy's modules were "
+            "byte-compiled first, as installing it does.",
         ]
     return lines
 

@@ -6,6 +6,7 @@ import fnmatch
 import json
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -906,6 +907,159 @@ def _soak(bench: Bench) -> ScenarioResult:
     return result
 
 
+# --- footprint: the default configuration's memory, per worker, and start-up -----------------
+
+WORKER_COUNTS = (2, 4)
+
+
+def _default_env(bench: Bench) -> dict[str, str]:
+    """Only where the default configuration writes (the development secret, the usage ledger,
+    llm's user directory) is the bench's; everything else is `serve` as shipped."""
+    return {
+        **servers.foreign_root_env(),
+        "LLM_USER_PATH": str(bench.out_dir / "llm-user"),
+        "XDG_DATA_HOME": str(bench.out_dir / "xdg-data"),
+        "XDG_CONFIG_HOME": str(bench.out_dir / "xdg-config"),
+    }
+
+
+def _default_proxy(
+    bench: Bench, name: str, extra_args: Sequence[str] = ()
+) -> servers.ServerProcess:
+    # The default configuration: HTTP API, authentication and the SQLite ledger all on.
+    config = bench.out_dir / "default.yaml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text("{}\n")
+    return servers.proxy_server(
+        name,
+        bench.log_dir,
+        config,
+        _default_env(bench),
+        ["--http-port", str(servers.free_port()), *extra_args],
+    )
+
+
+def _compile_proxy() -> None:
+    """Byte-compile the proxy's own modules, as installing it does: with
+    PYTHONDONTWRITEBYTECODE set and no cache, each start would compile them again, which the
+    import floor (installed libraries only) never pays."""
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", *footprint.PROXY_PACKAGES],
+        cwd=servers.PROXY_ROOT,
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def _idle_default(bench: Bench) -> ScenarioResult:
+    server = _default_proxy(bench, "idle-default")
+    server.start()
+    try:
+        time.sleep(1.0)
+        memory = procinfo.memory_kb(server.pid)
+    finally:
+        server.stop()
+    result = ScenarioResult(
+        name="idle-default",
+        target="proxy",
+        mode="idle",
+        server_rss_before_kb=memory.get("rss"),
+        extra={"idle_rss_kb": memory.get("rss"), **{f"{k}_kb": v for k, v in memory.items()}},
+    )
+    if not memory:
+        result.notes.append("no /proc/<pid>/smaps_rollup on this kernel: PSS/USS not read")
+    return result
+
+
+def _workers_memory(bench: Bench) -> ScenarioResult:
+    trees: dict[int, footprint.TreeMemory] = {}
+    for count in WORKER_COUNTS:
+        server = _default_proxy(bench, f"workers-memory-{count}", ["--workers", str(count)])
+        offset = footprint.log_size(server.log_path)
+        server.start()
+        try:
+            footprint.wait_for_lines(
+                server.log_path, "listening on", count, after=offset, timeout_s=60
+            )
+            time.sleep(1.0)
+            trees[count] = footprint.tree_memory(server.pid)
+        finally:
+            server.stop()
+    small, large = trees[WORKER_COUNTS[0]], trees[WORKER_COUNTS[-1]]
+    added = footprint.per_added_worker(small, large)
+    return ScenarioResult(
+        name="workers-memory",
+        target="proxy",
+        mode="idle",
+        extra={
+            "pss_per_added_worker_kb": added,
+            "worker_uss_kb": large.mean_worker("uss"),
+            "worker_pss_kb": large.mean_worker("pss"),
+            "supervisor_pss_kb": large.supervisor.get("pss"),
+            **{f"workers_{n}": tree.to_json() for n, tree in trees.items()},
+        },
+    )
+
+
+def _import_floor_run(env: dict[str, str]) -> tuple[float, float]:
+    """Seconds of wall and CPU time of one `python -c footprint.IMPORT_FLOOR`."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-c", footprint.IMPORT_FLOOR],
+        cwd=servers.PROXY_ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
+
+
+def _startup_default(bench: Bench) -> ScenarioResult:
+    _compile_proxy()
+    env = _default_env(bench)
+    floor_wall: list[float] = []
+    floor_cpu: list[float] = []
+    walls: list[float] = []
+    cpus: list[float] = []
+    for index in range(max(bench.profile.startup_runs, 3)):
+        wall, cpu = _import_floor_run(env)
+        floor_wall.append(wall)
+        floor_cpu.append(cpu)
+        server = _default_proxy(bench, f"startup-default-{index}")
+        try:
+            walls.append(server.start())
+            # Read at once: the CPU it took to serve its first call.
+            cpus.append(server.cpu_s())
+        finally:
+            server.stop()
+    median = statistics.median(walls)
+    floor_median = statistics.median(floor_wall)
+    return ScenarioResult(
+        name="startup-default",
+        target="proxy",
+        mode="startup",
+        requests=len(walls),
+        duration_s=median,
+        latency=LatencySummary.of(walls),
+        extra={
+            "runs_s": walls,
+            "median_s": median,
+            "floor_runs_s": floor_wall,
+            "floor_median_s": floor_median,
+            "over_floor_s": median - floor_median,
+            "cpu_median_s": statistics.median(cpus),
+            "floor_cpu_median_s": statistics.median(floor_cpu),
+            "cpu_over_floor_s": statistics.median(cpus) - statistics.median(floor_cpu),
+        },
+    )
+
+
 def all_scenarios(profile: Profile) -> list[Scenario]:
     found: list[Scenario] = [_floor_vs_proxy("info", "info", 16, None, "")]
     for mode in ("unary", "stream"):
@@ -940,6 +1094,21 @@ def all_scenarios(profile: Profile) -> list[Scenario]:
         [
             _single("startup", "seconds from exec to the first successful GetServerInfo", _startup),
             _single("idle-rss", "idle server memory, and what each import layer adds", _idle),
+            _single(
+                "idle-default",
+                "idle RSS, PSS and USS of one process with the default configuration",
+                _idle_default,
+            ),
+            _single(
+                "workers-memory",
+                "PSS and USS of each worker under --workers 2 and 4, default configuration",
+                _workers_memory,
+            ),
+            _single(
+                "startup-default",
+                "exec to the first served call, default configuration, against the import floor",
+                _startup_default,
+            ),
             _single(
                 "soak",
                 f"{profile.soak_requests:,} requests: RSS after warm-up against RSS after",

@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import re
 import sys
 import threading
 import time
+import weakref
 from typing import Any, TextIO
 
 from domain.outcome import Method, RequestRecord
@@ -108,10 +110,20 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self._interval_s = interval_s
         self._max_lines = max_lines
         self._stopping = threading.Event()
-        self._flusher = threading.Thread(
-            target=self._flush_periodically, name="log-flush", daemon=True
-        )
-        self._flusher.start()
+        self._flusher = self._start_flusher()
+        _open_handlers.add(self)
+
+    def _start_flusher(self) -> threading.Thread:
+        flusher = threading.Thread(target=self._flush_periodically, name="log-flush", daemon=True)
+        flusher.start()
+        return flusher
+
+    def _after_fork_in_child(self) -> None:
+        # A forked child (a worker of `serve --workers`) has no flusher thread: only the thread
+        # that forked survives a fork.
+        if not self._stopping.is_set():
+            self._pending = []
+            self._flusher = self._start_flusher()
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -154,6 +166,24 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self._flusher.join()
         self.flush()
         super().close()
+
+
+# Handlers whose flusher a fork must flush before and restart after.
+_open_handlers: weakref.WeakSet[BatchingStreamHandler] = weakref.WeakSet()
+
+
+def _flush_before_fork() -> None:
+    # What is pending now is written once, by the parent, not again by the child.
+    for handler in list(_open_handlers):
+        handler.flush()
+
+
+def _restart_after_fork() -> None:
+    for handler in list(_open_handlers):
+        handler._after_fork_in_child()
+
+
+os.register_at_fork(before=_flush_before_fork, after_in_child=_restart_after_fork)
 
 
 def configure_logging(level: str, fmt: str, *, show_pid: bool = False) -> None:

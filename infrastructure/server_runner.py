@@ -131,7 +131,10 @@ async def start(
     `announce`: tell the terminal how to call this server (one worker of several does)."""
     settings: Settings = container.settings()
     open_files = raise_open_file_limit()
-    container.catalog().load()
+    registry = container.catalog()
+    if not registry.loaded:
+        # Otherwise a worker of `serve --workers`, forked with the catalog its supervisor loaded.
+        registry.load()
     server: grpc.aio.Server = container.grpc_server()
     address = f"{host or settings.server.host}:{settings.server.port if port is None else port}"
     security.check_exposure(settings, host or settings.server.host)

@@ -1,25 +1,31 @@
 """`serve --workers N`: N server processes sharing one port, supervised by this one.
 
-grpc cannot fork, and one Python process serves on one core, so the workers are fresh
-interpreters running `serve --worker I`. Each binds the same address with SO_REUSEPORT and the
-kernel spreads connections across them. The supervisor forwards SIGTERM/SIGINT/SIGHUP, restarts
-a worker that dies (backing off while it keeps dying) and serves /metrics for all of them from
-prometheus_client's multiprocess directory, so a scrape sees one process-independent total.
+One Python process serves on one core. The supervisor imports everything the configuration
+uses and loads the model catalog once, moves that heap out of the garbage collector's reach
+(gc.freeze) and forks the workers from it: they share those pages copy-on-write instead of each
+building its own. gRPC survives a fork only if its core has not started in the parent; importing
+grpc does not start it, creating a channel or server does, so the supervisor never creates one:
+every worker creates its own server and event loop after the fork. Each worker binds the same
+address with SO_REUSEPORT and the kernel spreads connections across them. The supervisor
+forwards SIGTERM/SIGINT/SIGHUP, restarts a worker that dies (backing off while it keeps dying)
+and serves /metrics for all of them from prometheus_client's multiprocess directory, so a
+scrape sees one process-independent total.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn, Protocol
 
 from infrastructure.config.settings import Settings
 from infrastructure.ports import reserve_port
@@ -40,15 +46,73 @@ BACKOFF_MAX_S = 30.0
 STABLE_AFTER_S = 30.0
 # Beyond the workers' own grace period, how long to wait before killing them.
 KILL_MARGIN_S = 10.0
+_FORWARDED = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
 
-# (worker index, gRPC port, HTTP port or None) -> argv
-WorkerCommand = Callable[[int, int, int | None], Sequence[str]]
+
+class Workers(Protocol):
+    def preload(self) -> None:
+        """In the supervisor, before any fork: import and load what every worker needs."""
+
+    def run(self, index: int, port: int, http_port: int | None, *, restarted: bool) -> int:
+        """In a forked worker: serve until signalled; the exit status. `restarted`: a worker
+        that replaces one that died, which reads the configuration as it is now."""
+
+
+class WorkerProcess:
+    """A forked worker. Its exit is awaited through a pidfd, which becomes readable when the
+    process ends, so no thread waits for it."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def send_signal(self, signum: int) -> None:
+        # Once reaped, the pid may belong to another process.
+        if self.returncode is None:
+            os.kill(self.pid, signum)
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.send_signal(signal.SIGKILL)
+
+    async def wait(self) -> int:
+        if self.returncode is None:
+            try:
+                pidfd = os.pidfd_open(self.pid)
+            except OSError:
+                # A kernel before 5.3: a thread waits instead.
+                _, status = await asyncio.to_thread(os.waitpid, self.pid, 0)
+            else:
+                status = await _exit_through(pidfd, self.pid)
+            self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+
+async def _exit_through(pidfd: int, pid: int) -> int:
+    loop = asyncio.get_running_loop()
+    ended: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        if not ended.done():
+            ended.set_result(None)
+
+    loop.add_reader(pidfd, readable)
+    try:
+        await ended
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+    # The pidfd is readable once the process has ended, so this reaps it without blocking.
+    reaped, status = os.waitpid(pid, os.WNOHANG)  # noqa: ASYNC222 - WNOHANG never blocks
+    if reaped == 0:
+        _, status = await asyncio.to_thread(os.waitpid, pid, 0)
+    return status
 
 
 @dataclass
 class _Slot:
     index: int
-    process: asyncio.subprocess.Process | None = None
+    process: WorkerProcess | None = None
     failures: int = 0
     pids: list[int] = field(default_factory=list)
 
@@ -57,23 +121,21 @@ class Supervisor:
     def __init__(
         self,
         settings: Settings,
-        command: WorkerCommand,
+        workers: Workers,
         *,
-        workers: int,
+        count: int,
         port: int,
-        env: dict[str, str],
         metrics_dir: str | None,
         quota_socket: str | None = None,
         http_port: int | None = None,
     ) -> None:
         self._settings = settings
+        self._workers = workers
         self._quota_socket = quota_socket
-        self._command = command
         self._port = port
         self._http_port = http_port
-        self._env = env
         self._metrics_dir = metrics_dir
-        self._slots = [_Slot(index) for index in range(workers)]
+        self._slots = [_Slot(index) for index in range(count)]
         self._stopping = asyncio.Event()
         self._exit_status = 0
 
@@ -111,16 +173,28 @@ class Supervisor:
                 await quotas.stop()
         return self._exit_status
 
+    def _fork(self, slot: _Slot) -> WorkerProcess:
+        restarted = bool(slot.pids)
+        # Nothing buffered before the fork may be written twice, once by each process.
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        # Until the worker has replaced them, this process's signal handlers are the worker's
+        # too, and they wake this process's event loop: signals wait until then.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                _become_worker(self._workers, slot.index, self._port, self._http_port, restarted)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        return WorkerProcess(pid)
+
     async def _keep_running(self, slot: _Slot) -> None:
         while not self._stopping.is_set():
-            process = await asyncio.create_subprocess_exec(
-                *self._command(slot.index, self._port, self._http_port), env=self._env
-            )
+            process = self._fork(slot)
             slot.process = process
             slot.pids.append(process.pid)
-            if self._stopping.is_set():
-                # The stop signal was forwarded while this worker was being started.
-                process.send_signal(signal.SIGTERM)
             started = time.monotonic()
             log.info("worker %d started: pid %d", slot.index, process.pid)
             status = await self._wait(process)
@@ -153,7 +227,7 @@ class Supervisor:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
 
-    async def _wait(self, process: asyncio.subprocess.Process) -> int:
+    async def _wait(self, process: WorkerProcess) -> int:
         waiting = asyncio.ensure_future(process.wait())
         stopping = asyncio.ensure_future(self._stopping.wait())
         await asyncio.wait((waiting, stopping), return_when=asyncio.FIRST_COMPLETED)
@@ -167,6 +241,39 @@ class Supervisor:
                 log.error("worker pid %d did not stop in %.0fs; killing it", process.pid, limit)
                 process.kill()
         return await waiting
+
+
+def _become_worker(
+    workers: Workers, index: int, port: int, http_port: int | None, restarted: bool
+) -> NoReturn:
+    """The forked child: leaves the supervisor's event loop and signal handlers behind, serves,
+    and exits without ever returning into the supervisor's code."""
+    status = 1
+    try:
+        # The supervisor's loop must not be touched from here: its epoll instance is shared
+        # with the supervisor. The worker makes its own loop.
+        asyncio.events._set_running_loop(None)
+        asyncio.set_event_loop(None)
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        # Until the server installs its own handler, a SIGHUP (a reload) must not kill it.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORWARDED)
+        status = workers.run(index, port, http_port, restarted=restarted)
+    except KeyboardInterrupt:
+        status = 128 + signal.SIGINT
+    except SystemExit as exc:
+        status = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    except BaseException:
+        log.exception("worker %d failed", index)
+    finally:
+        # os._exit skips atexit and the interpreter's teardown, so flush what logging holds.
+        with contextlib.suppress(BaseException):
+            logging.shutdown()
+            for stream in (sys.stdout, sys.stderr):
+                stream.flush()
+        os._exit(status)
 
 
 async def _rebuild(quotas: QuotaServer, settings: Settings) -> None:
@@ -188,7 +295,7 @@ async def _rebuild(quotas: QuotaServer, settings: Settings) -> None:
         await sink.close()
 
 
-def supervise(settings: Settings, command: WorkerCommand) -> int:
+def supervise(settings: Settings, workers: Workers) -> int:
     """Run `settings.server.workers` workers until signalled; the exit status to use."""
     server = settings.server
     reserved = reserve_port(server.host, server.port)
@@ -198,42 +305,53 @@ def supervise(settings: Settings, command: WorkerCommand) -> int:
         reserve_port(settings.http.host, settings.http.port) if settings.http.enabled else None
     )
     http_port = http_reserved.getsockname()[1] if http_reserved is not None else None
-    env = dict(os.environ)
     metrics_dir: str | None = None
     endpoint = None
-    if settings.metrics.enabled:
-        metrics_dir = tempfile.mkdtemp(prefix="llm-proxy-metrics-")
-        env[MULTIPROC_ENV] = metrics_dir
-        from adapters.metrics import start_endpoint
-
-        endpoint = start_endpoint(
-            settings.metrics.host, settings.metrics.port, multiprocess_dir=metrics_dir
-        )
-        log.info("metrics on http://%s:%d/metrics", settings.metrics.host, endpoint.port)
     quota_dir: str | None = None
-    quota_socket: str | None = None
-    if settings.quotas.store == "memory":
-        # mkdtemp makes the directory 0700: only this user's processes reach the socket.
-        quota_dir = tempfile.mkdtemp(prefix="llm-proxy-quotas-")
-        quota_socket = os.path.join(quota_dir, "quotas.sock")
-        env[QUOTA_SOCKET_ENV] = quota_socket
-    log.info(
-        "supervising %d workers on %s:%d (pid %d)", server.workers, server.host, port, os.getpid()
-    )
-    if http_port is not None:
-        log.info("OpenAI-compatible HTTP API on http://%s:%d/v1", settings.http.host, http_port)
-    supervisor = Supervisor(
-        settings,
-        command,
-        workers=server.workers,
-        port=port,
-        env=env,
-        metrics_dir=metrics_dir,
-        quota_socket=quota_socket,
-        http_port=http_port,
-    )
     try:
-        return asyncio.run(supervisor.run())
+        if settings.metrics.enabled:
+            metrics_dir = tempfile.mkdtemp(prefix="llm-proxy-metrics-")
+            # Before prometheus_client is imported: it picks its value store then, and the
+            # workers inherit that choice.
+            os.environ[MULTIPROC_ENV] = metrics_dir
+        quota_socket: str | None = None
+        if settings.quotas.store == "memory":
+            # mkdtemp makes the directory 0700: only this user's processes reach the socket.
+            quota_dir = tempfile.mkdtemp(prefix="llm-proxy-quotas-")
+            quota_socket = os.path.join(quota_dir, "quotas.sock")
+            os.environ[QUOTA_SOCKET_ENV] = quota_socket
+        workers.preload()
+        # Whatever the workers inherit stays out of their collections, so a collection never
+        # writes to (and so copies) a page they share.
+        gc.freeze()
+        if metrics_dir is not None:
+            from adapters.metrics import start_endpoint
+
+            endpoint = start_endpoint(
+                settings.metrics.host, settings.metrics.port, multiprocess_dir=metrics_dir
+            )
+            log.info("metrics on http://%s:%d/metrics", settings.metrics.host, endpoint.port)
+        log.info(
+            "supervising %d workers on %s:%d (pid %d)",
+            server.workers,
+            server.host,
+            port,
+            os.getpid(),
+        )
+        if http_port is not None:
+            log.info("OpenAI-compatible HTTP API on http://%s:%d/v1", settings.http.host, http_port)
+        supervisor = Supervisor(
+            settings,
+            workers,
+            count=server.workers,
+            port=port,
+            metrics_dir=metrics_dir,
+            quota_socket=quota_socket,
+            http_port=http_port,
+        )
+        status = asyncio.run(supervisor.run())
+        log.info("all workers stopped")
+        return status
     finally:
         reserved.close()
         if http_reserved is not None:
@@ -244,4 +362,3 @@ def supervise(settings: Settings, command: WorkerCommand) -> int:
             shutil.rmtree(metrics_dir, ignore_errors=True)
         if quota_dir is not None:
             shutil.rmtree(quota_dir, ignore_errors=True)
-        log.info("all workers stopped")

@@ -39,6 +39,10 @@ class LlmModelRegistry:
         # Serialises rebuilds only; readers take the current reference without locking.
         self._rebuild = threading.Lock()
 
+    @property
+    def loaded(self) -> bool:
+        return self._snapshot is not None
+
     def load(self) -> None:
         with self._rebuild:
             # Before any plugin loads: SDKs no served model uses are then never imported.

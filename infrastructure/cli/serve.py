@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -13,9 +14,12 @@ import click
 
 from adapters.llm import ModelConfigError
 from infrastructure.cli.common import CONFIG_EXIT_STATUS, config_option, load_or_exit
-from infrastructure.config import load_settings
+from infrastructure.config import ConfigError, Settings, load_settings
+from infrastructure.config.loader import deep_merge
+from infrastructure.container import Container
 from infrastructure.log import configure_logging
 from infrastructure.observability import SINGLE, WORKER
+from infrastructure.preload import import_configured
 from infrastructure.security import SecurityError
 from infrastructure.server_runner import build_container, serve_until_signalled
 from infrastructure.supervisor import supervise
@@ -39,8 +43,6 @@ from infrastructure.supervisor import supervise
     "--workers",
     help="Server processes sharing the port (server.workers): a number, or auto for one per CPU.",
 )
-# Set by the supervisor on the processes it starts; not for people.
-@click.option("--worker", "worker_index", type=int, hidden=True)
 def serve(
     config: Path | None,
     host: str | None,
@@ -48,7 +50,6 @@ def serve(
     http_port: int | None,
     log_level: str | None,
     workers: str | None,
-    worker_index: int | None,
 ) -> None:
     """Start the gRPC server and serve until SIGINT or SIGTERM.
 
@@ -70,15 +71,14 @@ def serve(
     if workers is not None:
         overrides.setdefault("server", {})["workers"] = workers
     settings = load_or_exit(config, overrides)
-    is_worker = worker_index is not None
-    configure_logging(
-        settings.logging.level,
-        settings.logging.format,
-        show_pid=is_worker or settings.server.workers > 1,
-    )
-    if not is_worker and settings.server.workers > 1:
+    several = settings.server.workers > 1
+    configure_logging(settings.logging.level, settings.logging.format, show_pid=several)
+    if several:
         try:
-            status = supervise(settings, _worker_command(config, host, log_level))
+            status = supervise(settings, ForkedWorkers(settings, config, overrides))
+        except ModelConfigError as exc:
+            click.echo(f"llm-proxy: {exc}", err=True)
+            sys.exit(CONFIG_EXIT_STATUS)
         except OSError as exc:
             _fail(str(exc))
         sys.exit(status)
@@ -86,38 +86,80 @@ def serve(
         settings,
         loader=lambda: load_settings(config, overrides=overrides),
         config_path=config,
-        role=WORKER if is_worker else SINGLE,
+        role=SINGLE,
     )
+    sys.exit(run_server(container, announce=True))
+
+
+def run_server(container: Container, *, announce: bool) -> int:
+    """Serve until signalled; the exit status, with a failure to start told in one line."""
     try:
-        # Under --workers the first worker speaks for all: one notice, one development token.
-        asyncio.run(serve_until_signalled(container, announce=worker_index in (None, 0)))
+        asyncio.run(serve_until_signalled(container, announce=announce))
     except ModelConfigError as exc:
         # The models section names something llm cannot serve here: fix the file, like any
         # other configuration error (a reload reports it the same way and keeps serving).
         click.echo(f"llm-proxy: {exc}", err=True)
-        sys.exit(CONFIG_EXIT_STATUS)
+        return CONFIG_EXIT_STATUS
     except (OSError, SecurityError) as exc:
-        _fail(str(exc))
+        # One line, as every other start-up error: the message already says what to do.
+        click.echo(f"llm-proxy: {exc}", err=True)
+        return 1
+    return 0
 
 
 def _fail(message: str) -> NoReturn:
-    # One line, as every other start-up error: the message already says what to do.
     click.echo(f"llm-proxy: {message}", err=True)
     sys.exit(1)
 
 
-def _worker_command(config: Path | None, host: str | None, log_level: str | None) -> Any:
-    def command(index: int, port: int, http_port: int | None) -> Sequence[str]:
-        argv = [sys.executable, "-m", "infrastructure.cli", "serve", "--worker", str(index)]
-        argv += ["--port", str(port)]
-        if http_port is not None:
-            argv += ["--http-port", str(http_port)]
-        if config is not None:
-            argv += ["--config", str(config)]
-        if host is not None:
-            argv += ["--host", host]
-        if log_level is not None:
-            argv += ["--log-level", log_level]
-        return argv
+class ForkedWorkers:
+    """The workers of `serve --workers N`, forked from a supervisor that has imported their
+    code and loaded their model catalog (infrastructure.supervisor)."""
 
-    return command
+    def __init__(self, settings: Settings, config: Path | None, overrides: dict[str, Any]):
+        self._settings = settings
+        self._config = config
+        self._overrides = overrides
+        self._template = self._container(settings, self._loader(settings))
+
+    def _container(self, settings: Settings, loader: Callable[[], Settings]) -> Container:
+        return build_container(settings, loader=loader, config_path=self._config, role=WORKER)
+
+    def _loader(self, settings: Settings) -> Callable[[], Settings]:
+        # A reload keeps the ports the supervisor gave the worker.
+        ports: dict[str, Any] = {"server": {"port": settings.server.port}}
+        if settings.http.enabled:
+            ports["http"] = {"port": settings.http.port}
+        overrides = deep_merge(self._overrides, ports)
+        return lambda: load_settings(self._config, overrides=overrides)
+
+    def preload(self) -> None:
+        import_configured(self._settings)
+        self._template.catalog().load()
+
+    def run(self, index: int, port: int, http_port: int | None, *, restarted: bool) -> int:
+        settings = _with_ports(self._settings, port, http_port)
+        loader = self._loader(settings)
+        if restarted:
+            # A replacement serves the configuration as it is now, as a fresh process would.
+            try:
+                settings = loader()
+            except ConfigError as exc:
+                click.echo(f"llm-proxy: {exc}", err=True)
+                return CONFIG_EXIT_STATUS
+        if settings.models == self._settings.models:
+            container = self._template
+            container.settings.override(settings)
+            container.settings_loader.override(loader)
+        else:
+            container = self._container(settings, loader)
+        # The first worker speaks for all: one notice, one development token.
+        return run_server(container, announce=index == 0)
+
+
+def _with_ports(settings: Settings, port: int, http_port: int | None) -> Settings:
+    http = settings.http
+    if http_port is not None:
+        http = dataclasses.replace(http, port=http_port)
+    server = dataclasses.replace(settings.server, port=port)
+    return dataclasses.replace(settings, server=server, http=http)

@@ -385,6 +385,71 @@ async def test_two_workers_share_the_port_and_a_killed_one_is_replaced(
             os.kill(pid, 0)
 
 
+def _listening_workers(server: ServerProcess, count: int, *, after: int = 0) -> list[int]:
+    """Pids of the next `count` workers started after line `after`, once each listens."""
+    pids = [
+        int(server.wait_for(rf"worker {index} started: pid (\d+)", after=after).group(1))
+        for index in range(count)
+    ]
+    for pid in pids:
+        server.wait_for(rf"listening on .* pid {pid},", after=after)
+    return pids
+
+
+async def _models_answering(port: int, model: str, calls: int = 8) -> set[str]:
+    """What `model` resolves to, asked on `calls` fresh connections (so across the workers);
+    the status name for a call that fails."""
+    found: set[str] = set()
+    for i in range(calls):
+        channel, stub = _stub(port, **dict(OWN_CONNECTION))
+        async with channel:
+            answer = await stub.Execute(request("hi", model=model, request_id=f"m-{i}"))
+        kind = answer.WhichOneof("result")
+        found.add(
+            answer.success.actual_model_used if kind == "success" else answer.error.error_code
+        )
+    return found
+
+
+async def test_sighup_reaches_every_worker(tmp_path: Path, spawn: Any) -> None:
+    config = write_config(tmp_path / "proxy.yaml", models_extra="  aliases: {fast: echo}\n")
+    server = spawn(config, "--workers", "2")
+    port = server.port
+    pids = _listening_workers(server, 2)
+    assert await _models_answering(port, "fast") == {"echo"}
+
+    write_config(config, models_extra="  aliases: {fast: scripted}\n")
+    seen = server.signal(signal.SIGHUP)
+    for pid in pids:
+        server.wait_for(rf"\[{pid}\] .*configuration reloaded \(SIGHUP\)", after=seen)
+    assert await _models_answering(port, "fast") == {"scripted"}
+
+
+async def test_a_replaced_worker_serves_the_configuration_as_it_is_now(
+    tmp_path: Path, spawn: Any
+) -> None:
+    """Workers are forked from a supervisor that loaded the catalog at start; one that
+    replaces a dead worker still reads the file as it is then, as a fresh process would."""
+    config = write_config(tmp_path / "proxy.yaml", models_extra="  aliases: {fast: echo}\n")
+    server = spawn(config, "--workers", "2")
+    port = server.port
+    pids = _listening_workers(server, 2)
+    assert await _models_answering(port, "fast") == {"echo"}
+
+    # No SIGHUP: only the replacements read the change.
+    write_config(config, models_extra="  aliases: {fast: scripted, quick: echo}\n")
+    seen = len(server.lines)
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    replaced = _listening_workers(server, 2, after=seen)
+    assert not set(replaced) & set(pids)
+    assert await _models_answering(port, "fast") == {"scripted"}
+    assert await _models_answering(port, "quick") == {"echo"}
+
+    server.signal(signal.SIGTERM)
+    assert server.process.wait(timeout=20) == 0
+
+
 async def test_a_second_sigterm_cancels_what_is_left_at_once(tmp_path: Path, spawn: Any) -> None:
     server = spawn(write_config(tmp_path / "proxy.yaml", grace=60))
     channel, stub = _stub(server.port)

@@ -39,6 +39,9 @@ def passing_run() -> list[ScenarioResult]:
         ScenarioResult(
             name="idle-rss", target="proxy", mode="idle", server_rss_before_kb=60 * 1024
         ),
+        idle_default(85),
+        workers_memory(12),
+        startup_default(0.9, floor_s=0.8),
         ScenarioResult(
             name="open-streams-10000",
             target="proxy",
@@ -55,6 +58,46 @@ def passing_run() -> list[ScenarioResult]:
             server_rss_after_kb=81_000,
         ),
     ]
+
+
+def idle_default(rss_mib: float) -> ScenarioResult:
+    kb = int(rss_mib * 1024)
+    return ScenarioResult(
+        name="idle-default",
+        target="proxy",
+        mode="idle",
+        extra={"rss_kb": kb, "pss_kb": kb - 10_000, "uss_kb": kb - 20_000},
+    )
+
+
+def workers_memory(added_mib: float) -> ScenarioResult:
+    worker = {"rss": 60_000, "pss": 20_000, "uss": 10_000}
+    tree = {"supervisor": worker, "workers": [worker, worker], "total_pss_kb": 60_000}
+    return ScenarioResult(
+        name="workers-memory",
+        target="proxy",
+        mode="idle",
+        extra={
+            "pss_per_added_worker_kb": added_mib * 1024,
+            "worker_uss_kb": 10_000,
+            "workers_2": tree,
+        },
+    )
+
+
+def startup_default(median_s: float, *, floor_s: float) -> ScenarioResult:
+    return ScenarioResult(
+        name="startup-default",
+        target="proxy",
+        mode="startup",
+        extra={
+            "median_s": median_s,
+            "floor_median_s": floor_s,
+            "over_floor_s": median_s - floor_s,
+            "runs_s": [median_s],
+            "floor_runs_s": [floor_s],
+        },
+    )
 
 
 def verdicts(results: list[ScenarioResult]) -> dict[str, bool | None]:
@@ -92,6 +135,9 @@ def test_each_target_can_be_missed() -> None:
             server_rss_before_kb=80_000,
             server_rss_after_kb=80_000 + 20 * 1024,
         ),
+        "idle-default": idle_default(91),
+        "workers-memory": workers_memory(41),
+        "startup-default": startup_default(0.96, floor_s=0.8),
     }
     degraded = [worse.get(result.name, result) for result in results]
     assert verdicts(degraded) == dict.fromkeys(verdicts(results), False)
@@ -193,3 +239,10 @@ def test_write_produces_report_and_plot(tmp_path: Path) -> None:
     image = tmp_path / "plot.png"
     assert image in written
     assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_footprint_section_shows_each_worker_and_the_floor() -> None:
+    text = report.markdown(passing_run(), {})
+    assert "Each worker beyond the first adds 12.0 MiB PSS." in text
+    assert "| 2 | 19.5 | 19.5 / 19.5 | 9.8 / 9.8 | 58.6 |" in text
+    assert "import grpc, llm; llm.get_models()" in text

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import time
 
 from infrastructure.log import (
@@ -127,3 +128,27 @@ def test_a_json_request_line_carries_each_field_once() -> None:
 def test_a_json_line_without_fields_keeps_its_message() -> None:
     entry = json.loads(JsonFormatter().format(_record("listening on 127.0.0.1:1")))
     assert entry["message"] == "listening on 127.0.0.1:1"
+
+
+def test_a_forked_child_logs_through_its_own_flusher_and_repeats_nothing() -> None:
+    """Workers of `serve --workers` are forked from a supervisor whose handler has a flusher
+    thread; only the forking thread survives a fork."""
+    read_end, write_end = os.pipe()
+    stream = os.fdopen(write_end, "w")
+    handler = BatchingStreamHandler(stream, interval_s=0.05)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = _logger(handler, "test.batching.fork")
+    logger.info("before the fork, in %d", os.getpid())
+    pid = os.fork()
+    if pid == 0:  # the child: an INFO line, left to the flusher, then a hard exit
+        try:
+            logger.info("from the child, %d", os.getpid())
+            time.sleep(0.5)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    handler.close()
+    stream.close()
+    with os.fdopen(read_end) as lines:
+        written = lines.read().splitlines()
+    assert written == [f"before the fork, in {os.getpid()}", f"from the child, {pid}"]
