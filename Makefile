@@ -31,8 +31,11 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+## import-linter for the contracts between packages; check_layers.py for the inner layers'
+## allow-list (domain: standard library only; application: that and domain).
 layers: install
 	$(BIN)/lint-imports
+	$(BIN)/python scripts/check_layers.py
 
 proto: install
 	$(BIN)/python proto/generate.py

@@ -6,7 +6,7 @@ import random
 import time
 from importlib import metadata
 
-from domain.policy import Limits, ServerPolicy
+from domain.policy import ServerPolicy
 from domain.quota import LimitSet, QuotaPolicy, QuotaRule
 from domain.usage import ModelPrice
 from infrastructure.config.settings import (
@@ -45,21 +45,10 @@ def server_version() -> str:
 
 
 def policy_from(settings: Settings, version: str) -> ServerPolicy:
-    limits = settings.limits
     return ServerPolicy(
         server_name=settings.server.name,
         server_version=version,
-        limits=Limits(
-            max_input_length=limits.max_input_length,
-            request_timeout_seconds=limits.request_timeout_seconds,
-            max_concurrent_requests=limits.max_concurrent_requests,
-            max_concurrent_per_subject=limits.max_concurrent_per_subject,
-            max_requests_per_minute=limits.max_requests_per_minute,
-            max_attachments=limits.max_attachments,
-            max_attachment_bytes=limits.max_attachment_bytes,
-            allow_attachment_urls=limits.allow_attachment_urls,
-            client_read_timeout_seconds=limits.client_read_timeout_seconds,
-        ),
+        limits=settings.limits,
         prices={
             model: ModelPrice(price.input_per_million, price.output_per_million)
             for model, price in settings.models.prices.items()

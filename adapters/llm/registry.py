@@ -55,24 +55,6 @@ class LlmModelRegistry:
             self._discovered = discovered
             self._offered = MappingProxyType({model.model_id: model for model in discovered})
 
-    def reconfigure(
-        self,
-        *,
-        serve: Sequence[str] | None,
-        aliases: Mapping[str, str] | None,
-        default_model: str | None,
-    ) -> None:
-        with self._rebuild:
-            if self._discovered is None:
-                raise RuntimeError("LlmModelRegistry.reconfigure() called before load()")
-            serve = tuple(serve) if serve is not None else None
-            aliases = dict(aliases or {})
-            # Built completely before the swap, so a bad config leaves the old one serving.
-            snapshot = self._build(self._discovered, serve, aliases, default_model)
-            _import_what_serving_needs(snapshot)
-            self._serve, self._aliases, self._default_model = serve, aliases, default_model
-            self._snapshot = snapshot
-
     def prepare_reconfigure(
         self,
         *,

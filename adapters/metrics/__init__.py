@@ -1,12 +1,11 @@
 """Prometheus metrics: a RequestObserver that counts, and the HTTP endpoint that exposes them."""
 
 from adapters.metrics.exposition import MetricsEndpoint, mark_worker_dead, start_endpoint
-from adapters.metrics.observer import PrometheusObserver, multiprocess_dir
+from adapters.metrics.observer import PrometheusObserver
 
 __all__ = [
     "MetricsEndpoint",
     "PrometheusObserver",
     "mark_worker_dead",
-    "multiprocess_dir",
     "start_endpoint",
 ]

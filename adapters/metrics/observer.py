@@ -8,7 +8,6 @@ counted under model="none"), and subjects are capped.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -238,8 +237,3 @@ class PrometheusObserver:
             self._first_chunk.labels(model) if method is Method.STREAM else None,
             failure,
         )
-
-
-def multiprocess_dir() -> str | None:
-    """The directory worker processes share their metric values through, if any."""
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None

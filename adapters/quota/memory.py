@@ -22,6 +22,11 @@ class MemoryQuotaStore:
         self._values: dict[str, list[float]] = {}
         self._sweep_at = SWEEP_AT
 
+    @property
+    def tracked_keys(self) -> int:
+        """How many counters are held: what the sweep keeps bounded."""
+        return len(self._logs) + len(self._values)
+
     async def reserve(self, charges: Sequence[Charge], now: float) -> Breach | None:
         return self.reserve_now(charges, now)
 
@@ -50,7 +55,7 @@ class MemoryQuotaStore:
                 self._logs.setdefault(charge.key, deque()).append(now)
             else:
                 self._add(charge.key, charge.amount, charge.window_end, now)
-        if len(self._logs) + len(self._values) > self._sweep_at:
+        if self.tracked_keys > self._sweep_at:
             self._sweep(now)
         return None
 
@@ -96,7 +101,7 @@ class MemoryQuotaStore:
         for key in [key for key, (value, expires) in self._values.items() if expires <= now]:
             del self._values[key]
         # Many keys still live: sweep again after SWEEP_AT more, so sweeping stays amortised.
-        self._sweep_at = len(self._logs) + len(self._values) + SWEEP_AT
+        self._sweep_at = self.tracked_keys + SWEEP_AT
 
     def seed(self, key: str, amount: float, expires: float, now: float) -> None:
         """Add usage recorded elsewhere (the ledger, at start) to a window's counter."""

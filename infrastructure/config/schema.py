@@ -16,6 +16,7 @@ from marshmallow import (
     validates_schema,
 )
 
+from adapters.auth.keys import HMAC_ALGORITHMS, SUPPORTED_ALGORITHMS
 from infrastructure.config.addresses import is_loopback
 from infrastructure.config.settings import (
     AuthSettings,
@@ -37,6 +38,8 @@ from infrastructure.config.settings import (
 )
 
 _POSITIVE = validate.Range(min=0, min_inclusive=False)
+# A default comes from the settings type itself, so each is written once.
+_LIMITS = LimitsSettings()
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -172,19 +175,31 @@ class ModelsSchema(_Strict):
 
 
 class LimitsSchema(_Strict):
-    max_input_length = fields.Integer(load_default=1_000_000, allow_none=True, validate=_POSITIVE)
-    request_timeout_seconds = fields.Float(load_default=300.0, validate=_POSITIVE)
-    max_concurrent_requests = fields.Integer(load_default=None, allow_none=True, validate=_POSITIVE)
+    max_input_length = fields.Integer(
+        load_default=_LIMITS.max_input_length, allow_none=True, validate=_POSITIVE
+    )
+    request_timeout_seconds = fields.Float(
+        load_default=_LIMITS.request_timeout_seconds, validate=_POSITIVE
+    )
+    max_concurrent_requests = fields.Integer(
+        load_default=_LIMITS.max_concurrent_requests, allow_none=True, validate=_POSITIVE
+    )
     max_concurrent_per_subject = fields.Integer(
-        load_default=None, allow_none=True, validate=_POSITIVE
+        load_default=_LIMITS.max_concurrent_per_subject, allow_none=True, validate=_POSITIVE
     )
-    max_requests_per_minute = fields.Integer(load_default=None, allow_none=True, validate=_POSITIVE)
-    max_attachments = fields.Integer(load_default=16, validate=validate.Range(min=0))
+    max_requests_per_minute = fields.Integer(
+        load_default=_LIMITS.max_requests_per_minute, allow_none=True, validate=_POSITIVE
+    )
+    max_attachments = fields.Integer(
+        load_default=_LIMITS.max_attachments, validate=validate.Range(min=0)
+    )
     max_attachment_bytes = fields.Integer(
-        load_default=10 * 1024 * 1024, validate=validate.Range(min=0)
+        load_default=_LIMITS.max_attachment_bytes, validate=validate.Range(min=0)
     )
-    allow_attachment_urls = fields.Boolean(load_default=False)
-    client_read_timeout_seconds = fields.Float(load_default=30.0, validate=_POSITIVE)
+    allow_attachment_urls = fields.Boolean(load_default=_LIMITS.allow_attachment_urls)
+    client_read_timeout_seconds = fields.Float(
+        load_default=_LIMITS.client_read_timeout_seconds, validate=_POSITIVE
+    )
 
     @post_load
     def build(self, data: dict[str, Any], **_: Any) -> LimitsSettings:
@@ -249,12 +264,9 @@ class TracingSchema(_Strict):
         return TracingSettings(**data)
 
 
-_JWT_ALGORITHMS = (
-    *("HS256", "HS384", "HS512"),
-    *("RS256", "RS384", "RS512", "PS256", "PS384", "PS512"),
-    *("ES256", "ES384", "ES512", "EdDSA"),
-)
-_HMAC = ("HS256", "HS384", "HS512")
+# The algorithms the verifier implements, named by the verifier itself.
+_JWT_ALGORITHMS = SUPPORTED_ALGORITHMS
+_HMAC = HMAC_ALGORITHMS
 
 
 class JwtKeySchema(_Strict):

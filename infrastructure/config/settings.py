@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from domain.policy import Limits
+
 
 def _frozen(mapping: Mapping[str, str]) -> Mapping[str, str]:
     return MappingProxyType(dict(mapping))
@@ -96,19 +98,9 @@ class ModelsSettings:
         object.__setattr__(self, "prices", MappingProxyType(dict(self.prices)))
 
 
-@dataclass(frozen=True, slots=True)
-class LimitsSettings:
-    max_input_length: int | None = 1_000_000
-    request_timeout_seconds: float = 300.0
-    max_concurrent_requests: int | None = None
-    # None: half of max_concurrent_requests (domain.policy.PER_SUBJECT_SHARE).
-    max_concurrent_per_subject: int | None = None
-    max_requests_per_minute: int | None = None
-    max_attachments: int = 16
-    max_attachment_bytes: int = 10 * 1024 * 1024
-    # Off by default: a URL attachment makes the model's plugin fetch it from this network.
-    allow_attachment_urls: bool = False
-    client_read_timeout_seconds: float = 30.0
+# The limits section is the domain's own Limits, so its defaults (and their reasons) are
+# written once, where the rules that use them live.
+LimitsSettings = Limits
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import grpc
 import pytest
@@ -13,13 +12,12 @@ from tests.integration.helpers import read_chunk, request, script
 from tests.support import scripted_models
 
 
-async def _wait_for(condition: object, timeout: float = 2.0) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if callable(condition) and condition():
-            return time.monotonic() - started
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"condition not met within {timeout}s")
+async def _stopped_within(probe: scripted_models.Probe, seconds: float) -> None:
+    """Waits for the model's generator to be closed (set on the model's thread as it exits:
+    nothing is produced after it) and that it was not allowed to finish."""
+    closed = await asyncio.to_thread(probe.closed.wait, seconds)
+    assert closed, f"the model was still running {seconds}s after the client left"
+    assert not probe.finished.is_set()
 
 
 @pytest.mark.parametrize("model", ["scripted", "scripted-async"])
@@ -34,13 +32,8 @@ async def test_cancelled_stream_stops_the_model(proxy: Proxy, model: str) -> Non
     assert first.text_chunk == "c0 "
     call.cancel()
     probe = scripted_models.PROBES[probe_name]
-    took = await _wait_for(probe.closed.is_set)
-    assert took < 1.0
-    sent = probe.chunks_sent
-    await asyncio.sleep(0.3)
-    assert probe.chunks_sent == sent, "the model kept producing after the client left"
-    assert sent < len(chunks)
-    assert not probe.finished.is_set()
+    await _stopped_within(probe, 1.0)
+    assert probe.chunks_sent < len(chunks)
 
 
 @pytest.mark.parametrize("model", ["scripted", "scripted-async"])
@@ -52,6 +45,5 @@ async def test_client_deadline_stops_a_unary_call(proxy: Proxy, model: str) -> N
         await proxy.stub.Execute(request(slow, model=model), timeout=0.5)
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     probe = scripted_models.PROBES[probe_name]
-    await _wait_for(probe.closed.is_set)
-    assert not probe.finished.is_set()
+    await _stopped_within(probe, 2.0)
     assert probe.chunks_sent < 100

@@ -7,6 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -135,34 +140,68 @@ async def test_client_deadline_is_a_timeout(proxy: Proxy) -> None:
     assert caught.value.code == "DEADLINE_EXCEEDED"
 
 
-async def test_sync_client_reaches_a_server_that_starts_late(start_proxy: ProxyFactory) -> None:
-    port = free_port()
+@dataclass(frozen=True)
+class _SignallingRetry(RetryPolicy):
+    """FAST's retries, and an event set once the client has failed to connect and is about to
+    retry: the moment to start the server, with no guess of how long that takes."""
+
+    retrying: threading.Event = field(default_factory=threading.Event, compare=False)
+
+    def delay(self, retry: int, rng: random.Random) -> float:
+        self.retrying.set()
+        return super().delay(retry, rng)
+
+
+@pytest.fixture
+def held_port() -> Iterator[tuple[int, socket.socket]]:
+    """A port bound (so nothing else takes it) but not listening (so connecting is refused)."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield held.getsockname()[1], held
+
+
+async def _start_once_retried(
+    start_proxy: ProxyFactory, retry: _SignallingRetry, held: tuple[int, socket.socket]
+) -> None:
+    assert await asyncio.to_thread(retry.retrying.wait, 30), "the client never retried"
+    port, sock = held
+    sock.close()
+    await start_proxy({"server": {"port": port}})
+
+
+def _signalling() -> _SignallingRetry:
+    return _SignallingRetry(max_attempts=10, initial_backoff=0.1, max_backoff=0.8)
+
+
+async def test_sync_client_reaches_a_server_that_starts_late(
+    start_proxy: ProxyFactory, held_port: tuple[int, socket.socket]
+) -> None:
+    retry = _signalling()
 
     def run() -> Any:
-        with ProxyClient(f"llm-proxy+insecure://127.0.0.1:{port}", retry=FAST) as client:
+        with ProxyClient(f"llm-proxy+insecure://127.0.0.1:{held_port[0]}", retry=retry) as client:
             return client.execute("late", model="echo")
 
     call = asyncio.create_task(asyncio.to_thread(run))
-    await asyncio.sleep(0.5)
-    assert not call.done()
-    await start_proxy({"server": {"port": port}})
+    await _start_once_retried(start_proxy, retry, held_port)
     result = await asyncio.wait_for(call, 10)
     assert result.client_retries >= 1
     assert json.loads(result.text)["prompt"] == "late"
 
 
-async def test_async_client_reaches_a_server_that_starts_late(start_proxy: ProxyFactory) -> None:
-    port = free_port()
+async def test_async_client_reaches_a_server_that_starts_late(
+    start_proxy: ProxyFactory, held_port: tuple[int, socket.socket]
+) -> None:
+    retry = _signalling()
 
     async def run() -> Any:
-        async with AsyncProxyClient(f"llm-proxy+insecure://127.0.0.1:{port}", retry=FAST) as c:
+        url = f"llm-proxy+insecure://127.0.0.1:{held_port[0]}"
+        async with AsyncProxyClient(url, retry=retry) as c:
             stream = c.stream("late", model="echo")
             return "".join([chunk async for chunk in stream]), await stream.result()
 
     call = asyncio.create_task(run())
-    await asyncio.sleep(0.5)
-    assert not call.done()
-    await start_proxy({"server": {"port": port}})
+    await _start_once_retried(start_proxy, retry, held_port)
     text, result = await asyncio.wait_for(call, 10)
     assert json.loads(text)["prompt"] == "late"
     assert result.client_retries >= 1

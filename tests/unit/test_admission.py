@@ -35,7 +35,8 @@ class _Admission:
     def __init__(self, limits: Limits) -> None:
         self.clock = FakeClock()
         self.limits = limits
-        self.admission = Admission(MemoryQuotaStore(), self.clock)
+        self.store = MemoryQuotaStore()
+        self.admission = Admission(self.store, self.clock)
         self._held: dict[str, list[Reservation]] = {}
 
     async def enter(self, subject: str) -> None:
@@ -183,8 +184,7 @@ async def test_the_limits_of_each_request_apply_so_a_reload_applies() -> None:
 
 async def test_counters_of_idle_callers_are_swept_so_memory_stays_bounded() -> None:
     admission = _Admission(Limits(max_requests_per_minute=1))
-    store = admission.admission._store
-    assert isinstance(store, MemoryQuotaStore)
+    store = admission.store
     for index in range(SWEEP_AT + 1):
         await admission.enter(f"caller-{index}")
         await admission.leave(f"caller-{index}")
@@ -194,7 +194,7 @@ async def test_counters_of_idle_callers_are_swept_so_memory_stays_bounded() -> N
     for index in range(SWEEP_AT):
         await admission.enter(f"other-{index}")
         await admission.leave(f"other-{index}")
-    assert len(store._logs) <= SWEEP_AT + 1
+    assert store.tracked_keys <= SWEEP_AT + 1
     with pytest.raises(RateLimited):
         await admission.enter("late")
 

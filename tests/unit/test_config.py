@@ -10,6 +10,7 @@ import pytest
 import yaml
 from marshmallow import Schema, fields
 
+from domain.policy import Limits
 from infrastructure.config import ConfigError, Settings, load_settings, to_plain
 from infrastructure.config.loader import (
     _mask,
@@ -64,6 +65,8 @@ def test_defaults() -> None:
     settings = load()
 
     assert settings == Settings()
+    # The schema's defaults are the policy's own, not a copy of them.
+    assert settings.limits == Limits()
     assert settings.server.port == 50051
     assert settings.models.serve is None
     assert settings.limits.max_input_length == 1_000_000

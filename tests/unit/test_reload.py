@@ -28,16 +28,25 @@ from infrastructure.runtime import ReloadablePolicy, policy_from
 
 
 class Recording:
-    def __init__(self, fail: bool = False) -> None:
+    def __init__(self, fail: bool = False, events: list[str] | None = None, name: str = "") -> None:
         self.fail = fail
+        self.name = name
+        # Shared between reloadables, to see in which order the reloader called them.
+        self.events = events if events is not None else []
         self.prepared: list[Settings] = []
         self.committed: list[Settings] = []
 
     def prepare(self, settings: Settings) -> Callable[[], None]:
+        self.events.append(f"prepare {self.name}")
         self.prepared.append(settings)
         if self.fail:
             raise ValueError("models.aliases.fast: no such model")
-        return lambda: self.committed.append(settings)
+
+        def commit() -> None:
+            self.events.append(f"commit {self.name}")
+            self.committed.append(settings)
+
+        return commit
 
 
 def with_timeout(seconds: float) -> Settings:
@@ -45,10 +54,13 @@ def with_timeout(seconds: float) -> Settings:
 
 
 def test_every_reloadable_commits_after_all_prepared() -> None:
-    first, second = Recording(), Recording()
+    events: list[str] = []
+    first, second = Recording(events=events, name="a"), Recording(events=events, name="b")
     new = with_timeout(5)
     reloader = Reloader(lambda: new, Settings(), [first, second])
     reloader.reload()
+    assert events[:2] == ["prepare a", "prepare b"]
+    assert sorted(events[2:]) == ["commit a", "commit b"]
     assert first.committed == [new] and second.committed == [new]
     assert reloader.current.limits.request_timeout_seconds == 5
 

@@ -210,7 +210,7 @@ def test_load_discovers_once_and_reconfigure_does_not_rediscover(
     monkeypatch.setattr(llm, "get_models_with_aliases", counting)
     registry = LlmModelRegistry(plugin_modules=[SCRIPTED])
     registry.load()
-    registry.reconfigure(serve=["markov"], aliases={"m": "markov"}, default_model=None)
+    registry.prepare_reconfigure(serve=["markov"], aliases={"m": "markov"}, default_model=None)()
     assert len(calls) == 1
     assert served_ids(registry) == {"markov"}
     assert registry.current().resolve("m").model_id == "markov"
@@ -220,17 +220,17 @@ def test_failed_reconfigure_keeps_the_old_snapshot(make_registry: MakeRegistry) 
     registry = make_registry(serve=["echo", "markov"], default_model="echo")
     before = registry.current()
     with pytest.raises(ModelConfigError, match=r"^models\.aliases\.x:"):
-        registry.reconfigure(serve=["markov"], aliases={"x": "echo"}, default_model=None)
+        registry.prepare_reconfigure(serve=["markov"], aliases={"x": "echo"}, default_model=None)()
     assert registry.current() is before
     # ...and the rejected settings are not half-applied to the next reconfigure.
-    registry.reconfigure(serve=["markov"], aliases=None, default_model=None)
+    registry.prepare_reconfigure(serve=["markov"], aliases=None, default_model=None)()
     assert served_ids(registry) == {"markov"}
     assert registry.current().default_model == "markov"
 
 
 def test_reconfigure_before_load_is_refused() -> None:
     with pytest.raises(RuntimeError, match="before load"):
-        LlmModelRegistry().reconfigure(serve=None, aliases=None, default_model=None)
+        LlmModelRegistry().prepare_reconfigure(serve=None, aliases=None, default_model=None)
 
 
 def test_a_plugin_module_that_cannot_be_imported_is_a_config_error() -> None:
