@@ -5,16 +5,18 @@ from __future__ import annotations
 import random
 import time
 from importlib import metadata
+from typing import Generic, TypeVar
 
 from domain.policy import ServerPolicy
-from domain.quota import LimitSet, QuotaPolicy, QuotaRule
+from domain.quota import QuotaPolicy, QuotaRule
 from domain.usage import ModelPrice
 from infrastructure.config.settings import (
-    QuotaLimitSettings,
     QuotaRuleSettings,
     QuotaSettings,
     Settings,
 )
+
+T = TypeVar("T")
 
 
 class SystemClock:
@@ -58,28 +60,17 @@ def policy_from(settings: Settings, version: str) -> ServerPolicy:
     )
 
 
-def _limit_set(limits: QuotaLimitSettings) -> LimitSet:
-    return LimitSet(
-        requests_per_minute=limits.requests_per_minute,
-        tokens_per_minute=limits.tokens_per_minute,
-        concurrent=limits.concurrent,
-        tokens_per_day=limits.tokens_per_day,
-        usd_per_day=limits.usd_per_day,
-        usd_per_month=limits.usd_per_month,
-    )
-
-
 def _rule(pattern: str, rule: QuotaRuleSettings) -> QuotaRule:
     return QuotaRule(
         pattern,
-        _limit_set(rule.limits),
-        tuple((models, _limit_set(limits)) for models, limits in rule.models.items()),
+        rule.limits,
+        tuple(rule.models.items()),
     )
 
 
 def quota_policy_from(settings: QuotaSettings) -> QuotaPolicy:
     return QuotaPolicy(
-        default=_limit_set(settings.default),
+        default=settings.default,
         subjects=tuple(_rule(pattern, rule) for pattern, rule in settings.subjects.items()),
         teams=tuple(_rule(pattern, rule) for pattern, rule in settings.teams.items()),
         estimate_output_tokens=settings.estimate_output_tokens,
@@ -87,14 +78,18 @@ def quota_policy_from(settings: QuotaSettings) -> QuotaPolicy:
     )
 
 
-class ReloadablePolicy:
-    """Holds the policy in force; a reload swaps the whole snapshot in one assignment."""
+class Reloadable(Generic[T]):
+    """Holds the snapshot in force (the policy, a catalog); a reload swaps the whole snapshot
+    in one assignment."""
 
-    def __init__(self, policy: ServerPolicy) -> None:
-        self._policy = policy
+    def __init__(self, snapshot: T) -> None:
+        self._snapshot = snapshot
 
-    def current(self) -> ServerPolicy:
-        return self._policy
+    def current(self) -> T:
+        return self._snapshot
 
-    def replace(self, policy: ServerPolicy) -> None:
-        self._policy = policy
+    def replace(self, snapshot: T) -> None:
+        self._snapshot = snapshot
+
+
+ReloadablePolicy = Reloadable[ServerPolicy]

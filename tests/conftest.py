@@ -11,39 +11,26 @@ import pytest
 
 from tests.support.services import PrivateRedis, Services, from_environment, started
 
-
-@pytest.fixture(scope="session", autouse=True)
-def llm_user_path(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """llm reads keys, aliases and its default model from here: never the developer's own."""
-    path = tmp_path_factory.mktemp("llm-user")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("LLM_USER_PATH", str(path))
-        yield path
-
-
-@pytest.fixture(scope="session", autouse=True)
-def xdg_config_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Where a server started with default auth settings keeps its generated JWT secret."""
-    path = tmp_path_factory.mktemp("xdg-config")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("XDG_CONFIG_HOME", str(path))
-        yield path
+# Directories the suite's processes use instead of the developer's own, by the variable that
+# points at them.
+_PRIVATE_DIRECTORIES = {
+    # llm's keys, aliases and default model.
+    "LLM_USER_PATH": "llm-user",
+    # Where a server started with default auth settings keeps its generated JWT secret.
+    "XDG_CONFIG_HOME": "xdg-config",
+    # Where a server with default settings keeps its usage ledger (SQLite).
+    "XDG_DATA_HOME": "xdg-data",
+}
 
 
 @pytest.fixture(scope="session", autouse=True)
-def xdg_data_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Where a server with default settings keeps its usage ledger (SQLite)."""
-    path = tmp_path_factory.mktemp("xdg-data")
+def isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Nothing the suite runs reads or writes the developer's own files, and servers started as
+    processes serve HTTP on a free port, never on 8080, which a server of the developer's own
+    (or another test run) may hold."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("XDG_DATA_HOME", str(path))
-        yield path
-
-
-@pytest.fixture(scope="session", autouse=True)
-def http_port_zero() -> Iterator[None]:
-    """Servers started as processes serve HTTP on a free port, never on 8080, which a server
-    of the developer's own (or another test run) may hold."""
-    with pytest.MonkeyPatch.context() as patch:
+        for variable, name in _PRIVATE_DIRECTORIES.items():
+            patch.setenv(variable, str(tmp_path_factory.mktemp(name)))
         patch.setenv("LLM_PROXY_HTTP__PORT", "0")
         yield
 

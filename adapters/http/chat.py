@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from adapters.http.body import json_object
 from domain.errors import EmptyRequest, InvalidOptions, InvalidRequest, ProxyError, SchemaInvalid
 from domain.identifiers import identifier_problem
 from domain.json_text import JsonTextError, json_kind, parse_json
@@ -105,15 +106,9 @@ class _Refused(Exception):
 
 def chat_request(body: bytes, request_id: str) -> ChatRequest:
     """Never raises: an unusable body is a ChatRequest whose prompt carries the rejection."""
-    try:
-        value = parse_json(body)
-    except JsonTextError as error:
-        return _rejected(InvalidRequest(f"the request body is not JSON: {error}"), request_id)
-    if not isinstance(value, dict):
-        return _rejected(
-            InvalidRequest(f"the request body must be a JSON object, not a {json_kind(value)}"),
-            request_id,
-        )
+    value = json_object(body)
+    if isinstance(value, InvalidRequest):
+        return _rejected(value, request_id)
     model = value.get("model")
     stream = value.get("stream") is True
     try:

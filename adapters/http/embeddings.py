@@ -6,10 +6,10 @@ import base64
 import struct
 from dataclasses import dataclass
 
+from adapters.http.body import json_object
 from domain.embedding import Embeddings, EmbedRequest
 from domain.errors import InvalidRequest, ProxyError
 from domain.identifiers import identifier_problem
-from domain.json_text import JsonTextError, json_kind, parse_json
 
 _KNOWN = frozenset({"input", "model", "encoding_format", "user", "dimensions"})
 
@@ -24,15 +24,9 @@ class EmbeddingsCall:
 
 def embeddings_call(body: bytes, request_id: str) -> EmbeddingsCall:
     """Never raises: an unusable body is a request carrying its rejection."""
-    try:
-        value = parse_json(body)
-    except JsonTextError as error:
-        return _rejected(InvalidRequest(f"the request body is not JSON: {error}"), request_id)
-    if not isinstance(value, dict):
-        return _rejected(
-            InvalidRequest(f"the request body must be a JSON object, not a {json_kind(value)}"),
-            request_id,
-        )
+    value = json_object(body)
+    if isinstance(value, InvalidRequest):
+        return _rejected(value, request_id)
     unknown = sorted(set(value) - _KNOWN)
     model = value.get("model")
     raw = value.get("input")

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from domain.policy import Limits
+from domain.quota import LimitSet
 
 
 def _frozen(mapping: Mapping[str, str]) -> Mapping[str, str]:
@@ -187,14 +188,8 @@ class LedgerSettings:
     close_timeout_seconds: float = 10.0
 
 
-@dataclass(frozen=True, slots=True)
-class QuotaLimitSettings:
-    requests_per_minute: int | None = None
-    tokens_per_minute: int | None = None
-    concurrent: int | None = None
-    tokens_per_day: int | None = None
-    usd_per_day: float | None = None
-    usd_per_month: float | None = None
+# One rule's limits are the domain's LimitSet, as the limits section is its Limits.
+QuotaLimitSettings = LimitSet
 
 
 @dataclass(frozen=True, slots=True)

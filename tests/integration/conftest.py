@@ -49,9 +49,11 @@ async def start_proxy() -> AsyncIterator[ProxyFactory]:
     """Factory: `await start_proxy({"limits": {...}})` merges the mapping over BASE_CONFIG."""
     started: list[Proxy] = []
 
-    async def factory(config: Mapping[str, Any] | None = None) -> Proxy:
+    async def factory(config: Mapping[str, Any] | None = None, **container_overrides: Any) -> Proxy:
         settings = validate(deep_merge(BASE_CONFIG, config or {}))
         container = build_container(settings)
+        for name, value in container_overrides.items():
+            getattr(container, name).override(value)
         running = await start(container)
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
         proxy = Proxy(container, running, channel, pb_grpc.VibectlLLMProxyStub(channel))

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.commands import run_cli, run_sync
+
 ROOT = Path(__file__).resolve().parents[2]
 LISTENING = re.compile(r"listening on [\d.]+:(\d+)")
 
@@ -81,18 +83,6 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
         served.process.wait(timeout=10)
 
 
-def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "infrastructure.cli", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 def _printed_commands(notice: str) -> list[str]:
     """The indented lines of the notice: the commands to paste, in order."""
     return [line.strip() for line in notice.splitlines() if line.startswith("  ")]
@@ -100,15 +90,7 @@ def _printed_commands(notice: str) -> list[str]:
 
 def _paste(lines: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """Run lines as a person pasting them into a shell would, from where `serve` ran."""
-    return subprocess.run(
-        ["bash", "-c", "set -e\n" + "\n".join(lines)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_sync("bash", "-c", "set -e\n" + "\n".join(lines), env=env)
 
 
 def test_a_newcomer_gets_a_token_file_and_commands_that_work_as_pasted(
@@ -155,7 +137,7 @@ def test_under_tls_the_printed_commands_work_as_pasted(
     serve: Callable[..., Served], tmp_path: Path
 ) -> None:
     certs = tmp_path / "certs"
-    made = _cli("certs", "generate", "--out", str(certs), env=_env(tmp_path / "xdg"))
+    made = run_cli("certs", "generate", "--out", str(certs), env=_env(tmp_path / "xdg"))
     assert made.returncode == 0, made.stderr
     served = serve(
         f"server:\n  port: 0\n  tls:\n    cert_file: {certs / 'server.pem'}\n"
@@ -193,15 +175,7 @@ def test_workers_print_one_notice_and_write_one_token(
 def _run_serve(tmp_path: Path, config_text: str, *args: str) -> subprocess.CompletedProcess[str]:
     config = tmp_path / "proxy.yaml"
     config.write_text(config_text)
-    return subprocess.run(
-        [sys.executable, "-m", "infrastructure.cli", "serve", "--config", str(config), *args],
-        cwd=ROOT,
-        env=_env(tmp_path / "xdg"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_cli("serve", "--config", str(config), *args, env=_env(tmp_path / "xdg"))
 
 
 def test_a_public_address_without_auth_is_refused(tmp_path: Path) -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ from domain.quota import Estimate, applicable_limits, charges_for
 from llm_proxy_client.generated import llm_proxy_pb2 as pb
 from tests.integration.conftest import Proxy, ProxyFactory
 from tests.integration.helpers import read_chunk, request, script
+from tests.support.commands import run_cli
 from tests.support.tokens import SECRET, claims, sign
 
 # One dollar per token, so that costs are token counts.
@@ -229,11 +228,7 @@ async def test_limits_show_prints_effective_limits_and_consumption(
     await proxy.container.admission().close()
     path = tmp_path / "proxy.yaml"
     path.write_text(yaml.safe_dump(config))
-    done = subprocess.run(
-        [sys.executable, "-m", "infrastructure.cli", "limits", "show", "anonymous", "--json",
-         "--config", str(path)],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    done = run_cli("limits", "show", "anonymous", "--json", "--config", str(path))
     assert done.returncode == 0, done.stderr
     shown = {row["kind"]: row for row in json.loads(done.stdout)["limits"]}
     assert (shown["requests_per_minute"]["used"], shown["requests_per_minute"]["limit"]) == (1, 30)

@@ -3,35 +3,16 @@ the form they ran the program, and none of gRPC's own log lines."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 from pathlib import Path
 
 from tests.integration.conftest import Proxy, ProxyFactory
 from tests.support.certs import Pki, make_pki
+from tests.support.commands import LLM, PROXY_CLI, ROOT, run
 from tests.support.tokens import SECRET, claims, sign
 
-ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = os.path.relpath(Path(sys.executable).with_name("llm-proxy"), ROOT)
-LLM = str(Path(sys.executable).with_name("llm"))
-PYTHON_M = (sys.executable, "-m", "infrastructure.cli")
-
-
-async def run(
-    *command: str, env: dict[str, str] | None = None, timeout: float = 60
-) -> tuple[int, str, str]:
-    ambient = {k: v for k, v in os.environ.items() if not k.startswith(("LLM_PROXY_", "GRPC_"))}
-    process = await asyncio.create_subprocess_exec(
-        *command,
-        cwd=ROOT,
-        env=ambient | (env or {}),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), timeout)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 async def tls_proxy(start_proxy: ProxyFactory, tmp_path: Path) -> tuple[Proxy, Pki]:
@@ -92,7 +73,7 @@ async def test_hints_name_the_program_as_it_was_run(start_proxy: ProxyFactory) -
         SCRIPT, "prompt", "hi", "-m", "nope", "--server", url, "--token", token
     )
     _, _, as_module = await run(
-        *PYTHON_M, "prompt", "hi", "-m", "nope", "--server", url, "--token", token
+        *PROXY_CLI, "prompt", "hi", "-m", "nope", "--server", url, "--token", token
     )
     _, _, no_token = await run(SCRIPT, "models", "--server", url)
 

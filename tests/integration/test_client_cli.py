@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
 
 from tests.integration.conftest import Proxy, ProxyFactory
 from tests.integration.helpers import script
+from tests.support.commands import PROXY_CLI, run
 
 
-async def cli(*args: str, timeout: float = 30) -> tuple[int, str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LLM_PROXY_")}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "infrastructure.cli",
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), timeout)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+async def cli(*args: str) -> tuple[int, str, str]:
+    return await run(*PROXY_CLI, *args)
 
 
 def server(proxy: Proxy) -> str:

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,9 +16,8 @@ import pytest
 from llm_proxy_client import llm_plugin
 from tests.integration.conftest import Proxy, ProxyFactory
 from tests.integration.helpers import script
+from tests.support.commands import LLM, run
 from tests.support.fake_proxy import free_port
-
-LLM = str(Path(sys.executable).with_name("llm"))
 
 
 @pytest.fixture(autouse=True)
@@ -94,22 +91,12 @@ async def test_python_api_surfaces_errors_as_model_errors(
         await asyncio.to_thread(run)
 
 
-async def _llm_cli(*args: str, env: dict[str, str], timeout: float = 30) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        LLM,
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), timeout)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+async def _llm_cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
+    return await run(LLM, *args, env=env)
 
 
 def _env(url: str, user_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LLM_PROXY_")}
-    return env | {"LLM_PROXY_URL": url, "LLM_USER_PATH": str(user_path)} | extra
+    return {"LLM_PROXY_URL": url, "LLM_USER_PATH": str(user_path)} | extra
 
 
 async def test_llm_cli_prompts_streams_and_logs_usage(proxy: Proxy, tmp_path: Path) -> None:

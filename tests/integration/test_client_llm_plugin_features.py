@@ -4,41 +4,25 @@ tools (`-T`), which llm runs on the client as it does for every model."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
 from tests.integration.conftest import Proxy
+from tests.support.commands import LLM, run
 
-LLM = str(Path(sys.executable).with_name("llm"))
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(48))
 
 
 async def llm_cli(
-    *args: str, env: dict[str, str], stdin: str | None = None, timeout: float = 60
+    *args: str, env: dict[str, str], stdin: str | None = None
 ) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        LLM,
-        *args,
-        env=env,
-        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(
-        process.communicate(stdin.encode() if stdin is not None else None), timeout
-    )
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+    return await run(LLM, *args, env=env, stdin=stdin)
 
 
 def environment(proxy: Proxy, tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LLM_PROXY_")}
-    return env | {
+    return {
         "LLM_PROXY_URL": f"llm-proxy+insecure://{proxy.address}",
         "LLM_USER_PATH": str(tmp_path / "llm-user"),
     }

@@ -5,8 +5,6 @@ clients, the `prompt`/`models` commands and the `llm` plugin, each with certific
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,8 +12,7 @@ import pytest
 from llm_proxy_client import AsyncProxyClient, ProxyClient, UnavailableError
 from tests.integration.conftest import Proxy, ProxyFactory
 from tests.support.certs import Pki, make_pki
-
-LLM = str(Path(sys.executable).with_name("llm"))
+from tests.support.commands import LLM, PROXY_CLI, run
 
 
 @pytest.fixture
@@ -34,19 +31,6 @@ def identity_env(pki: Pki) -> dict[str, str]:
         "LLM_PROXY_CLIENT_CERT": str(pki.client),
         "LLM_PROXY_CLIENT_KEY": str(pki.client_key),
     }
-
-
-async def run(*command: str, env: dict[str, str]) -> tuple[int, str, str]:
-    ambient = {k: v for k, v in os.environ.items() if not k.startswith("LLM_PROXY_")}
-    process = await asyncio.create_subprocess_exec(
-        *command,
-        env=ambient | env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 async def test_sync_client_with_certificate_arguments(mtls: tuple[Proxy, Pki]) -> None:
@@ -86,9 +70,8 @@ async def test_cli_prompt_with_flags_and_models_with_environment(
     mtls: tuple[Proxy, Pki],
 ) -> None:
     proxy, pki = mtls
-    cli = (sys.executable, "-m", "infrastructure.cli")
     status, out, err = await run(
-        *cli,
+        *PROXY_CLI,
         "prompt",
         "over mutual tls",
         "-m",
@@ -106,11 +89,21 @@ async def test_cli_prompt_with_flags_and_models_with_environment(
     )
     assert status == 0, err
     assert "over mutual tls" in out
-    status, out, err = await run(*cli, "models", "--server", url(proxy), env=identity_env(pki))
+    status, out, err = await run(
+        *PROXY_CLI, "models", "--server", url(proxy), env=identity_env(pki)
+    )
     assert status == 0, err
     assert "echo" in out
     status, _, err = await run(
-        *cli, "models", "--server", url(proxy), "--ca-bundle", str(pki.ca), "--timeout", "5", env={}
+        *PROXY_CLI,
+        "models",
+        "--server",
+        url(proxy),
+        "--ca-bundle",
+        str(pki.ca),
+        "--timeout",
+        "5",
+        env={},
     )
     assert status == 9, err  # unreachable: the handshake needs a client certificate
 

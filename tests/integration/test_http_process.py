@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import yaml
 
 from tests.integration.conftest import ProxyFactory
 from tests.integration.helpers import script
 from tests.integration.test_lifecycle import spawn, write_config
+from tests.support.commands import LLM, run
+from tests.support.openai_standin import llm_user_dir
 
 pytestmark = pytest.mark.slow
 
@@ -72,32 +71,23 @@ async def test_llm_reaches_a_model_through_the_proxy_as_an_openai_compatible_mod
 ) -> None:
     proxy = await start_proxy({"http": {"enabled": True, "port": 0}, "models": {"serve": ["echo"]}})
     assert proxy.running.http is not None
-    user_dir = tmp_path / "llm-user"
-    user_dir.mkdir()
-    (user_dir / "extra-openai-models.yaml").write_text(
-        yaml.safe_dump(
-            [
-                {
-                    "model_id": "via-proxy",
-                    "model_name": "echo",
-                    "api_base": f"http://127.0.0.1:{proxy.running.http.port}/v1",
-                }
-            ]
-        )
+    user_dir = llm_user_dir(
+        tmp_path / "llm-user",
+        {
+            "model_id": "via-proxy",
+            "model_name": "echo",
+            "api_base": f"http://127.0.0.1:{proxy.running.http.port}/v1",
+        },
     )
-    llm = str(Path(sys.executable).with_name("llm"))
-    env = {**os.environ, "LLM_USER_PATH": str(user_dir), "OPENAI_API_KEY": "unused"}
+    env = {"LLM_USER_PATH": str(user_dir), "OPENAI_API_KEY": "unused"}
 
-    async def run(*args: str) -> str:
-        process = await asyncio.create_subprocess_exec(
-            llm, *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-        )
-        out, err = await asyncio.wait_for(process.communicate(), 60)
-        assert process.returncode == 0, err.decode()
-        return out.decode()
+    async def llm(*args: str) -> str:
+        status, out, err = await run(LLM, *args, env=env)
+        assert status == 0, err
+        return out
 
-    streamed = await run("-m", "via-proxy", "hello through two proxies", "-s", "be brief")
-    whole = await run("-m", "via-proxy", "--no-stream", "and once more")
+    streamed = await llm("-m", "via-proxy", "hello through two proxies", "-s", "be brief")
+    whole = await llm("-m", "via-proxy", "--no-stream", "and once more")
 
     assert '"prompt": "hello through two proxies"' in streamed
     assert '"system": "be brief"' in streamed

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import asyncpg
@@ -13,19 +12,13 @@ import yaml
 
 from tests.integration.conftest import ProxyFactory
 from tests.integration.helpers import collect, kinds, request, script
+from tests.support.commands import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "infrastructure.cli", *args, "--config", str(config)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_cli(*args, "--config", str(config))
 
 
 async def test_each_request_is_a_row_whatever_its_outcome(

@@ -270,6 +270,19 @@ async def test_health_goes_not_serving_while_calls_still_work_during_the_shutdow
     assert server.process.wait(timeout=10) == 0
 
 
+async def _cut_off_as_unavailable(call: Any) -> None:
+    """Reads `call` to its end, which must be UNAVAILABLE: a client may retry that elsewhere,
+    which is what a drained replica wants."""
+
+    async def drain() -> None:
+        while await read_chunk(call) is not None:
+            pass
+
+    with pytest.raises(grpc.aio.AioRpcError) as cut:
+        await drain()
+    assert cut.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
 async def test_a_stream_longer_than_the_grace_period_is_cut_with_a_status(
     tmp_path: Path, spawn: Any
 ) -> None:
@@ -279,15 +292,7 @@ async def test_a_stream_longer_than_the_grace_period_is_cut_with_a_status(
         call = stub.StreamExecute(request(script(chunks=["a"] * 100, delay=0.1), model="scripted"))
         assert await read_chunk(call) is not None
         server.signal(signal.SIGTERM)
-
-        async def drain(call: Any) -> None:
-            while await read_chunk(call) is not None:
-                pass
-
-        with pytest.raises(grpc.aio.AioRpcError) as cut:
-            await drain(call)
-        # UNAVAILABLE: a client may retry it elsewhere, which is what a drained replica wants.
-        assert cut.value.code() == grpc.StatusCode.UNAVAILABLE
+        await _cut_off_as_unavailable(call)
     assert server.process.wait(timeout=10) == 0
 
 
@@ -460,14 +465,7 @@ async def test_a_second_sigterm_cancels_what_is_left_at_once(tmp_path: Path, spa
         server.wait_for(r"draining in-flight calls", after=seen)
         hurried = time.monotonic()
         server.signal(signal.SIGTERM)
-
-        async def drain(call: Any) -> None:
-            while await read_chunk(call) is not None:
-                pass
-
-        with pytest.raises(grpc.aio.AioRpcError) as cut:
-            await drain(call)
-        assert cut.value.code() == grpc.StatusCode.UNAVAILABLE
+        await _cut_off_as_unavailable(call)
     assert server.process.wait(timeout=10) == 0
     # Far sooner than the 60 s grace period.
     assert time.monotonic() - hurried < 10

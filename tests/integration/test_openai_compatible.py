@@ -17,7 +17,7 @@ import yaml
 from llm_proxy_client.generated import llm_proxy_pb2 as pb
 from tests.integration.conftest import ProxyFactory
 from tests.integration.helpers import collect, kinds, request
-from tests.support.openai_standin import StandIn, running_standin
+from tests.support.openai_standin import StandIn, llm_user_dir, running_standin
 
 WORDS = ["Hello", " from", " the", " stand-in", "."]
 
@@ -35,20 +35,15 @@ async def collect_clients_in_this_loop() -> AsyncIterator[None]:
 @pytest.fixture
 def standin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[StandIn]:
     with running_standin(WORDS) as state:
-        user_dir = tmp_path / "llm-user"
-        user_dir.mkdir()
-        (user_dir / "extra-openai-models.yaml").write_text(
-            yaml.safe_dump(
-                [
-                    {
-                        "model_id": "local-gpt",
-                        "model_name": "stand-in-model",
-                        "api_base": state.api_base,
-                        "aliases": ["lg"],
-                        "supports_tools": True,
-                    }
-                ]
-            )
+        user_dir = llm_user_dir(
+            tmp_path / "llm-user",
+            {
+                "model_id": "local-gpt",
+                "model_name": "stand-in-model",
+                "api_base": state.api_base,
+                "aliases": ["lg"],
+                "supports_tools": True,
+            },
         )
         monkeypatch.setenv("LLM_USER_PATH", str(user_dir))
         yield state

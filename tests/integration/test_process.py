@@ -17,6 +17,7 @@ import pytest
 from llm_proxy_client.generated import llm_proxy_pb2 as pb
 from llm_proxy_client.generated import llm_proxy_pb2_grpc as pb_grpc
 from tests.integration.helpers import read_chunk, request, script
+from tests.support.commands import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 LISTENING = re.compile(r"listening on [\d.]+:(\d+)")
@@ -140,14 +141,7 @@ def test_broken_config_file_exits_2_naming_the_problem(
 ) -> None:
     config = tmp_path / "broken.yaml"
     config.write_text(content)
-    result = subprocess.run(
-        [sys.executable, "-m", "infrastructure.cli", "serve", "--config", str(config)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = run_cli("serve", "--config", str(config))
     assert result.returncode == 2
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
@@ -159,14 +153,7 @@ def test_port_in_use_is_a_clear_error(
     _, port, _ = server
     config = tmp_path / "second.yaml"
     config.write_text(f"server:\n  port: {port}\nauth:\n  enabled: false\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "infrastructure.cli", "serve", "--config", str(config)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = run_cli("serve", "--config", str(config))
     assert result.returncode != 0
     # One line of our own (after the log's warning about auth being off): no grpc C-core line
     # (add_port.cc), no traceback.
@@ -185,23 +172,7 @@ def test_an_alias_to_an_unserved_model_exits_2_with_one_line(tmp_path: Path, wor
         "server:\n  port: 0\nauth:\n  enabled: false\n"
         "models:\n  serve: [echo]\n  aliases: {fast: markov}\n"
     )
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "infrastructure.cli",
-            "serve",
-            "-c",
-            str(config),
-            "--workers",
-            workers,
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_cli("serve", "-c", str(config), "--workers", workers)
     assert result.returncode == 2, result.stderr
     problems = [line for line in result.stderr.splitlines() if line.startswith("llm-proxy:")]
     # One line per process that tried to start, naming the key and the model it points at.

@@ -34,20 +34,6 @@ def clean_env(config_home: Path, **extra: str) -> dict[str, str]:
     }
 
 
-def run_cli(
-    *args: str, env: dict[str, str], timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "infrastructure.cli", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
 @dataclass
 class Served:
     process: subprocess.Popen[str]

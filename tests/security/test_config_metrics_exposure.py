@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from infrastructure.config.loader import ConfigError, load_settings
-from tests.security.served import clean_env, run_cli, serve
+from tests.security.served import clean_env, serve
+from tests.support.commands import run_cli
 
 PUBLIC = (
     "server:\n  port: 0\nauth:\n  enabled: false\n"

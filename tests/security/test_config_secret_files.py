@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from infrastructure import certificates
-from tests.security.served import clean_env, run_cli, serve
+from tests.security.served import clean_env, serve
+from tests.support.commands import run_cli
 from tests.support.tokens import OTHER_SECRET, SECRET
 
 

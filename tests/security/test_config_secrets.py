@@ -11,7 +11,8 @@ import pytest
 
 from infrastructure.config.loader import ConfigError, load_settings
 from infrastructure.server_runner import build_container, start
-from tests.security.served import clean_env, run_cli
+from tests.security.served import clean_env
+from tests.support.commands import run_cli
 
 # What YAML reads as a number: the digits must appear nowhere in any message.
 NUMERIC_SECRET = "314159265358979323846264338327950288"

@@ -15,7 +15,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 
 @dataclass
@@ -210,3 +213,11 @@ def running_standin(words: list[str], delay: float = 0.0) -> Iterator[StandIn]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def llm_user_dir(directory: Path, *models: dict[str, Any]) -> Path:
+    """An llm user directory whose extra-openai-models.yaml declares `models` (model_id,
+    model_name, api_base...): how llm is told about an OpenAI-compatible server."""
+    directory.mkdir()
+    (directory / "extra-openai-models.yaml").write_text(yaml.safe_dump(list(models)))
+    return directory

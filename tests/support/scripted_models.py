@@ -287,10 +287,13 @@ async def _run_async(prompt: Any, response: Any) -> AsyncGenerator[str, None]:
     run.ended("finished")
 
 
-class Scripted(llm.Model):
-    model_id = "scripted"
+class _Capabilities:
     can_stream = True
     supports_schema = True
+
+
+class Scripted(_Capabilities, llm.Model):
+    model_id = "scripted"
 
     def execute(
         self, prompt: Any, stream: bool, response: Any, conversation: Any = None
@@ -298,23 +301,14 @@ class Scripted(llm.Model):
         return _run_sync(prompt, response, "sync")
 
 
-class ScriptedAsyncSync(llm.Model):
+class ScriptedAsyncSync(Scripted):
     """The sync half of scripted-async; the proxy should prefer the async half."""
 
     model_id = "scripted-async"
-    can_stream = True
-    supports_schema = True
-
-    def execute(
-        self, prompt: Any, stream: bool, response: Any, conversation: Any = None
-    ) -> Iterator[str]:
-        return _run_sync(prompt, response, "sync")
 
 
-class ScriptedAsync(llm.AsyncModel):
+class ScriptedAsync(_Capabilities, llm.AsyncModel):
     model_id = "scripted-async"
-    can_stream = True
-    supports_schema = True
 
     # Handing llm the generator itself, not a wrapper, means closing or cancelling the
     # response reaches _run_async directly rather than via garbage collection.

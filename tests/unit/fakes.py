@@ -36,6 +36,7 @@ from domain.policy import Limits, ServerPolicy
 from domain.quota import QuotaPolicy
 from domain.request import JsonObject, Message, ModelInvocation, PromptRequest, Role, ToolCall
 from domain.usage import ModelPrice, Usage
+from infrastructure.runtime import Reloadable
 
 if TYPE_CHECKING:
     from application.ports import (
@@ -90,28 +91,9 @@ class SequentialIds:
 # --------------------------------------------------------------------------- catalog, policy
 
 
-class FakeCatalog:
-    """A fixed catalog snapshot; `replace` stands in for a config reload."""
-
-    def __init__(self, catalog: Catalog) -> None:
-        self._catalog = catalog
-
-    def current(self) -> Catalog:
-        return self._catalog
-
-    def replace(self, catalog: Catalog) -> None:
-        self._catalog = catalog
-
-
-class FakePolicySource:
-    def __init__(self, policy: ServerPolicy) -> None:
-        self._policy = policy
-
-    def current(self) -> ServerPolicy:
-        return self._policy
-
-    def replace(self, policy: ServerPolicy) -> None:
-        self._policy = policy
+# The server's own holders: a fixed snapshot, and `replace` stands in for a config reload.
+FakeCatalog = Reloadable[Catalog]
+FakePolicySource = Reloadable[ServerPolicy]
 
 
 def model(

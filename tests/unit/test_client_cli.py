@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -14,14 +14,6 @@ from click.testing import CliRunner
 from infrastructure.cli import main
 from llm_proxy_client.generated import llm_proxy_pb2 as pb
 from tests.support.fake_proxy import Context, FakeProxy, StreamHandler, free_port
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeProxy]:
-    server = FakeProxy()
-    server.start()
-    yield server
-    server.stop()
 
 
 def invoke(*args: str, stdin: str | None = None) -> tuple[int, str, str]:

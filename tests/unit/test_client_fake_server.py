@@ -6,7 +6,7 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -33,14 +33,6 @@ from tests.support.fake_proxy import Context, ExecuteHandler, FakeProxy, free_po
 FAST = RetryPolicy(max_attempts=5, initial_backoff=0.05, max_backoff=0.4)
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeProxy]:
-    server = FakeProxy()
-    server.start()
-    yield server
-    server.stop()
-
-
 def _peer_recorder(peers: list[str]) -> ExecuteHandler:
     async def execute(request: pb.ExecuteRequest, context: Context) -> pb.ExecuteResponse:
         peers.append(context.peer())
@@ -48,6 +40,19 @@ def _peer_recorder(peers: list[str]) -> ExecuteHandler:
             request_id=request.request_id,
             success=pb.ExecuteSuccess(response_text="ok", actual_model_used="echo"),
         )
+
+    return execute
+
+
+def _refusing(
+    status: grpc.StatusCode, message: str, *, retry_after: str | None = None
+) -> ExecuteHandler:
+    """A server that refuses every Execute with `status`, and a retry-after when given."""
+    trailers = (("retry-after", retry_after),) if retry_after is not None else ()
+
+    async def execute(request: pb.ExecuteRequest, context: Context) -> pb.ExecuteResponse:
+        await context.abort(status, message, trailing_metadata=trailers)
+        raise AssertionError("unreachable")
 
     return execute
 
@@ -221,15 +226,9 @@ def test_stream_is_not_retried_after_partial_output(fake: FakeProxy) -> None:
 
 
 def test_rate_limit_carries_retry_after_and_is_not_retried(fake: FakeProxy) -> None:
-    async def limited(request: pb.ExecuteRequest, context: Context) -> pb.ExecuteResponse:
-        await context.abort(
-            grpc.StatusCode.RESOURCE_EXHAUSTED,
-            "60 requests per minute",
-            trailing_metadata=(("retry-after", "7"),),
-        )
-        raise AssertionError("unreachable")
-
-    fake.on_execute = limited
+    fake.on_execute = _refusing(
+        grpc.StatusCode.RESOURCE_EXHAUSTED, "60 requests per minute", retry_after="7"
+    )
     with ProxyClient(fake.url, retry=FAST) as client, pytest.raises(RateLimitedError) as caught:
         client.execute("x")
     assert caught.value.retry_after == 7.0
@@ -248,11 +247,7 @@ def test_rate_limit_carries_retry_after_and_is_not_retried(fake: FakeProxy) -> N
 def test_status_errors_become_typed_errors(
     fake: FakeProxy, status: grpc.StatusCode, cls: type[Exception], advice: str
 ) -> None:
-    async def refuse(request: pb.ExecuteRequest, context: Context) -> pb.ExecuteResponse:
-        await context.abort(status, "refused")
-        raise AssertionError("unreachable")
-
-    fake.on_execute = refuse
+    fake.on_execute = _refusing(status, "refused")
     with ProxyClient(fake.url, retry=FAST) as client, pytest.raises(cls) as caught:
         client.execute("x")
     assert advice in str(caught.value)
@@ -401,19 +396,11 @@ async def test_async_stream_is_not_retried_after_partial_output(fake: FakeProxy)
 
 
 async def test_async_rate_limit_and_timeout(fake: FakeProxy) -> None:
-    async def limited(request: pb.ExecuteRequest, context: Context) -> pb.ExecuteResponse:
-        await context.abort(
-            grpc.StatusCode.RESOURCE_EXHAUSTED,
-            "slow down",
-            trailing_metadata=(("retry-after", "2.5"),),
-        )
-        raise AssertionError("unreachable")
-
     async def slow(request: pb.ExecuteRequest, context: Context) -> pb.ExecuteResponse:
         await asyncio.sleep(2)
         return pb.ExecuteResponse()
 
-    fake.on_execute = limited
+    fake.on_execute = _refusing(grpc.StatusCode.RESOURCE_EXHAUSTED, "slow down", retry_after="2.5")
     async with AsyncProxyClient(fake.url, retry=FAST) as client:
         with pytest.raises(RateLimitedError) as caught:
             await client.execute("x")

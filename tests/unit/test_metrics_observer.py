@@ -26,6 +26,11 @@ def value(observer: PrometheusObserver, name: str, **labels: str) -> float | Non
     return result
 
 
+def unary_requests(observer: PrometheusObserver, *, model: str, outcome: str) -> float | None:
+    labels = {"method": "unary", "transport": "grpc", "model": model, "outcome": outcome}
+    return value(observer, "llm_proxy_requests_total", **labels)
+
+
 def test_in_flight_rises_on_start_and_falls_on_finish() -> None:
     observer = PrometheusObserver(transports=("grpc",))
     observer.request_started(Method.STREAM, "grpc")
@@ -47,34 +52,14 @@ def test_failures_are_sorted_into_upstream_errors_timeouts_and_cancellations() -
     )
     assert value(observer, "llm_proxy_upstream_timeouts_total", model="echo") == 1
     assert value(observer, "llm_proxy_cancellations_total", method="unary", transport="grpc") == 1
-    assert (
-        value(
-            observer,
-            "llm_proxy_requests_total",
-            method="unary",
-            transport="grpc",
-            model="echo",
-            outcome="EMPTY_REQUEST",
-        )
-        == 1
-    )
+    assert unary_requests(observer, model="echo", outcome="EMPTY_REQUEST") == 1
 
 
 def test_a_request_whose_model_never_resolved_is_counted_without_a_model_name() -> None:
     observer = PrometheusObserver()
     observer.request_started(Method.UNARY, "grpc")
     observer.request_finished(record(model_id=None, outcome="MODEL_NOT_FOUND"))
-    assert (
-        value(
-            observer,
-            "llm_proxy_requests_total",
-            method="unary",
-            transport="grpc",
-            model="none",
-            outcome="MODEL_NOT_FOUND",
-        )
-        == 1
-    )
+    assert unary_requests(observer, model="none", outcome="MODEL_NOT_FOUND") == 1
 
 
 def test_subjects_beyond_the_cap_share_one_label() -> None:
