@@ -16,7 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import procinfo, report, servers
-from bench.scenarios import FULL, QUICK, Bench, all_scenarios, select
+from bench.scenarios import all_scenarios, select
+from bench.session import FULL, QUICK, Bench
 from bench.stats import ScenarioResult
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -162,18 +162,23 @@ def capture(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     return caplog
 
 
-async def secured(start_proxy: ProxyFactory, limits: dict[str, Any] | None = None) -> Proxy:
-    return await start_proxy(
+async def secured(
+    start_proxy: ProxyFactory,
+    capture: pytest.LogCaptureFixture,
+    limits: dict[str, Any] | None = None,
+) -> tuple[Proxy, Books]:
+    """A server with auth and metrics on, under `limits`, and its bookkeeping."""
+    proxy = await start_proxy(
         {"auth": AUTH, "metrics": {"enabled": True, "port": 0}, "limits": limits or {}}
     )
+    return proxy, Books(proxy, capture)
 
 
 @pytest.mark.parametrize("method", METHODS)
 async def test_a_model_outside_the_callers_claim(
     start_proxy: ProxyFactory, capture: pytest.LogCaptureFixture, method: str
 ) -> None:
-    proxy = await secured(start_proxy)
-    books = Books(proxy, capture)
+    proxy, books = await secured(start_proxy, capture)
     rid = f"perm-{method}"
     message = request("hi", model="markov", request_id=rid)
     await assert_recorded_once(
@@ -192,8 +197,7 @@ async def test_a_model_outside_the_callers_claim(
 async def test_a_caller_over_its_rate(
     start_proxy: ProxyFactory, capture: pytest.LogCaptureFixture, method: str
 ) -> None:
-    proxy = await secured(start_proxy, {"max_requests_per_minute": 1})
-    books = Books(proxy, capture)
+    proxy, books = await secured(start_proxy, capture, {"max_requests_per_minute": 1})
     md = token("bob")
     assert await call(proxy, method, request("first", model="echo"), md) == (None, "ok")
     for attempt in range(3):
@@ -238,8 +242,7 @@ async def hold_a_slot(proxy: Proxy, metadata: Any) -> Holder:
 async def test_a_server_at_its_concurrency_limit(
     start_proxy: ProxyFactory, capture: pytest.LogCaptureFixture, method: str
 ) -> None:
-    proxy = await secured(start_proxy, {"max_concurrent_requests": 1})
-    books = Books(proxy, capture)
+    proxy, books = await secured(start_proxy, capture, {"max_concurrent_requests": 1})
     holder = await hold_a_slot(proxy, token("holder"))
     rid = f"full-{method}"
     await assert_recorded_once(
@@ -277,8 +280,7 @@ async def test_bad_input_answered_in_band(
     outcome: str,
     model: str,
 ) -> None:
-    proxy = await secured(start_proxy)
-    books = Books(proxy, capture)
+    proxy, books = await secured(start_proxy, capture)
     await assert_recorded_once(
         books,
         method,
@@ -295,8 +297,7 @@ async def test_a_caller_at_its_own_concurrency_cap_while_others_are_served(
     start_proxy: ProxyFactory, capture: pytest.LogCaptureFixture, method: str
 ) -> None:
     # Four slots: one caller may hold two (half, by default), the rest stay free for others.
-    proxy = await secured(start_proxy, {"max_concurrent_requests": 4})
-    books = Books(proxy, capture)
+    proxy, books = await secured(start_proxy, capture, {"max_concurrent_requests": 4})
     greedy = token("greedy")
     held = [await hold_a_slot(proxy, greedy) for _ in range(2)]
     rid = f"capped-{method}"
@@ -339,8 +340,7 @@ async def test_malformed_identifiers_refused_with_a_status(
     case: str,
     message: pb.ExecuteRequest,
 ) -> None:
-    proxy = await secured(start_proxy)
-    books = Books(proxy, capture)
+    proxy, books = await secured(start_proxy, capture)
     await assert_recorded_once(
         books,
         method,
@@ -369,8 +369,7 @@ async def test_a_caller_without_valid_credentials(
     """Refused before it is a request at all: anyone can send these by the thousand, so they
     are counted (llm_proxy_refused_calls_total) and summarised in the log, not recorded and
     logged one by one as requests are."""
-    proxy = await secured(start_proxy)
-    books = Books(proxy, capture)
+    proxy, books = await secured(start_proxy, capture)
     before = books.refused("unauthenticated")
     rid = f"anonymous-{method}"
 

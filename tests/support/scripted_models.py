@@ -21,6 +21,7 @@ LlmModelRegistry(plugin_modules=["tests.support.scripted_models"]).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -180,43 +181,67 @@ def _failure(script: Script) -> Exception:
 
 
 class _Run:
-    """Records a run's progress in its probe and probe file."""
+    """One run of a script: follows it and records its progress in its probe and probe file."""
 
-    def __init__(self, script: Script, implementation: str, system: str | None) -> None:
-        self.script = script
-        self.probe = probe(script.probe) if script.probe else None
+    def __init__(self, prompt: Any, implementation: str) -> None:
+        self.script = plan(prompt)
+        self.probe = probe(self.script.probe) if self.script.probe else None
         if self.probe is not None:
             self.probe.implementation = implementation
-            self.probe.system = system
+            self.probe.system = prompt.system
         self.sent = 0
+        self.began = time.monotonic()
+        self.log("started")
+        if self.probe is not None:
+            self.probe.started.set()
 
     def log(self, line: str) -> None:
         if self.script.probe_file:
             with open(self.script.probe_file, "a", encoding="utf-8") as file:
                 file.write(line + "\n")
 
-    def started(self) -> None:
-        self.log("started")
-        if self.probe is not None:
-            self.probe.started.set()
+    @contextlib.contextmanager
+    def recording(self, *closed_by: type[BaseException]) -> Iterator[None]:
+        """Records how the run ends: finished; closed by its consumer (or by `closed_by`);
+        or failed."""
+        closers: tuple[type[BaseException], ...] = (GeneratorExit, *closed_by)
+        try:
+            yield
+        except closers:
+            self._ended("closed")
+            raise
+        except Exception:
+            self._ended("failed")
+            raise
+        self._ended("finished")
 
-    def chunk(self) -> None:
-        self.sent += 1
-        if self.probe is not None:
-            self.probe.count_chunk()
-        self.log(f"chunk {self.sent}")
-
-    def ended(self, how: str) -> None:
+    def _ended(self, how: str) -> None:
         self.log(how)
         if self.probe is not None:
             getattr(self.probe, how).set()
 
-    def hanging(self, started_at: float) -> bool:
+    def hanging(self) -> bool:
         released = self.probe is not None and self.probe.release.is_set()
-        return not released and time.monotonic() - started_at < HANG_LIMIT_S
+        return not released and time.monotonic() - self.began < HANG_LIMIT_S
 
-    def should_fail(self) -> bool:
-        return self.script.fail_after is not None and self.sent >= self.script.fail_after
+    def chunks(self) -> Iterator[str]:
+        """The script's chunks; raises the script's failure where the script says."""
+        for chunk in self.script.each_chunk():
+            self._fail_if_due()
+            yield chunk
+        self._fail_if_due()
+
+    def sent_one(self, chunk: str) -> str:
+        """`chunk`, counted as sent."""
+        self.sent += 1
+        if self.probe is not None:
+            self.probe.count_chunk()
+        self.log(f"chunk {self.sent}")
+        return chunk
+
+    def _fail_if_due(self) -> None:
+        if self.script.fail_after is not None and self.sent >= self.script.fail_after:
+            raise _failure(self.script)
 
     def set_usage(self, response: Any) -> None:
         if self.script.usage is not None:
@@ -230,29 +255,14 @@ def _sleep_sync(seconds: float, keep_going: Callable[[], bool] = lambda: True) -
 
 
 def _run_sync(prompt: Any, response: Any, implementation: str) -> Iterator[str]:
-    script = plan(prompt)
-    run = _Run(script, implementation, prompt.system)
-    run.started()
-    try:
-        if script.hang:
-            began = time.monotonic()
-            _sleep_sync(HANG_LIMIT_S, lambda: run.hanging(began))
-        for chunk in script.each_chunk():
-            if run.should_fail():
-                raise _failure(script)
-            _sleep_sync(script.delay)
-            run.chunk()
-            yield chunk
-        if run.should_fail():
-            raise _failure(script)
+    run = _Run(prompt, implementation)
+    with run.recording():
+        if run.script.hang:
+            _sleep_sync(HANG_LIMIT_S, run.hanging)
+        for chunk in run.chunks():
+            _sleep_sync(run.script.delay)
+            yield run.sent_one(chunk)
         run.set_usage(response)
-    except GeneratorExit:
-        run.ended("closed")
-        raise
-    except Exception:
-        run.ended("failed")
-        raise
-    run.ended("finished")
 
 
 async def _sleep_async(seconds: float, keep_going: Callable[[], bool] = lambda: True) -> None:
@@ -262,29 +272,14 @@ async def _sleep_async(seconds: float, keep_going: Callable[[], bool] = lambda: 
 
 
 async def _run_async(prompt: Any, response: Any) -> AsyncGenerator[str, None]:
-    script = plan(prompt)
-    run = _Run(script, "async", prompt.system)
-    run.started()
-    try:
-        if script.hang:
-            began = time.monotonic()
-            await _sleep_async(HANG_LIMIT_S, lambda: run.hanging(began))
-        for chunk in script.each_chunk():
-            if run.should_fail():
-                raise _failure(script)
-            await _sleep_async(script.delay)
-            run.chunk()
-            yield chunk
-        if run.should_fail():
-            raise _failure(script)
+    run = _Run(prompt, "async")
+    with run.recording(asyncio.CancelledError):
+        if run.script.hang:
+            await _sleep_async(HANG_LIMIT_S, run.hanging)
+        for chunk in run.chunks():
+            await _sleep_async(run.script.delay)
+            yield run.sent_one(chunk)
         run.set_usage(response)
-    except (GeneratorExit, asyncio.CancelledError):
-        run.ended("closed")
-        raise
-    except Exception:
-        run.ended("failed")
-        raise
-    run.ended("finished")
 
 
 class _Capabilities:

@@ -198,6 +198,13 @@ class RecordingObserver:
         assert len(self.records) == 1, f"expected exactly one record, got {self.records!r}"
         return self.records[0]
 
+    def only_with(self, **expected: object) -> RequestRecord:
+        """The single record, whose fields must hold `expected` (compared together, so a
+        failure shows every difference at once)."""
+        record = self.only()
+        assert {name: getattr(record, name) for name in expected} == expected
+        return record
+
 
 # --------------------------------------------------------------------------- gateway
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from typing import NamedTuple
 
 import pytest
 
 from adapters.quota import MemoryQuotaStore
 from adapters.quota.memory import SWEEP_AT
-from application._common import PromptPipeline
 from application.admission import Admission, Reservation
 from application.execute_prompt import ExecutePrompt
 from application.stream_prompt import StreamPrompt
@@ -199,17 +199,29 @@ async def test_counters_of_idle_callers_are_swept_so_memory_stays_bounded() -> N
         await admission.enter("late")
 
 
-def _limited_harness(limits: Limits) -> tuple[Harness, Admission, PromptPipeline]:
+class _Limited(NamedTuple):
+    harness: Harness
+    admission: Admission
+    execute: ExecutePrompt
+    stream: StreamPrompt
+
+
+def _limited(limits: Limits) -> _Limited:
+    """Both use cases behind a real Admission over an in-memory store, under `limits`."""
     harness = Harness()
     harness.set_limits(limits)
     admission = Admission(MemoryQuotaStore(), harness.clock)
     pipeline = dataclasses.replace(harness.pipeline, admission=admission)
-    return harness, admission, pipeline
+    return _Limited(
+        harness,
+        admission,
+        ExecutePrompt(pipeline, harness.gateway, harness.observer),
+        StreamPrompt(pipeline, harness.gateway, harness.observer),
+    )
 
 
 async def test_execute_releases_its_slot_on_success_and_failure() -> None:
-    harness, admission, pipeline = _limited_harness(Limits(max_concurrent_requests=1))
-    execute = ExecutePrompt(pipeline, harness.gateway, harness.observer)
+    harness, admission, execute, _ = _limited(Limits(max_concurrent_requests=1))
     harness.script("fine")
     ok = await execute(prompt_request("hi"), CallContext())
     assert isinstance(ok, Answer)
@@ -219,8 +231,7 @@ async def test_execute_releases_its_slot_on_success_and_failure() -> None:
 
 
 async def test_over_limit_execute_is_a_rate_limited_failure() -> None:
-    harness, _, pipeline = _limited_harness(Limits(max_requests_per_minute=1))
-    execute = ExecutePrompt(pipeline, harness.gateway, harness.observer)
+    harness, _, execute, _ = _limited(Limits(max_requests_per_minute=1))
     harness.script("fine")
     who = CallContext(principal=Principal(subject="carol"))
     assert isinstance(await execute(prompt_request("hi"), who), Answer)
@@ -231,8 +242,7 @@ async def test_over_limit_execute_is_a_rate_limited_failure() -> None:
 
 
 async def test_cancelled_stream_releases_its_slot() -> None:
-    harness, admission, pipeline = _limited_harness(Limits(max_concurrent_requests=1))
-    stream = StreamPrompt(pipeline, harness.gateway, harness.observer)
+    harness, admission, _, stream = _limited(Limits(max_concurrent_requests=1))
     harness.script("first", HANG)
     opened = stream(prompt_request("hi"), CallContext())
 
@@ -261,8 +271,7 @@ async def test_cancelled_stream_releases_its_slot() -> None:
 async def test_a_caller_over_its_rate_is_told_that_and_nothing_costlier(
     costly: PromptRequest,
 ) -> None:
-    harness, _, pipeline = _limited_harness(Limits(max_requests_per_minute=1))
-    execute = ExecutePrompt(pipeline, harness.gateway, harness.observer)
+    harness, _, execute, _ = _limited(Limits(max_requests_per_minute=1))
     harness.script("fine")
     who = CallContext(principal=Principal(subject="carol", allowed_models=("echo",)))
     assert isinstance(await execute(prompt_request("hi"), who), Answer)
@@ -274,8 +283,7 @@ async def test_a_caller_over_its_rate_is_told_that_and_nothing_costlier(
 
 
 async def test_requests_refused_for_their_content_spend_the_allowance_too() -> None:
-    harness, admission, pipeline = _limited_harness(Limits(max_requests_per_minute=2))
-    execute = ExecutePrompt(pipeline, harness.gateway, harness.observer)
+    _, admission, execute, _ = _limited(Limits(max_requests_per_minute=2))
     who = CallContext(principal=Principal(subject="mallory"))
     for bad in (
         prompt_request("hi", model="nope"),
@@ -291,8 +299,7 @@ async def test_requests_refused_for_their_content_spend_the_allowance_too() -> N
 
 
 async def test_an_empty_request_is_refused_before_the_rate_limit_and_costs_nothing() -> None:
-    harness, _, pipeline = _limited_harness(Limits(max_requests_per_minute=1))
-    execute = ExecutePrompt(pipeline, harness.gateway, harness.observer)
+    harness, _, execute, _ = _limited(Limits(max_requests_per_minute=1))
     harness.script("fine")
     who = CallContext(principal=Principal(subject="dave"))
     empty = await execute(prompt_request(" "), who)

@@ -7,7 +7,8 @@ import pytest
 from bench import bench_models
 from bench.footprint import parse_importtime
 from bench.loadgen import WorkerResult, combine
-from bench.scenarios import QUICK, all_scenarios, select, split, summarize_load
+from bench.scenarios import all_scenarios, select
+from bench.session import QUICK, split, summarize_load
 from bench.stats import LatencySummary, ScenarioResult, merge_counts, percentile
 
 

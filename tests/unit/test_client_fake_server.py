@@ -6,7 +6,8 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -297,45 +298,50 @@ def test_inband_errors_become_typed_errors(fake: FakeProxy) -> None:
         assert stream.text == "so far "
 
 
-def test_tls_with_a_private_ca(tmp_path: Path) -> None:
+@dataclass(frozen=True)
+class TlsFake:
+    server: FakeProxy
+    port: int
+    # The private CA that signed the server's certificate.
+    ca: Path
+
+
+@pytest.fixture
+def tls_fake(tmp_path: Path) -> Iterator[TlsFake]:
+    """A fake server on TLS, its certificate signed by a private CA the system does not trust."""
     certs = make_certs()
     ca = tmp_path / "ca.pem"
     ca.write_bytes(certs.ca_pem)
     server = FakeProxy()
     port = server.start(tls=(certs.server_key_pem, certs.server_cert_pem))
-    try:
-        for host in ("127.0.0.1", "localhost"):
-            with ProxyClient(f"llm-proxy://tok@{host}:{port}", ca_bundle=ca) as client:
-                assert client.execute("over tls").text == "over tls"
-        assert server.calls_to("Execute")[0].metadata["authorization"] == "Bearer tok"
-        # The system trust store does not know the private CA, so verification must fail.
-        no_ca = RetryPolicy(max_attempts=1)
-        plain_url = f"llm-proxy://127.0.0.1:{port}"
-        with ProxyClient(plain_url, retry=no_ca, env={}) as client, pytest.raises(UnavailableError):
-            client.execute("x")
-        # A plaintext client cannot talk to a TLS port either.
-        insecure_url = f"llm-proxy+insecure://127.0.0.1:{port}"
-        with ProxyClient(insecure_url, retry=no_ca) as client, pytest.raises(UnavailableError):
-            client.execute("x")
-    finally:
-        server.stop()
+    yield TlsFake(server, port, ca)
+    server.stop()
 
 
-def test_ca_bundle_from_environment(tmp_path: Path) -> None:
-    certs = make_certs()
-    ca = tmp_path / "ca.pem"
-    ca.write_bytes(certs.ca_pem)
-    server = FakeProxy()
-    port = server.start(tls=(certs.server_key_pem, certs.server_cert_pem))
-    try:
-        env = {
-            "LLM_PROXY_CA_BUNDLE": str(ca),
-            "LLM_PROXY_URL": f"vibectl-server://127.0.0.1:{port}",
-        }
-        with ProxyClient(env=env) as client:
-            assert client.server_info().server_name == "fake"
-    finally:
-        server.stop()
+def test_tls_with_a_private_ca(tls_fake: TlsFake) -> None:
+    port, ca = tls_fake.port, tls_fake.ca
+    for host in ("127.0.0.1", "localhost"):
+        with ProxyClient(f"llm-proxy://tok@{host}:{port}", ca_bundle=ca) as client:
+            assert client.execute("over tls").text == "over tls"
+    assert tls_fake.server.calls_to("Execute")[0].metadata["authorization"] == "Bearer tok"
+    # The system trust store does not know the private CA, so verification must fail.
+    no_ca = RetryPolicy(max_attempts=1)
+    plain_url = f"llm-proxy://127.0.0.1:{port}"
+    with ProxyClient(plain_url, retry=no_ca, env={}) as client, pytest.raises(UnavailableError):
+        client.execute("x")
+    # A plaintext client cannot talk to a TLS port either.
+    insecure_url = f"llm-proxy+insecure://127.0.0.1:{port}"
+    with ProxyClient(insecure_url, retry=no_ca) as client, pytest.raises(UnavailableError):
+        client.execute("x")
+
+
+def test_ca_bundle_from_environment(tls_fake: TlsFake) -> None:
+    env = {
+        "LLM_PROXY_CA_BUNDLE": str(tls_fake.ca),
+        "LLM_PROXY_URL": f"vibectl-server://127.0.0.1:{tls_fake.port}",
+    }
+    with ProxyClient(env=env) as client:
+        assert client.server_info().server_name == "fake"
 
 
 # --- the async client ------------------------------------------------------------------------
@@ -425,17 +431,10 @@ async def test_async_inband_stream_error(fake: FakeProxy) -> None:
     assert caught.value.code == "INVALID_SCHEMA"
 
 
-async def test_async_tls_with_a_private_ca(tmp_path: Path) -> None:
-    certs = make_certs()
-    ca = tmp_path / "ca.pem"
-    ca.write_bytes(certs.ca_pem)
-    server = FakeProxy()
-    port = server.start(tls=(certs.server_key_pem, certs.server_cert_pem))
-    try:
-        async with AsyncProxyClient(f"llm-proxy://127.0.0.1:{port}", ca_bundle=ca) as client:
-            assert (await client.execute("secure")).text == "secure"
-    finally:
-        await asyncio.to_thread(server.stop)
+async def test_async_tls_with_a_private_ca(tls_fake: TlsFake) -> None:
+    url = f"llm-proxy://127.0.0.1:{tls_fake.port}"
+    async with AsyncProxyClient(url, ca_bundle=tls_fake.ca) as client:
+        assert (await client.execute("secure")).text == "secure"
 
 
 def test_metrics_helper_is_consistent() -> None:

@@ -103,16 +103,17 @@ async def test_success_is_recorded_once(h: Harness) -> None:
 
     await h.execute(request("hi", request_id="r-9"), CallContext(Principal("alice")))
 
-    record = h.observer.only()
-    assert record.method is Method.UNARY
-    assert record.transport == "unspecified"
-    assert record.request_id == "r-9"
-    assert record.subject == "alice"
-    assert record.model_id == "echo"
-    assert record.outcome == "ok"
-    assert record.duration_s == pytest.approx(1.5)
-    assert record.usage == Usage(input_tokens=3, output_tokens=4)
-    assert record.cost_usd == pytest.approx(3.0)
+    h.observer.only_with(
+        method=Method.UNARY,
+        transport="unspecified",
+        request_id="r-9",
+        subject="alice",
+        model_id="echo",
+        outcome="ok",
+        duration_s=pytest.approx(1.5),
+        usage=Usage(input_tokens=3, output_tokens=4),
+        cost_usd=pytest.approx(3.0),
+    )
 
 
 async def test_messages_reach_the_gateway_unchanged(h: Harness) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,12 +26,18 @@ class ListLedger:
         self.entries.append(entry)
 
 
+async def _started_with_rows(sink: FakeLedgerSink, rows: int, **options: Any) -> BatchingLedger:
+    """A started ledger over `sink`, given rows r0, r1, ..."""
+    ledger = BatchingLedger(sink, **options)
+    await ledger.start()
+    for index in range(rows):
+        ledger.append(usage_entry(f"r{index}"))
+    return ledger
+
+
 async def test_close_writes_every_queued_row_in_batches() -> None:
     sink = FakeLedgerSink()
-    ledger = BatchingLedger(sink, batch_size=10, flush_interval_s=60)
-    await ledger.start()
-    for index in range(25):
-        ledger.append(usage_entry(f"r{index}"))
+    ledger = await _started_with_rows(sink, 25, batch_size=10, flush_interval_s=60)
     await ledger.close()
     assert [entry.request_id for entry in sink.rows] == [f"r{index}" for index in range(25)]
     assert all(len(batch) <= 10 for batch in sink.batches)
@@ -40,10 +47,7 @@ async def test_close_writes_every_queued_row_in_batches() -> None:
 
 async def test_a_full_batch_is_written_without_waiting_for_the_interval() -> None:
     sink = FakeLedgerSink()
-    ledger = BatchingLedger(sink, batch_size=5, flush_interval_s=3600)
-    await ledger.start()
-    for index in range(5):
-        ledger.append(usage_entry(f"r{index}"))
+    ledger = await _started_with_rows(sink, 5, batch_size=5, flush_interval_s=3600)
     for _ in range(100):
         if sink.rows:
             break
@@ -68,10 +72,9 @@ async def test_rows_that_keep_failing_are_dropped_counted_and_logged(
 ) -> None:
     dropped: list[int] = []
     sink = FakeLedgerSink(failures=100)
-    ledger = BatchingLedger(sink, retry_delay_s=0, max_attempts=2, on_dropped=dropped.append)
-    await ledger.start()
-    for index in range(3):
-        ledger.append(usage_entry(f"r{index}"))
+    ledger = await _started_with_rows(
+        sink, 3, retry_delay_s=0, max_attempts=2, on_dropped=dropped.append
+    )
     with caplog.at_level(logging.WARNING, logger="llm_proxy.ledger"):
         await ledger.close()
     assert sink.rows == []

@@ -8,6 +8,11 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
 
 from infrastructure.log import (
     BatchingStreamHandler,
@@ -25,38 +30,58 @@ def _logger(handler: logging.Handler, name: str) -> logging.Logger:
     return logger
 
 
-def test_info_lines_are_written_in_order_within_the_interval() -> None:
-    stream = io.StringIO()
-    handler = BatchingStreamHandler(stream, interval_s=0.05)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logger = _logger(handler, "test.batching.order")
+@dataclass
+class Batching:
+    stream: io.StringIO
+    handler: BatchingStreamHandler
+    logger: logging.Logger
+
+
+MakeBatching = Callable[..., Batching]
+
+
+@pytest.fixture
+def batching(request: pytest.FixtureRequest) -> Iterator[MakeBatching]:
+    """A BatchingStreamHandler writing to a string, behind a logger of the test's own; closed
+    (its flusher thread stopped) at the end."""
+    made: list[BatchingStreamHandler] = []
+
+    def make(fmt: str = "%(message)s", **options: Any) -> Batching:
+        stream = io.StringIO()
+        handler = BatchingStreamHandler(stream, **options)
+        handler.setFormatter(logging.Formatter(fmt))
+        made.append(handler)
+        return Batching(stream, handler, _logger(handler, f"test.batching.{request.node.name}"))
+
+    yield make
+    for handler in made:
+        handler.close()
+
+
+def test_info_lines_are_written_in_order_within_the_interval(batching: MakeBatching) -> None:
+    made = batching(interval_s=0.05)
+    stream = made.stream
     for index in range(100):
-        logger.info("line %d", index)
+        made.logger.info("line %d", index)
     deadline = time.monotonic() + 2
     while stream.getvalue().count("\n") < 100 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert stream.getvalue().splitlines() == [f"line {i}" for i in range(100)]
 
 
-def test_warnings_flush_at_once_with_what_came_before() -> None:
-    stream = io.StringIO()
-    handler = BatchingStreamHandler(stream, interval_s=60)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-    logger = _logger(handler, "test.batching.warning")
-    logger.info("first")
-    assert stream.getvalue() == ""
-    logger.warning("second")
-    assert stream.getvalue().splitlines() == ["INFO first", "WARNING second"]
+def test_warnings_flush_at_once_with_what_came_before(batching: MakeBatching) -> None:
+    made = batching("%(levelname)s %(message)s", interval_s=60)
+    made.logger.info("first")
+    assert made.stream.getvalue() == ""
+    made.logger.warning("second")
+    assert made.stream.getvalue().splitlines() == ["INFO first", "WARNING second"]
 
 
-def test_a_full_batch_is_written_without_waiting() -> None:
-    stream = io.StringIO()
-    handler = BatchingStreamHandler(stream, interval_s=60, max_lines=10)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logger = _logger(handler, "test.batching.full")
+def test_a_full_batch_is_written_without_waiting(batching: MakeBatching) -> None:
+    made = batching(interval_s=60, max_lines=10)
     for index in range(10):
-        logger.info("n%d", index)
-    assert len(stream.getvalue().splitlines()) == 10
+        made.logger.info("n%d", index)
+    assert len(made.stream.getvalue().splitlines()) == 10
 
 
 def test_cached_time_matches_the_standard_formatter() -> None:
@@ -70,18 +95,15 @@ def test_cached_time_matches_the_standard_formatter() -> None:
         assert cached.format(record) == standard.format(record)
 
 
-def test_close_stops_the_flusher_and_writes_what_is_pending() -> None:
-    stream = io.StringIO()
-    handler = BatchingStreamHandler(stream, interval_s=60)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logger = _logger(handler, "test.batching.close")
-    logger.info("pending")
-    flusher = handler._flusher
+def test_close_stops_the_flusher_and_writes_what_is_pending(batching: MakeBatching) -> None:
+    made = batching(interval_s=60)
+    made.logger.info("pending")
+    flusher = made.handler._flusher
 
-    handler.close()
+    made.handler.close()
 
     assert not flusher.is_alive()
-    assert stream.getvalue() == "pending\n"
+    assert made.stream.getvalue() == "pending\n"
 
 
 def test_reconfiguring_closes_the_previous_handler_only() -> None:

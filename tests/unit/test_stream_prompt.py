@@ -115,18 +115,19 @@ async def test_record_counts_chunks_and_time_to_first_chunk(h: Harness) -> None:
 
     await run(h, request("hi", request_id="s-1"), CallContext(Principal("bob")))
 
-    record = h.observer.only()
-    assert record.method is Method.STREAM
-    assert record.transport == "unspecified"
-    assert record.request_id == "s-1"
-    assert record.subject == "bob"
-    assert record.model_id == "echo"
-    assert record.outcome == "ok"
-    assert record.chunks == 3
-    assert record.first_chunk_s == pytest.approx(0.2)
-    assert record.duration_s == pytest.approx(0.5)
-    assert record.usage == Usage(input_tokens=4, output_tokens=3)
-    assert record.cost_usd == pytest.approx(7.0)
+    h.observer.only_with(
+        method=Method.STREAM,
+        transport="unspecified",
+        request_id="s-1",
+        subject="bob",
+        model_id="echo",
+        outcome="ok",
+        chunks=3,
+        first_chunk_s=pytest.approx(0.2),
+        duration_s=pytest.approx(0.5),
+        usage=Usage(input_tokens=4, output_tokens=3),
+        cost_usd=pytest.approx(7.0),
+    )
 
 
 async def test_schema_reaches_the_gateway(h: Harness) -> None:
@@ -262,9 +263,7 @@ async def test_unexpected_exception_propagates_and_is_recorded(h: Harness) -> No
 
     assert seen == [TextChunk("a")]
     assert h.gateway.last_call.closed
-    record = h.observer.only()
-    assert record.outcome == "INTERNAL_ERROR"
-    assert record.chunks == 1
+    h.observer.only_with(outcome="INTERNAL_ERROR", chunks=1)
 
 
 # --------------------------------------------------------------------------- time
@@ -286,9 +285,7 @@ async def test_timeout_while_waiting_for_the_model(h: Harness) -> None:
     assert error.seconds == pytest.approx(0.05)
     assert h.gateway.last_call.cancelled
     assert h.gateway.last_call.closed
-    record = h.observer.only()
-    assert record.outcome == "TIMEOUT"
-    assert record.chunks == 1
+    h.observer.only_with(outcome="TIMEOUT", chunks=1)
 
 
 async def test_timeout_bounds_the_whole_stream_not_each_chunk(h: Harness) -> None:
