@@ -82,6 +82,20 @@ FIGURES = (
     Figure("PSS per added worker", _extra("pss_per_added_worker_kb", 1 / 1024), " MiB", False),
     Figure("worker PSS (4 workers)", _extra("worker_pss_kb", 1 / 1024), " MiB", False),
     Figure("worker USS (4 workers)", _extra("worker_uss_kb", 1 / 1024), " MiB", False),
+    Figure("RSS after load", _extra("rss_after_load_kb", 1 / 1024), " MiB", False),
+    Figure("USS after load", _extra("uss_after_load_kb", 1 / 1024), " MiB", False),
+    Figure(
+        "PSS per added worker after load",
+        _extra("pss_per_added_worker_after_load_kb", 1 / 1024),
+        " MiB",
+        False,
+    ),
+    Figure(
+        "busiest worker USS after load (4 workers)",
+        _extra("worker_uss_after_load_kb", 1 / 1024),
+        " MiB",
+        False,
+    ),
 )
 
 

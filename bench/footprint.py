@@ -146,6 +146,9 @@ class TreeMemory:
         values = [worker[key] for worker in self.workers if key in worker]
         return sum(values) / len(values) if values else None
 
+    def max_worker(self, key: str) -> int | None:
+        return max((worker[key] for worker in self.workers if key in worker), default=None)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "supervisor": self.supervisor,

@@ -552,7 +552,8 @@ def _footprint_section(found: dict[str, ScenarioResult]) -> list[str]:
     if idle:
         lines += [
             f"One idle process: RSS {_mib(idle.extra.get('rss_kb'))} MiB, PSS "
-            f"{_mib(idle.extra.get('pss_kb'))} MiB, USS {_mib(idle.extra.get('uss_kb'))} MiB.",
+            f"{_mib(idle.extra.get('pss_kb'))} MiB, USS {_mib(idle.extra.get('uss_kb'))} MiB; "
+            f"after a few seconds of load RSS {_mib(idle.extra.get('rss_after_load_kb'))} MiB.",
             "",
         ]
     if workers:
@@ -575,6 +576,15 @@ def _footprint_section(found: dict[str, ScenarioResult]) -> list[str]:
         )
         added = workers.extra.get("pss_per_added_worker_kb")
         lines += ["", f"Each worker beyond the first adds {_mib(added)} MiB PSS.", ""]
+        after = workers.extra.get("pss_per_added_worker_after_load_kb")
+        if after is not None:
+            lines += [
+                f"After a few seconds of load on every worker (copy-on-write pages the "
+                f"workers have since written to are their own): {_mib(after)} MiB PSS per "
+                f"added worker, the busiest worker's USS "
+                f"{_mib(workers.extra.get('worker_uss_after_load_kb'))} MiB.",
+                "",
+            ]
     if startup:
         runs = ", ".join(f"{value:.3f}" for value in startup.extra.get("runs_s", []))
         floor = ", ".join(f"{value:.3f}" for value in startup.extra.get("floor_runs_s", []))

@@ -172,18 +172,37 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
 _open_handlers: weakref.WeakSet[BatchingStreamHandler] = weakref.WeakSet()
 
 
+_held_over_fork: list[BatchingStreamHandler] = []
+
+
 def _flush_before_fork() -> None:
-    # What is pending now is written once, by the parent, not again by the child.
-    for handler in list(_open_handlers):
+    # What is pending now is written once, by the parent, not again by the child; and the
+    # lock stays held over the fork, so that no flusher is halfway through writing to the
+    # stream (whose own lock the child would then find taken forever).
+    _held_over_fork[:] = list(_open_handlers)
+    for handler in _held_over_fork:
+        handler.acquire()
         handler.flush()
 
 
+def _release_after_fork() -> None:
+    for handler in _held_over_fork:
+        handler.release()
+    _held_over_fork.clear()
+
+
 def _restart_after_fork() -> None:
+    # logging gives every handler a new lock in the child before this runs.
+    _held_over_fork.clear()
     for handler in list(_open_handlers):
         handler._after_fork_in_child()
 
 
-os.register_at_fork(before=_flush_before_fork, after_in_child=_restart_after_fork)
+os.register_at_fork(
+    before=_flush_before_fork,
+    after_in_parent=_release_after_fork,
+    after_in_child=_restart_after_fork,
+)
 
 
 def configure_logging(level: str, fmt: str, *, show_pid: bool = False) -> None:

@@ -52,6 +52,7 @@ def test_pss_per_added_worker_is_the_growth_of_the_total_per_worker() -> None:
     four = _tree(34_000, 22_000, 22_000, 21_000, 21_000)
     assert footprint.per_added_worker(two, four) == (120_000 - 100_000) / 2
     assert four.mean_worker("uss") == (11_000 + 11_000 + 10_500 + 10_500) / 4
+    assert four.max_worker("uss") == 11_000
     assert footprint.per_added_worker(four, two) is None
     assert footprint.per_added_worker(footprint.TreeMemory({}, ()), four) is None
 
