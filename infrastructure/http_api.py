@@ -14,6 +14,7 @@ from application.describe_server import DescribeServer
 from application.embed import EmbedText
 from application.execute_prompt import ExecutePrompt
 from application.stream_prompt import StreamPrompt
+from infrastructure.ports import bound
 
 if TYPE_CHECKING:
     from adapters.http import Gate, HttpListener, HttpServices
@@ -51,4 +52,7 @@ def build_http_listener(
 ) -> HttpListener:
     from adapters.http import HttpListener
 
-    return HttpListener(gate, host, port, tls=tls, reuse_port=reuse_port)
+    # `serve --workers N`: with reuse_port every worker listens on the same port.
+    sock = bound(host, port, reuse_port=reuse_port, flag="--http-port")
+    sock.setblocking(False)
+    return HttpListener(gate, host, sock, tls=tls)

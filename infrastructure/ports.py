@@ -10,7 +10,9 @@ import errno
 import socket
 
 
-def _bound(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+def bound(host: str, port: int, *, reuse_port: bool, flag: str = "--port") -> socket.socket:
+    """A socket bound (not listening) as grpc binds its own; `flag` is the option a person
+    would use to pick another port."""
     family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     sock = socket.socket(family, kind, proto)
     try:
@@ -22,16 +24,16 @@ def _bound(host: str, port: int, *, reuse_port: bool) -> socket.socket:
         sock.bind(address)
     except OSError as exc:
         sock.close()
-        raise OSError(cannot_listen(host, port, exc)) from exc
+        raise OSError(cannot_listen(host, port, exc, flag)) from exc
     return sock
 
 
-def cannot_listen(host: str, port: int, error: OSError) -> str:
+def cannot_listen(host: str, port: int, error: OSError, flag: str = "--port") -> str:
     reason = error.strerror or str(error)
     if error.errno == errno.EADDRINUSE:
         return (
             f"cannot listen on {host}:{port}: the port is already in use (another server?); "
-            "pick another with --port"
+            f"pick another with {flag}"
         )
     return f"cannot listen on {host}:{port}: {reason}"
 
@@ -40,10 +42,10 @@ def ensure_free(host: str, port: int) -> None:
     """Raise OSError with a readable message when a server could not listen on host:port."""
     if port == 0:
         return
-    _bound(host, port, reuse_port=False).close()
+    bound(host, port, reuse_port=False).close()
 
 
 def reserve_port(host: str, port: int) -> socket.socket:
     """Bind (not listen) with SO_REUSEPORT: resolves port 0 for every worker, and fails now,
     with a clear error, when a server that does not share the port already holds it."""
-    return _bound(host, port, reuse_port=True)
+    return bound(host, port, reuse_port=True)

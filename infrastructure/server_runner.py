@@ -170,19 +170,13 @@ async def start(
     try:
         http = await _start_http(container, http_port)
         await server.start()
+        if ledger is not None and not rebuild:
+            await ledger.start()
     except BaseException:
         await server.stop(0)
         if http is not None:
             await http.stop(0)
         raise
-    if ledger is not None and not rebuild:
-        try:
-            await ledger.start()
-        except BaseException:
-            await server.stop(0)
-            if http is not None:
-                await http.stop(0)
-            raise
     catalog = container.catalog().current()
     log.info(
         "listening on %s:%d serving %d models (default %s) pid %d, open-file limit %d",

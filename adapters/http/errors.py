@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from types import UnionType
 
 from domain.errors import (
     AttachmentsTooLarge,
@@ -30,27 +31,22 @@ class RequestTooLarge(InvalidRequest):
     code = "REQUEST_TOO_LARGE"
 
 
+# Most specific first: the too-large errors are also invalid requests.
+_STATUS: tuple[tuple[type[ProxyError] | UnionType, int], ...] = (
+    (InputTooLong | AttachmentsTooLarge | RequestTooLarge, 413),
+    (InvalidRequest, 400),
+    (AuthenticationFailed, 401),
+    (PermissionDenied, 403),
+    (UnknownModel, 404),
+    (RateLimited, 429),
+    (UpstreamFailure, 502),
+    (ModelUnavailable | LimitsUnavailable, 503),
+    (UpstreamTimeout, 504),
+)
+
+
 def status_of(error: ProxyError) -> int:
-    # Most specific first: the too-large errors are also invalid requests.
-    if isinstance(error, InputTooLong | AttachmentsTooLarge | RequestTooLarge):
-        return 413
-    if isinstance(error, InvalidRequest):
-        return 400
-    if isinstance(error, AuthenticationFailed):
-        return 401
-    if isinstance(error, PermissionDenied):
-        return 403
-    if isinstance(error, UnknownModel):
-        return 404
-    if isinstance(error, RateLimited):
-        return 429
-    if isinstance(error, UpstreamFailure):
-        return 502
-    if isinstance(error, ModelUnavailable | LimitsUnavailable):
-        return 503
-    if isinstance(error, UpstreamTimeout):
-        return 504
-    return 500
+    return next((status for kind, status in _STATUS if isinstance(error, kind)), 500)
 
 
 _TYPES = {

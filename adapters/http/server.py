@@ -119,22 +119,6 @@ class _PeerAwareProtocol(H11Protocol):
         self.app = with_peer
 
 
-def bind(host: str, port: int, *, reuse_port: bool) -> socket.socket:
-    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            # `serve --workers N`: every worker listens on the same port.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(address)
-    except OSError as exc:
-        sock.close()
-        raise OSError(f"cannot listen on {host}:{port} for HTTP: {exc.strerror}") from exc
-    sock.setblocking(False)
-    return sock
-
-
 class HttpListener:
     """The HTTP API on one address, in the running event loop."""
 
@@ -144,14 +128,14 @@ class HttpListener:
         self,
         gate: Gate,
         host: str,
-        port: int,
+        sock: socket.socket,
         *,
         tls: ssl.SSLContext | None = None,
-        reuse_port: bool = False,
     ) -> None:
+        """`sock`: bound to `host`, not yet listening, non-blocking."""
         self._gate = gate
         self.host = host
-        self._socket = bind(host, port, reuse_port=reuse_port)
+        self._socket = sock
         self.port: int = self._socket.getsockname()[1]
         self.tls = tls
         self._server: _EmbeddedServer | None = None

@@ -92,6 +92,10 @@ class Connection:
         )
 
 
+def _file_option(flag: str, about: str) -> Callable[[F], F]:
+    return click.option(flag, type=click.Path(path_type=Path, dir_okay=False), help=about)
+
+
 def connection_options(command: F) -> F:
     """Add the connection options; the command receives them as one ``connection`` argument."""
 
@@ -111,27 +115,19 @@ def connection_options(command: F) -> F:
             "(also LLM_PROXY_URL).",
         ),
         click.option("--token", help="Bearer token (default: URL, LLM_PROXY_TOKEN)."),
-        click.option(
-            "--token-file",
-            type=click.Path(path_type=Path, dir_okay=False),
-            help="Read the bearer token from this file (also LLM_PROXY_TOKEN_FILE).",
+        _file_option(
+            "--token-file", "Read the bearer token from this file (also LLM_PROXY_TOKEN_FILE)."
         ),
-        click.option(
+        _file_option(
             "--ca-bundle",
-            type=click.Path(path_type=Path, dir_okay=False),
-            help="PEM CA bundle for a server with a private CA (also LLM_PROXY_CA_BUNDLE).",
+            "PEM CA bundle for a server with a private CA (also LLM_PROXY_CA_BUNDLE).",
         ),
-        click.option(
+        _file_option(
             "--client-cert",
-            type=click.Path(path_type=Path, dir_okay=False),
-            help="PEM client certificate, for a server that requires mutual TLS "
+            "PEM client certificate, for a server that requires mutual TLS "
             "(also LLM_PROXY_CLIENT_CERT).",
         ),
-        click.option(
-            "--client-key",
-            type=click.Path(path_type=Path, dir_okay=False),
-            help="Private key of --client-cert (also LLM_PROXY_CLIENT_KEY).",
-        ),
+        _file_option("--client-key", "Private key of --client-cert (also LLM_PROXY_CLIENT_KEY)."),
         click.option(
             "--timeout",
             type=click.FloatRange(min=0, min_open=True),

@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from tests.support.commands import run_sync
 from tests.support.openai_standin import running_standin
-
-ROOT = Path(__file__).resolve().parents[2]
 
 # Starts the server as `serve` does, notes what it imported once listening, asks the model
 # named in argv[2] (if any) over gRPC, stops it, and prints what it found.
@@ -61,14 +59,8 @@ def _imported(tmp_path: Path, config: dict[str, Any], *ask: str) -> dict[str, An
         "XDG_DATA_HOME": str(tmp_path / "data"),
     }
     environment.pop("OPENAI_API_KEY", None)
-    completed = subprocess.run(
-        [sys.executable, "-c", _PROBE, str(path), *ask],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    completed = run_sync(
+        sys.executable, "-c", _PROBE, str(path), *ask, env=environment, timeout=120
     )
     assert completed.returncode == 0, completed.stderr
     result: dict[str, Any] = json.loads(completed.stdout.splitlines()[-1])

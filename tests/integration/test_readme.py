@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.commands import run_sync
+
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 README_PORT = "50051"
@@ -144,14 +146,13 @@ def test_the_readme_commands_work_as_pasted(
     script, skipped = as_script(lines, port)
     script = script.replace("127.0.0.1:8080", f"127.0.0.1:{http_port}")
 
-    result = subprocess.run(
-        ["bash", "-c", script + "\nkill $(jobs -p) 2>/dev/null || true"],
-        cwd=checkout,
+    result = run_sync(
+        "bash",
+        "-c",
+        script + "\nkill $(jobs -p) 2>/dev/null || true",
         env=env,
-        capture_output=True,
-        text=True,
         timeout=240,
-        check=False,
+        cwd=checkout,
     )
 
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}\n---\n{script}"

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import errno
 import socket
+from collections.abc import Iterator
 
 import pytest
 
-from infrastructure.ports import reserve_port
+from infrastructure.ports import bound, reserve_port
 
 
 def _port_with_a_time_wait_connection() -> int:
@@ -41,10 +42,20 @@ def test_a_port_in_time_wait_can_be_reserved_for_workers() -> None:
         reserved.close()
 
 
-def test_a_port_held_by_a_listening_server_is_still_refused() -> None:
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A port another server listens on."""
     with socket.socket() as other:
         other.bind(("127.0.0.1", 0))
         other.listen()
-        port = other.getsockname()[1]
-        with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{port}"):
-            reserve_port("127.0.0.1", port)
+        yield other.getsockname()[1]
+
+
+def test_a_port_held_by_a_listening_server_is_still_refused(taken_port: int) -> None:
+    with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{taken_port}"):
+        reserve_port("127.0.0.1", taken_port)
+
+
+def test_a_taken_http_port_names_the_option_that_picks_another(taken_port: int) -> None:
+    with pytest.raises(OSError, match=r"already in use .*pick another with --http-port$"):
+        bound("127.0.0.1", taken_port, reuse_port=False, flag="--http-port")

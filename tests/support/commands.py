@@ -49,11 +49,14 @@ async def run(
 
 
 def run_sync(
-    *command: str, env: Mapping[str, str] | None = None, timeout: float = 60
+    *command: str,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 60,
+    cwd: Path = ROOT,
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         command,
-        cwd=ROOT,
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
