@@ -121,6 +121,7 @@ class PromptPipeline:
                 options=request.options,
                 schema=request.schema,
                 tools=request.tools,
+                handle=model.handle,
             ),
             policy=policy,
             timeout_s=timeout_s,

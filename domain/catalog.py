@@ -38,6 +38,10 @@ class ModelDescription:
     # Whether the model has a native async implementation (no worker thread per call).
     supports_async: bool = False
     options: tuple[OptionSpec, ...] = ()
+    # What the adapter that built the catalog runs the model with, opaque here. It travels
+    # with the request (ModelInvocation.handle), so the model a request was resolved to is
+    # the one that runs: no second lookup, which a reload could slip in front of.
+    handle: object = field(default=None, compare=False, repr=False)
 
     def option_names(self) -> tuple[str, ...]:
         return tuple(option.name for option in self.options)

@@ -317,3 +317,5 @@ class ModelInvocation:
     options: JsonObject = field(default_factory=dict, hash=False)
     schema: JsonObject | None = field(default=None, hash=False)
     tools: tuple[ToolDefinition, ...] = ()
+    # The resolved model's ModelDescription.handle: what the gateway runs.
+    handle: object = field(default=None, compare=False, hash=False, repr=False)

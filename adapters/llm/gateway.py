@@ -9,15 +9,23 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import aclosing
 from typing import Any
 
+from adapters.llm.discovery import DiscoveredModel
 from adapters.llm.errors import translate
 from adapters.llm.options import check_options
 from adapters.llm.prompting import LlmCall, build_call, tool_calls_of
 from adapters.llm.registry import LlmModelRegistry
-from adapters.llm.threaded import Done, Failed, Item, Stopped, run_sync_response, usage_of
+from adapters.llm.threaded import (
+    Done,
+    Failed,
+    Item,
+    Stopped,
+    run_sync_complete,
+    run_sync_response,
+    usage_of,
+)
 from domain.answer import GatewayEvent, ModelOutput, TextChunk, UsageReport
 from domain.errors import ModelUnavailable
-from domain.request import ModelInvocation, ToolCall
-from domain.usage import Usage
+from domain.request import ModelInvocation
 
 # Characters of a sync model's answer that may wait for the reader before the model is paused.
 MAX_BUFFERED_CHARS = 64 * 1024
@@ -34,23 +42,13 @@ class LlmGateway:
         self._running: set[threading.Event] = set()
 
     async def complete(self, invocation: ModelInvocation) -> ModelOutput:
-        parts: list[str] = []
-        tool_calls: list[ToolCall] = []
-        report = UsageReport(Usage())
-        async with aclosing(self._events(invocation, stream=False)) as events:
-            async for event in events:
-                if isinstance(event, TextChunk):
-                    parts.append(event.text)
-                elif isinstance(event, ToolCall):
-                    tool_calls.append(event)
-                else:
-                    report = event
-        return ModelOutput(
-            text="".join(parts),
-            usage=report.usage,
-            tool_calls=tuple(tool_calls),
-            resolved_model=report.resolved_model,
-        )
+        # Not built on the stream: a whole answer needs no event per chunk, no generator
+        # layers and, for a sync model, no hop to the event loop per chunk.
+        served, model, call = self._prepare(invocation, stream=False)
+        want_tool_calls = bool(invocation.tools)
+        if served.async_model is not None:
+            return await self._async_complete(served.model_id, model, call, want_tool_calls)
+        return await self._threaded_complete(served.model_id, model, call, want_tool_calls)
 
     def stream(self, invocation: ModelInvocation) -> AsyncGenerator[GatewayEvent, None]:
         """Text chunks as the model produces them, its tool calls, then one UsageReport.
@@ -65,24 +63,79 @@ class LlmGateway:
             stop.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
+    def _prepare(
+        self, invocation: ModelInvocation, *, stream: bool
+    ) -> tuple[DiscoveredModel, Any, LlmCall]:
+        served = self._served(invocation)
+        model = served.preferred
+        # Before any call: a model must not be reached with options it would refuse.
+        check_options(served.model_id, model, invocation.options)
+        try:
+            return served, model, build_call(invocation, model, stream=stream)
+        except Exception as error:
+            # Rebuilding earlier turns runs llm's own checks (conversation support, say).
+            raise translate(served.model_id, error, model) from error
+
+    def _served(self, invocation: ModelInvocation) -> DiscoveredModel:
+        # The model the request was resolved to rides along with it: no second lookup, and
+        # a reload between resolution and this call cannot change which model runs.
+        handle = invocation.handle
+        if isinstance(handle, DiscoveredModel):
+            return handle
+        return self._registry.served_model(invocation.model_id)
+
     def _events(
         self, invocation: ModelInvocation, *, stream: bool
     ) -> AsyncGenerator[GatewayEvent, None]:
         # Returns the chosen generator itself rather than re-yielding from it: one async
         # generator layer less on every chunk.
-        served = self._registry.served_model(invocation.model_id)
-        model = served.preferred
-        # Before any call: a model must not be reached with options it would refuse.
-        check_options(served.model_id, model, invocation.options)
-        try:
-            call = build_call(invocation, model, stream=stream)
-        except Exception as error:
-            # Rebuilding earlier turns runs llm's own checks (conversation support, say).
-            raise translate(served.model_id, error, model) from error
+        served, model, call = self._prepare(invocation, stream=stream)
         want_tool_calls = bool(invocation.tools)
         if served.async_model is not None:
             return self._async_events(served.model_id, model, call, want_tool_calls)
         return self._threaded_events(served.model_id, model, call, want_tool_calls)
+
+    async def _async_complete(
+        self, model_id: str, model: Any, call: LlmCall, want_tool_calls: bool
+    ) -> ModelOutput:
+        try:
+            response = call.start()
+            # llm keeps the chunks and joins them once; a CancelledError raised while we
+            # await lands inside the plugin's own await and ends its generator.
+            text = await response.text()
+            # Only a request that offered tools can be answered with calls to them.
+            calls = tool_calls_of(await response.messages()) if want_tool_calls else ()
+        except Exception as error:
+            raise translate(model_id, error, model) from error
+        return ModelOutput(
+            text=text,
+            usage=usage_of(response),
+            tool_calls=calls,
+            resolved_model=response.resolved_model,
+        )
+
+    async def _threaded_complete(
+        self, model_id: str, model: Any, call: LlmCall, want_tool_calls: bool
+    ) -> ModelOutput:
+        stop = threading.Event()
+        try:
+            job = self._pool.submit(run_sync_complete, call, stop, want_tool_calls=want_tool_calls)
+        except RuntimeError as error:
+            raise _shutting_down() from error
+        self._running.add(stop)
+        try:
+            output = await asyncio.wrap_future(job)
+        except Exception as error:
+            raise translate(model_id, error, model) from error
+        finally:
+            # Reached on completion, failure and cancellation alike: a cancelled call stops
+            # at the model's next chunk, or never starts if it still waits for a thread.
+            stop.set()
+            self._running.discard(stop)
+            job.cancel()
+        if output is None:
+            raise _shutting_down()
+        return output
 
     async def _async_events(
         self, model_id: str, model: Any, call: LlmCall, want_tool_calls: bool

@@ -176,6 +176,7 @@ def _describe(model: DiscoveredModel, aliases: tuple[str, ...]) -> ModelDescript
         supports_conversation=bool(getattr(implementation, "supports_conversation", True)),
         supports_async=model.async_model is not None,
         options=describe_options(implementation),
+        handle=model,
     )
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapters.llm.prompting import LlmCall, tool_calls_of
+from domain.answer import ModelOutput
 from domain.request import ToolCall
 from domain.usage import Usage
 
@@ -80,4 +81,28 @@ def _drive(
         # Only a request that offered tools can be answered with calls to them.
         tool_calls_of(response.messages()) if want_tool_calls else (),
         getattr(response, "resolved_model", None),
+    )
+
+
+def run_sync_complete(
+    call: LlmCall, stop: threading.Event, *, want_tool_calls: bool = False
+) -> ModelOutput | None:
+    """Runs on a pool thread: the whole answer, or None once `stop` is set (checked at every
+    chunk, as in run_sync_response). The model's exceptions propagate to the caller."""
+    if stop.is_set():
+        return None
+    response = call.start()
+    chunks = iter(response)
+    try:
+        for _ in chunks:
+            if stop.is_set():
+                return None
+    finally:
+        chunks.close()
+    return ModelOutput(
+        # llm kept the chunks as they came; joined once, here.
+        text=response.text(),
+        usage=usage_of(response),
+        tool_calls=tool_calls_of(response.messages()) if want_tool_calls else (),
+        resolved_model=getattr(response, "resolved_model", None),
     )
