@@ -21,9 +21,11 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NoReturn, Protocol
 
@@ -128,9 +130,13 @@ class Supervisor:
         metrics_dir: str | None,
         quota_socket: str | None = None,
         http_port: int | None = None,
+        private: Sequence[socket.socket] = (),
     ) -> None:
+        """`private`: sockets only this process uses (port reservations, /metrics), which a
+        forked worker closes so that they are not kept open by a worker that outlives it."""
         self._settings = settings
         self._workers = workers
+        self._private = tuple(private)
         self._quota_socket = quota_socket
         self._port = port
         self._http_port = http_port
@@ -185,6 +191,9 @@ class Supervisor:
         try:
             pid = os.fork()
             if pid == 0:
+                for sock in self._private:
+                    with contextlib.suppress(OSError):
+                        sock.close()
                 _become_worker(self._workers, slot.index, self._port, self._http_port, restarted)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
@@ -348,6 +357,15 @@ def supervise(settings: Settings, workers: Workers) -> int:
             metrics_dir=metrics_dir,
             quota_socket=quota_socket,
             http_port=http_port,
+            private=[
+                sock
+                for sock in (
+                    reserved,
+                    http_reserved,
+                    endpoint.server.socket if endpoint is not None else None,
+                )
+                if sock is not None
+            ],
         )
         status = asyncio.run(supervisor.run())
         log.info("all workers stopped")

@@ -455,6 +455,40 @@ async def test_a_replaced_worker_serves_the_configuration_as_it_is_now(
     assert server.process.wait(timeout=20) == 0
 
 
+def _listening_inode(port: int) -> str:
+    """The inode of the socket listening on 127.0.0.1:port, from /proc/net/tcp."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, state, inode = fields[1], fields[3], fields[9]
+        if local == f"0100007F:{port:04X}" and state == "0A":
+            return inode
+    raise AssertionError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    found = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            found.add(target[len("socket:[") : -1])
+    return found
+
+
+def test_workers_do_not_hold_the_supervisors_own_sockets(tmp_path: Path, spawn: Any) -> None:
+    """Forked workers inherit every descriptor; the ones only the supervisor uses (its
+    /metrics listener, the port reservations) are closed, so a worker that outlives a killed
+    supervisor does not keep its /metrics port."""
+    config = write_config(tmp_path / "proxy.yaml", extra="metrics:\n  enabled: true\n  port: 0\n")
+    server = spawn(config, "--workers", "2")
+    metrics = _listening_inode(server.metrics_port)
+    assert metrics in _socket_inodes(server.process.pid)
+    for pid in _listening_workers(server, 2):
+        assert metrics not in _socket_inodes(pid)
+
+
 async def test_a_second_sigterm_cancels_what_is_left_at_once(tmp_path: Path, spawn: Any) -> None:
     server = spawn(write_config(tmp_path / "proxy.yaml", grace=60))
     channel, stub = _stub(server.port)
