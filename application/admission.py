@@ -18,11 +18,10 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-from application.ports import Clock, QuotaStore, QuotaStoreUnavailable
+from application.ports import Clock, LocalQuotaStore, QuotaStore, QuotaStoreUnavailable
 from domain.errors import (
     BudgetExhausted,
     LimitsUnavailable,
@@ -34,6 +33,7 @@ from domain.errors import (
 from domain.policy import ServerPolicy
 from domain.principal import Principal
 from domain.quota import (
+    Adjustment,
     AppliedLimit,
     Breach,
     Charge,
@@ -57,6 +57,8 @@ OVERLOADED_RETRY_AFTER_S = 1.0
 MAX_RESOLVED = 10_000
 # A store that cannot be reached is reported at most this often while failing open.
 FAIL_OPEN_LOG_INTERVAL_S = 60.0
+# Adjustments sent to a shared store in one call at most; the rest go in the next.
+MAX_SETTLEMENTS_PER_CALL = 256
 
 
 @dataclass(slots=True)
@@ -78,6 +80,8 @@ class Admission:
         on_fail_open: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
+        # This process's memory: reserved and settled in place, nothing to await.
+        self._local = store if store.local and isinstance(store, LocalQuotaStore) else None
         self._clock = clock
         self._fail_open = fail_open
         self._on_fail_open = on_fail_open
@@ -86,7 +90,10 @@ class Admission:
         # Only callers with a request in flight have an entry, so this is bounded by the
         # number of requests in flight.
         self._in_flight_by_subject: dict[str, int] = {}
-        self._settling: set[asyncio.Task[None]] = set()
+        # Settlements bound for a shared store: sent together by one task, however many
+        # requests end meanwhile, rather than by a task of each request's own.
+        self._unsent: list[Adjustment] = []
+        self._sender: asyncio.Task[None] | None = None
         # Which limits apply depends only on the policy and who asks for which model: kept
         # per policy snapshot, as resolving rules for every request was a visible cost.
         self._resolved: dict[tuple[str, str | None, str | None], tuple[AppliedLimit, ...]] = {}
@@ -122,25 +129,37 @@ class Admission:
             cost = price.cost(Usage(input_tokens, tokens - input_tokens)) if price else None
             now = self._clock.now()
             charges = tuple(charges_for(limits, Estimate(tokens, cost or 0.0), now))
-            try:
-                breach = await self._reserve(charges, now)
-            except QuotaStoreUnavailable as exc:
-                self.store_unavailable = True
-                if not self._fail_open:
-                    raise LimitsUnavailable(
-                        "this server cannot check its limits right now (their shared store is "
-                        "unreachable); retry shortly"
-                    ) from exc
-                self._note_fail_open(exc)
-                charges = ()
-            else:
-                self.store_unavailable = False
+            if self._local is not None:
+                breach = self._local.reserve_now(charges, now)
                 if breach is not None:
                     raise refusal(breach, principal.subject)
+            else:
+                charges = await self._reserve_remote(charges, now, principal.subject)
         self._in_flight += 1
         subject = principal.subject
-        self._in_flight_by_subject[subject] = self._in_flight_by_subject.get(subject, 0) + 1
+        in_flight = self._in_flight_by_subject
+        in_flight[subject] = in_flight.get(subject, 0) + 1
         return Reservation(subject, charges, input_tokens, price, quotas.chars_per_token)
+
+    async def _reserve_remote(
+        self, charges: tuple[Charge, ...], now: float, subject: str
+    ) -> tuple[Charge, ...]:
+        """The charges reserved in a shared store; none when it failed and limits fail open."""
+        try:
+            breach = await self._reserve(charges, now)
+        except QuotaStoreUnavailable as exc:
+            self.store_unavailable = True
+            if not self._fail_open:
+                raise LimitsUnavailable(
+                    "this server cannot check its limits right now (their shared store is "
+                    "unreachable); retry shortly"
+                ) from exc
+            self._note_fail_open(exc)
+            return ()
+        self.store_unavailable = False
+        if breach is not None:
+            raise refusal(breach, subject)
+        return charges
 
     def _limits(
         self, quotas: QuotaPolicy, principal: Principal, model_id: str | None
@@ -156,8 +175,6 @@ class Admission:
         return found
 
     async def _reserve(self, charges: tuple[Charge, ...], now: float) -> Breach | None:
-        if self._store.local:
-            return await self._store.reserve(charges, now)
         # A request cancelled while its reservation is on the way may still have been
         # reserved: then it is given back as soon as the store answers, or its concurrency
         # slots would stay taken until their keys expire.
@@ -171,7 +188,7 @@ class Admission:
     def _give_back(self, done: asyncio.Future[Breach | None], charges: tuple[Charge, ...]) -> None:
         if done.cancelled() or done.exception() is not None or done.result() is not None:
             return
-        self._spawn(self._adjust(settlement(charges, 0, 0.0)))
+        self._send_soon(settlement(charges, 0, 0.0))
 
     def settle(self, reservation: Reservation, usage: Usage, output_chars: int) -> None:
         """The request is over: give back its concurrency and charge what it really used
@@ -194,29 +211,35 @@ class Admission:
         adjustments = settlement(reservation.charges, actual.total_tokens or 0, cost)
         if not adjustments:
             return
-        if self._store.local:
+        if self._local is not None:
             # Nothing to wait for: settled now, without a task per request.
-            _run_local(self._store.adjust(adjustments, self._clock.now()))
+            self._local.adjust_now(adjustments, self._clock.now())
         else:
-            self._spawn(self._adjust(adjustments))
+            self._send_soon(adjustments)
 
-    async def _adjust(self, adjustments: Any) -> None:
+    def _send_soon(self, adjustments: list[Adjustment]) -> None:
+        # Settling never holds the request up; close() waits for what is still unsent.
+        self._unsent += adjustments
+        if self._sender is None:
+            self._sender = asyncio.get_running_loop().create_task(self._send_settlements())
+
+    async def _send_settlements(self) -> None:
         try:
-            await self._store.adjust(adjustments, self._clock.now())
-        except QuotaStoreUnavailable as exc:
-            self.store_unavailable = True
-            self._note_fail_open(exc)
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        # Settling never holds the request up; close() waits for what is still running.
-        task = asyncio.get_running_loop().create_task(work)
-        self._settling.add(task)
-        task.add_done_callback(self._settling.discard)
+            while self._unsent:
+                batch = self._unsent[:MAX_SETTLEMENTS_PER_CALL]
+                del self._unsent[:MAX_SETTLEMENTS_PER_CALL]
+                try:
+                    await self._store.adjust(batch, self._clock.now())
+                except QuotaStoreUnavailable as exc:
+                    self.store_unavailable = True
+                    self._note_fail_open(exc)
+        finally:
+            self._sender = None
 
     async def close(self) -> None:
         """Wait for the settlements still on their way to the store."""
-        if self._settling:
-            await asyncio.wait(set(self._settling), timeout=5.0)
+        if self._sender is not None:
+            await asyncio.wait({self._sender}, timeout=5.0)
 
     def _note_fail_open(self, error: Exception) -> None:
         if self._on_fail_open is not None:
@@ -226,16 +249,6 @@ class Admission:
             self._fail_open_logged = now
             mode = "admitting requests unchecked" if self._fail_open else "refusing requests"
             log.error("limits store unreachable (%s); %s", error, mode)
-
-
-def _run_local(work: Coroutine[Any, Any, None]) -> None:
-    """Runs a local store's coroutine, which completes without suspending, to its end."""
-    try:
-        work.send(None)
-    except StopIteration:
-        return
-    work.close()
-    raise RuntimeError("a local quota store suspended; it must complete at once")
 
 
 def _max_tokens(request: PromptRequest) -> int | None:

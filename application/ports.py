@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import AbstractContextManager
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from domain.answer import GatewayEvent, ModelOutput
 from domain.catalog import Catalog, ModelDescription
@@ -153,3 +153,13 @@ class QuotaStore(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class LocalQuotaStore(QuotaStore, Protocol):
+    """A QuotaStore in this process's memory (`local` is True). Its calls complete at once,
+    so admission makes them directly instead of awaiting a coroutine that never suspends."""
+
+    def reserve_now(self, charges: Sequence[Charge], now: float) -> Breach | None: ...
+
+    def adjust_now(self, adjustments: Sequence[Adjustment], now: float) -> None: ...

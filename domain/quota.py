@@ -222,6 +222,30 @@ def window_of(kind: LimitKind, now: float) -> tuple[str, float, float]:
     return "", now + GAUGE_TTL_S, 60.0
 
 
+class _Windows:
+    """window_of for the windows requests are charged in now: each window's name and bounds
+    are worked out once, not per request (the calendar month needed two calendar
+    conversions per request)."""
+
+    __slots__ = ("_cached",)
+
+    def __init__(self) -> None:
+        # kind -> (first second the entry holds for, first second it no longer does, window).
+        self._cached: dict[LimitKind, tuple[float, float, tuple[str, float, float]]] = {}
+
+    def of(self, kind: LimitKind, now: float) -> tuple[str, float, float]:
+        found = self._cached.get(kind)
+        if found is not None and found[0] <= now < found[1]:
+            return found[2]
+        window = window_of(kind, now)
+        _, end, length = window
+        self._cached[kind] = (end - length, end, window)
+        return window
+
+
+_windows = _Windows()
+
+
 def charges_for(limits: Sequence[AppliedLimit], estimate: Estimate, now: float) -> list[Charge]:
     charges = []
     for limit in limits:
@@ -232,7 +256,7 @@ def charges_for(limits: Sequence[AppliedLimit], estimate: Estimate, now: float) 
         if kind is LimitKind.CONCURRENT:
             charges.append(Charge(limit, limit.key, Counter.GAUGE, 1.0, now + GAUGE_TTL_S, 0.0))
             continue
-        suffix, end, length = window_of(kind, now)
+        suffix, end, length = _windows.of(kind, now)
         amount = estimate.cost_usd if kind in _USD else float(estimate.tokens)
         charges.append(Charge(limit, f"{limit.key}:{suffix}", Counter.WINDOW, amount, end, length))
     return charges

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Iterator, Mapping
 from typing import Any, TextIO
 
 from domain.outcome import Method, RequestRecord
@@ -49,7 +50,9 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         fields = getattr(record, "fields", None)
-        structured = isinstance(fields, dict)
+        if isinstance(fields, _RequestFields):
+            fields = fields.resolved()
+        structured = isinstance(fields, Mapping)
         entry: dict[str, object] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
@@ -58,8 +61,8 @@ class JsonFormatter(logging.Formatter):
             "pid": record.process,
             "message": getattr(record, "event", "") if structured else record.getMessage(),
         }
-        if structured:
-            entry.update(fields)  # type: ignore[arg-type]
+        if isinstance(fields, Mapping):
+            entry.update(fields)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
@@ -155,8 +158,17 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
                 pass
 
     def _flush_periodically(self) -> None:
+        lock = self.lock
         while not self._stopping.wait(self._interval_s):
-            self.flush()
+            # Never waits long for the lock: logging.shutdown() holds it while it closes this
+            # handler, and close() waits for this thread, which would wait forever.
+            if lock is not None and not lock.acquire(timeout=self._interval_s):
+                continue
+            try:
+                self.flush()
+            finally:
+                if lock is not None:
+                    lock.release()
 
     def close(self) -> None:
         """Stop the flusher thread and write what is pending; the stream stays open (it is
@@ -241,50 +253,99 @@ class LoggingObserver:
         return None
 
     def request_finished(self, record: RequestRecord) -> None:
-        # Checked first so a dropped line costs no formatting on the hot path.
+        # Checked first so a dropped line costs no formatting on the hot path. Past it, the
+        # formatter decides what is built: the text line, or the fields for JSON.
         if not self._log.isEnabledFor(logging.INFO):
             return
-        usage = record.usage
-        fields: dict[str, object] = {
-            "request_id": record.request_id,
-            "method": record.method.value,
-            "transport": record.transport,
-            "model": record.model_id,
-            "subject": record.subject,
-            "outcome": record.outcome,
-            "duration_ms": round(record.duration_s * 1000, 2),
-            "input_tokens": usage.input_tokens,
-            "output_tokens": usage.output_tokens,
-        }
-        if record.cost_usd is not None:
-            fields["cost_usd"] = record.cost_usd
-        if record.first_chunk_s is not None:
-            fields["first_chunk_ms"] = round(record.first_chunk_s * 1000, 2)
-        if record.end_user is not None:
-            # The client chose this text: quoted in text logs, so it cannot forge a line.
-            fields["user"] = record.end_user
-        if record.prompt is not None:
-            fields["prompt"] = record.prompt
-            fields["answer"] = record.answer
-        self._log.info(_RequestLine(fields), extra={"fields": fields, "event": "request"})
-
-
-class _RequestLine:
-    """The text form of a request's fields, `key=value ...`, built only when a text formatter
-    asks for it (the JSON formatter uses the fields themselves)."""
-
-    __slots__ = ("_fields",)
-
-    def __init__(self, fields: dict[str, object]) -> None:
-        self._fields = fields
-
-    def __str__(self) -> str:
-        return " ".join(
-            # repr keeps prompt text readable and quoted; None-valued facts are left out.
-            f"{key}={value!r}" if key in _QUOTED else f"{key}={value}"
-            for key, value in self._fields.items()
-            if value is not None
+        self._log.info(
+            _RequestLine(record), extra={"fields": _RequestFields(record), "event": "request"}
         )
 
 
-_QUOTED = frozenset({"prompt", "answer", "user"})
+def request_fields(record: RequestRecord) -> dict[str, object]:
+    """What the request log says about a request, by name; facts not known are None."""
+    usage = record.usage
+    fields: dict[str, object] = {
+        "request_id": record.request_id,
+        "method": record.method.value,
+        "transport": record.transport,
+        "model": record.model_id,
+        "subject": record.subject,
+        "outcome": record.outcome,
+        "duration_ms": round(record.duration_s * 1000, 2),
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+    }
+    if record.cost_usd is not None:
+        fields["cost_usd"] = record.cost_usd
+    if record.first_chunk_s is not None:
+        fields["first_chunk_ms"] = round(record.first_chunk_s * 1000, 2)
+    if record.end_user is not None:
+        # The client chose this text: quoted in text logs, so it cannot forge a line.
+        fields["user"] = record.end_user
+    if record.prompt is not None:
+        fields["prompt"] = record.prompt
+        fields["answer"] = record.answer
+    return fields
+
+
+class _RequestFields(Mapping[str, object]):
+    """request_fields(record), worked out only if something reads them (the JSON formatter,
+    a test): the text format never does."""
+
+    __slots__ = ("_built", "_record")
+
+    def __init__(self, record: RequestRecord) -> None:
+        self._record = record
+        self._built: dict[str, object] | None = None
+
+    def resolved(self) -> dict[str, object]:
+        if self._built is None:
+            self._built = request_fields(self._record)
+        return self._built
+
+    def __getitem__(self, key: str) -> object:
+        return self.resolved()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.resolved())
+
+    def __len__(self) -> int:
+        return len(self.resolved())
+
+
+class _RequestLine:
+    """The text form of a request's fields, `key=value ...` in request_fields' order without
+    the unknown ones, built only when a text formatter asks for it."""
+
+    __slots__ = ("_record",)
+
+    def __init__(self, record: RequestRecord) -> None:
+        self._record = record
+
+    def __str__(self) -> str:
+        # Written out rather than derived from request_fields: this runs for every request.
+        record = self._record
+        usage = record.usage
+        line = [f"request_id={record.request_id} method={record.method.value}"]
+        line.append(f"transport={record.transport}")
+        if record.model_id is not None:
+            line.append(f"model={record.model_id}")
+        line.append(f"subject={record.subject} outcome={record.outcome}")
+        line.append(f"duration_ms={round(record.duration_s * 1000, 2)}")
+        if usage.input_tokens is not None:
+            line.append(f"input_tokens={usage.input_tokens}")
+        if usage.output_tokens is not None:
+            line.append(f"output_tokens={usage.output_tokens}")
+        if record.cost_usd is not None:
+            line.append(f"cost_usd={record.cost_usd}")
+        if record.first_chunk_s is not None:
+            line.append(f"first_chunk_ms={round(record.first_chunk_s * 1000, 2)}")
+        # repr keeps what clients sent quoted, so it cannot forge a line.
+        if record.end_user is not None:
+            line.append(f"user={record.end_user!r}")
+        if record.prompt is not None:
+            line.append(f"prompt={record.prompt!r}")
+            if record.answer is not None:
+                line.append(f"answer={record.answer!r}")
+        return " ".join(line)

@@ -46,16 +46,39 @@ class MemoryQuotaStore:
         return None
 
     def reserve_now(self, charges: Sequence[Charge], now: float) -> Breach | None:
-        for charge in charges:
-            used = self._used(charge, now)
-            if used + charge.amount > charge.limit.amount:
-                return Breach(charge, used, self._retry_after(charge, used, now))
+        # One pass finds every counter and checks it, the next moves them: all or none, and
+        # each counter looked up once.
+        logs = self._logs
+        values = self._values
+        found: list[deque[float] | list[float] | None] = []
         for charge in charges:
             if charge.counter is Counter.LOG:
-                self._logs.setdefault(charge.key, deque()).append(now)
+                log = logs.get(charge.key)
+                used = self._trimmed(log, now - charge.window_s) if log is not None else 0.0
+                found.append(log)
             else:
-                self._add(charge.key, charge.amount, charge.window_end, now)
-        if self.tracked_keys > self._sweep_at:
+                entry = values.get(charge.key)
+                if entry is None or entry[1] <= now:
+                    entry = None
+                    used = 0.0
+                else:
+                    used = entry[0]
+                found.append(entry)
+            if used + charge.amount > charge.limit.amount:
+                return Breach(charge, used, self._retry_after(charge, used, now))
+        for charge, counter in zip(charges, found, strict=True):
+            if charge.counter is Counter.LOG:
+                if counter is None:
+                    counter = logs[charge.key] = deque()
+                counter.append(now)
+            elif counter is None:
+                values[charge.key] = [max(charge.amount, 0.0), charge.window_end]
+            else:
+                value = counter[0] + charge.amount
+                counter[0] = value if value > 0.0 else 0.0
+                if charge.window_end > counter[1]:
+                    counter[1] = charge.window_end
+        if len(logs) + len(values) > self._sweep_at:
             self._sweep(now)
         return None
 
@@ -63,15 +86,17 @@ class MemoryQuotaStore:
         for adjustment in adjustments:
             self._add(adjustment.key, adjustment.delta, adjustment.window_end, now)
 
+    @staticmethod
+    def _trimmed(log: deque[float], horizon: float) -> float:
+        """Requests still in the log's window, once those before `horizon` are dropped."""
+        while log and log[0] <= horizon:
+            log.popleft()
+        return float(len(log))
+
     def _used(self, charge: Charge, now: float) -> float:
         if charge.counter is Counter.LOG:
             log = self._logs.get(charge.key)
-            if log is None:
-                return 0.0
-            horizon = now - charge.window_s
-            while log and log[0] <= horizon:
-                log.popleft()
-            return float(len(log))
+            return self._trimmed(log, now - charge.window_s) if log is not None else 0.0
         entry = self._values.get(charge.key)
         if entry is None or entry[1] <= now:
             return 0.0

@@ -9,6 +9,7 @@ should keep their clocks in step (NTP) as they do anyway for tokens' expiry time
 from __future__ import annotations
 
 import asyncio
+import itertools
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -22,9 +23,10 @@ from application.ports import QuotaStoreUnavailable
 from domain.quota import Adjustment, Breach, Charge, Counter
 
 # Settlements, then reservations, of several requests in one call; each reservation
-# all-or-nothing, in arrival order. ARGV: now, the number of adjustments, per adjustment its
-# delta and window end; then per request: its log member, its number of charges, and per
-# charge: counter kind, amount, limit, window end (unix s), window length (s). KEYS: the
+# all-or-nothing, in arrival order. ARGV: now, the number of adjustments, per adjustment
+# "delta window_end"; then per request: its log member, its number of charges, and per
+# charge "kind amount limit window_end window_s" (window times in unix s). One argument per
+# adjustment and per charge: the client encodes every argument on its own. KEYS: the
 # adjusted keys, then every charge's key, in the same order. Returns, per request, "0"
 # (reserved) or "index:used:retry_after". A counter never goes below zero.
 _SCRIPT = """
@@ -32,29 +34,35 @@ local now = tonumber(ARGV[1])
 local adjusted = tonumber(ARGV[2])
 for i = 1, adjusted do
   local k = KEYS[i]
-  local value = tonumber(redis.call('INCRBYFLOAT', k, ARGV[2 + (i - 1) * 2 + 1]))
+  local delta, window_end = string.match(ARGV[2 + i], '^(%S+) (%S+)$')
+  local value = tonumber(redis.call('INCRBYFLOAT', k, delta))
   if value < 0 then
     redis.call('SET', k, '0')
   end
   if redis.call('PTTL', k) < 0 then
-    redis.call('PEXPIREAT', k, math.ceil(tonumber(ARGV[2 + (i - 1) * 2 + 2]) * 1000))
+    redis.call('PEXPIREAT', k, math.ceil(tonumber(window_end) * 1000))
   end
 end
-local arg = 3 + adjusted * 2
+local arg = 3 + adjusted
 local key = adjusted + 1
 local results = {}
 while arg <= #ARGV do
   local member = ARGV[arg]
   local n = tonumber(ARGV[arg + 1])
   arg = arg + 2
+  local charges = {}
+  for i = 1, n do
+    local kind, amount, limit, window_end, window_s =
+      string.match(ARGV[arg + i - 1], '^(%S+) (%S+) (%S+) (%S+) (%S+)$')
+    charges[i] = {kind, amount, tonumber(limit), tonumber(window_end), tonumber(window_s)}
+  end
   local breach = nil
   for i = 1, n do
-    local base = arg + (i - 1) * 5
-    local kind = ARGV[base]
-    local amount = tonumber(ARGV[base + 1])
-    local limit = tonumber(ARGV[base + 2])
-    local window_end = tonumber(ARGV[base + 3])
-    local window_s = tonumber(ARGV[base + 4])
+    local kind = charges[i][1]
+    local amount = tonumber(charges[i][2])
+    local limit = charges[i][3]
+    local window_end = charges[i][4]
+    local window_s = charges[i][5]
     local k = KEYS[key + i - 1]
     local used
     if kind == 'log' then
@@ -80,20 +88,19 @@ while arg <= #ARGV do
   end
   if breach == nil then
     for i = 1, n do
-      local base = arg + (i - 1) * 5
       local k = KEYS[key + i - 1]
-      if ARGV[base] == 'log' then
+      if charges[i][1] == 'log' then
         redis.call('ZADD', k, now, member)
-        redis.call('PEXPIRE', k, math.ceil(tonumber(ARGV[base + 4]) * 1000) + 1000)
+        redis.call('PEXPIRE', k, math.ceil(charges[i][5] * 1000) + 1000)
       else
-        redis.call('INCRBYFLOAT', k, ARGV[base + 1])
-        redis.call('PEXPIREAT', k, math.ceil(tonumber(ARGV[base + 3]) * 1000))
+        redis.call('INCRBYFLOAT', k, charges[i][2])
+        redis.call('PEXPIREAT', k, math.ceil(charges[i][4] * 1000))
       end
     end
     breach = '0'
   end
   results[#results + 1] = breach
-  arg = arg + n * 5
+  arg = arg + n
   key = key + n
 end
 return results
@@ -117,7 +124,11 @@ class RedisQuotaStore:
         )
         self._prefix = prefix
         self._script = self._client.register_script(_SCRIPT)
-        self._batcher = _Batcher(self._send)
+        self._batcher: _Batcher[_Call, str | None] = _Batcher(self._send, SETTLE_LINGER_S)
+        # Log members must be unique among every process sharing the store: a random prefix
+        # per store and a sequence number, instead of random bytes from the OS per request.
+        self._member_prefix = secrets.token_hex(8)
+        self._sequence = itertools.count()
 
     async def reserve(self, charges: Sequence[Charge], now: float) -> Breach | None:
         result = await self._batcher.submit(_Reserve(tuple(charges), now))
@@ -128,28 +139,26 @@ class RedisQuotaStore:
 
     async def adjust(self, adjustments: Sequence[Adjustment], now: float) -> None:
         if adjustments:
-            await self._batcher.submit(tuple(adjustments))
+            await self._batcher.submit(tuple(adjustments), urgent=False)
 
     async def _send(self, calls: list[_Call]) -> list[str | None]:
         reservations = [call for call in calls if isinstance(call, _Reserve)]
         adjustments = [a for call in calls if not isinstance(call, _Reserve) for a in call]
         # One clock for the batch: the latest, so no window is charged for a time passed.
         now = max((call.now for call in reservations), default=time.time())
-        keys = [self._prefix + adjustment.key for adjustment in adjustments]
+        prefix = self._prefix
+        keys = [prefix + adjustment.key for adjustment in adjustments]
         args: list[str] = [repr(now), str(len(adjustments))]
-        for adjustment in adjustments:
-            args += [repr(adjustment.delta), repr(adjustment.window_end)]
+        args += [f"{each.delta!r} {each.window_end!r}" for each in adjustments]
+        member_prefix = self._member_prefix
         for reservation in reservations:
-            args += [f"{now!r}:{secrets.token_hex(6)}", str(len(reservation.charges))]
+            args += [f"{member_prefix}:{next(self._sequence)}", str(len(reservation.charges))]
             for charge in reservation.charges:
-                keys.append(self._prefix + charge.key)
-                args += [
-                    charge.counter.value,
-                    repr(charge.amount),
-                    repr(charge.limit.amount),
-                    repr(charge.window_end),
-                    repr(charge.window_s),
-                ]
+                keys.append(prefix + charge.key)
+                args.append(
+                    f"{charge.counter.value} {charge.amount!r} {charge.limit.amount!r} "
+                    f"{charge.window_end!r} {charge.window_s!r}"
+                )
         results = iter(await self._script(keys=keys, args=args))
         return [_text(next(results)) if isinstance(call, _Reserve) else None for call in calls]
 
@@ -192,26 +201,46 @@ def _text(item: Any) -> str:
 
 # Bounds one script call; the rest wait for the next.
 MAX_BATCH = 64
+# How long settlements wait for a reservation to travel with before they go on their own:
+# long enough for the next request to come along under load, short enough that a
+# concurrency slot released here is soon seen free by the other replicas.
+SETTLE_LINGER_S = 0.01
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 
 class _Batcher(Generic[T, R]):
-    """Sends what was submitted meanwhile as one call; one call in flight at a time."""
+    """Sends what was submitted meanwhile as one call; one call in flight at a time.
 
-    def __init__(self, send: Callable[[list[T]], Awaitable[list[R]]]) -> None:
+    Items submitted as not urgent (settlements: nobody waits for them) start no call of their
+    own at once: they ride along with the next reservation, or go after `linger_s` if none
+    comes, so that a request costs one round trip rather than two."""
+
+    def __init__(self, send: Callable[[list[T]], Awaitable[list[R]]], linger_s: float) -> None:
         self._send = send
+        self._linger_s = linger_s
         self._waiting: list[tuple[T, asyncio.Future[R]]] = []
         self._sending = False
+        self._timer: asyncio.TimerHandle | None = None
 
-    async def submit(self, item: T) -> R:
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+    async def submit(self, item: T, *, urgent: bool = True) -> R:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
         self._waiting.append((item, future))
+        if urgent:
+            self._start(loop)
+        elif not self._sending and self._timer is None:
+            self._timer = loop.call_later(self._linger_s, self._start, loop)
+        return await future
+
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if not self._sending:
             self._sending = True
-            asyncio.get_running_loop().create_task(self._drain())
-        return await future
+            loop.create_task(self._drain())
 
     async def _drain(self) -> None:
         try:

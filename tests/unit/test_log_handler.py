@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -102,6 +103,35 @@ def test_close_stops_the_flusher_and_writes_what_is_pending(batching: MakeBatchi
 
     made.handler.close()
 
+    assert not flusher.is_alive()
+    assert made.stream.getvalue() == "pending\n"
+
+
+def test_closing_with_the_lock_held_does_not_wait_for_a_flusher_blocked_on_it(
+    batching: MakeBatching,
+) -> None:
+    # logging.shutdown() (at process exit) takes each handler's lock, then closes it.
+    made = batching(interval_s=0.01)
+    made.logger.info("pending")
+    handler = made.handler
+    flusher = handler._flusher
+    closed = threading.Event()
+
+    def shut_down() -> None:
+        handler.acquire()
+        try:
+            # Long enough for the flusher to wake up and find the lock taken.
+            time.sleep(0.1)
+            handler.flush()
+            handler.close()
+        finally:
+            handler.release()
+        closed.set()
+
+    closer = threading.Thread(target=shut_down, daemon=True)
+    closer.start()
+    # A deadlock never sets it; a working close() takes milliseconds.
+    assert closed.wait(10), "close() waited forever for the flusher thread"
     assert not flusher.is_alive()
     assert made.stream.getvalue() == "pending\n"
 
