@@ -42,22 +42,35 @@ def passing_run() -> list[ScenarioResult]:
         idle_default(85),
         workers_memory(12),
         startup_default(0.9, floor_s=0.8),
-        ScenarioResult(
-            name="open-streams-10000",
-            target="proxy",
-            mode="open-streams",
-            requests=10_000,
-            extra={"streams": 10_000, "dropped": 0, "kb_per_stream": 12.0},
-        ),
-        ScenarioResult(
-            name="soak",
-            target="proxy",
-            mode="soak",
-            requests=200_000,
-            server_rss_before_kb=80_000,
-            server_rss_after_kb=81_000,
-        ),
+        open_streams(10_000, kb_per_stream=12.0),
+        soak(growth_kb=1_000),
     ]
+
+
+def open_streams(
+    streams: int, *, dropped: int = 0, burst: bool = False, **extra: object
+) -> ScenarioResult:
+    """A run that opened `streams` (in one burst, or ramped up), of which `dropped` failed."""
+    return ScenarioResult(
+        name=f"open-streams-{'burst-' if burst else ''}{streams}",
+        target="proxy",
+        mode="open-streams",
+        requests=streams - dropped,
+        errors={"UNAVAILABLE": dropped} if dropped else {},
+        extra={"streams": streams, "dropped": dropped, **({"batch": streams} if burst else {})}
+        | extra,
+    )
+
+
+def soak(*, growth_kb: int, requests: int = 200_000) -> ScenarioResult:
+    return ScenarioResult(
+        name="soak",
+        target="proxy",
+        mode="soak",
+        requests=requests,
+        server_rss_before_kb=80_000,
+        server_rss_after_kb=80_000 + growth_kb,
+    )
 
 
 def idle_default(rss_mib: float) -> ScenarioResult:
@@ -119,22 +132,8 @@ def test_each_target_can_be_missed() -> None:
         "idle-rss": ScenarioResult(
             name="idle-rss", target="proxy", mode="idle", server_rss_before_kb=90 * 1024
         ),
-        "open-streams-10000": ScenarioResult(
-            name="open-streams-10000",
-            target="proxy",
-            mode="open-streams",
-            requests=9_990,
-            errors={"UNAVAILABLE": 10},
-            extra={"streams": 10_000, "dropped": 10},
-        ),
-        "soak": ScenarioResult(
-            name="soak",
-            target="proxy",
-            mode="soak",
-            requests=200_000,
-            server_rss_before_kb=80_000,
-            server_rss_after_kb=80_000 + 20 * 1024,
-        ),
+        "open-streams-10000": open_streams(10_000, dropped=10),
+        "soak": soak(growth_kb=20 * 1024),
         "idle-default": idle_default(91),
         "workers-memory": workers_memory(41),
         "startup-default": startup_default(0.96, floor_s=0.8),
@@ -162,15 +161,7 @@ def test_auth_cost_prefers_the_adjacent_auth_off_run() -> None:
 
 def test_open_streams_are_judged_on_the_ramped_run_and_mention_the_burst() -> None:
     results = passing_run()
-    results.append(
-        ScenarioResult(
-            name="open-streams-burst-10000",
-            target="proxy",
-            mode="open-streams",
-            requests=4_000,
-            extra={"streams": 10_000, "batch": 10_000, "dropped": 6_000},
-        )
-    )
+    results.append(open_streams(10_000, dropped=6_000, burst=True))
     results[-3].extra["batch"] = 1_000
     check = next(c for c in report.check_targets(results) if c.name == "open streams")
     assert check.met is True
@@ -179,13 +170,7 @@ def test_open_streams_are_judged_on_the_ramped_run_and_mention_the_burst() -> No
 
 def test_small_runs_cannot_pass_the_scale_targets() -> None:
     results = passing_run()
-    results[-2] = ScenarioResult(
-        name="open-streams-1000",
-        target="proxy",
-        mode="open-streams",
-        requests=1_000,
-        extra={"streams": 1_000, "dropped": 0},
-    )
+    results[-2] = open_streams(1_000)
     results[-1].requests = 10_000
     found = verdicts(results)
     assert found["open streams"] is None
