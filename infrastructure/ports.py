@@ -45,7 +45,7 @@ def ensure_free(host: str, port: int) -> None:
     bound(host, port, reuse_port=False).close()
 
 
-def reserve_port(host: str, port: int) -> socket.socket:
+def reserve_port(host: str, port: int, *, flag: str = "--port") -> socket.socket:
     """Bind (not listen) with SO_REUSEPORT: resolves port 0 for every worker, and fails now,
     with a clear error, when a server that does not share the port already holds it."""
-    return bound(host, port, reuse_port=True)
+    return bound(host, port, reuse_port=True, flag=flag)

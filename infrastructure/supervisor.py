@@ -311,7 +311,9 @@ def supervise(settings: Settings, workers: Workers) -> int:
     port = reserved.getsockname()[1]
     # The HTTP port is shared by the workers the same way, and resolved here when it is 0.
     http_reserved = (
-        reserve_port(settings.http.host, settings.http.port) if settings.http.enabled else None
+        reserve_port(settings.http.host, settings.http.port, flag="--http-port")
+        if settings.http.enabled
+        else None
     )
     http_port = http_reserved.getsockname()[1] if http_reserved is not None else None
     metrics_dir: str | None = None

@@ -6,6 +6,7 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -162,6 +163,25 @@ def test_port_in_use_is_a_clear_error(
         "(another server?); pick another with --port"
     )
     assert "add_port" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_taken_http_port_names_the_http_port_option(tmp_path: Path, workers: str) -> None:
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        taken = other.getsockname()[1]
+        config = tmp_path / "http.yaml"
+        config.write_text("server:\n  port: 0\nauth:\n  enabled: false\n")
+        result = run_cli(
+            "serve", "-c", str(config), "--workers", workers, "--http-port", str(taken), timeout=60
+        )
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"llm-proxy: cannot listen on 127.0.0.1:{taken}: the port is already in use "
+        "(another server?); pick another with --http-port"
+    )
     assert "Traceback" not in result.stderr
 
 
