@@ -222,6 +222,26 @@ def _startup_over_floor(found: Found) -> Measured | None:
     return Measured(over, 0.15, text)
 
 
+def _governance_cost(on: str, off: str, limit: float) -> Callable[[Found], Measured | None]:
+    """What turning a governance feature on costs: server CPU per request against the run
+    without it (alternating rounds, so both saw the same load); req/s alongside."""
+
+    def measure(found: Found) -> Measured | None:
+        with_it, without = found.get(on), found.get(off)
+        if with_it is None or without is None:
+            return None
+        cpu_on, cpu_off = with_it.server_cpu_s_per_req, without.server_cpu_s_per_req
+        if not cpu_on or not cpu_off:
+            return None
+        cost = cpu_on / cpu_off - 1
+        text = f"{cpu_on * 1e6:,.0f} vs {cpu_off * 1e6:,.0f} µs server CPU/request = {cost:+.1%}"
+        if with_it.rps and without.rps:
+            text += f"; {with_it.rps:,.0f} vs {without.rps:,.0f} req/s"
+        return Measured(cost, limit, text)
+
+    return measure
+
+
 # The targets, in the order the report lists them.
 TARGETS: tuple[Callable[[Found], TargetCheck], ...] = (
     Bound(
@@ -259,6 +279,28 @@ TARGETS: tuple[Callable[[Found], TargetCheck], ...] = (
     Bound("idle RSS", "≤ 75 MiB", ("idle-rss",), _idle_rss, "{:+.1f} MiB"),
     _open_streams,
     _memory_growth,
+    # Issue 13's costs of sharing safely, each against its own "off" run.
+    Bound(
+        "in-memory limits cost c=16",
+        "≤ 5% server CPU per request",
+        ("limits-memory-unary-c16", "limits-off-unary-c16"),
+        _governance_cost("limits-memory-unary-c16", "limits-off-unary-c16", 0.05),
+        "{:+.1%}",
+    ),
+    Bound(
+        "Redis limits cost c=16",
+        "≤ 15% server CPU per request",
+        ("limits-redis-unary-c16", "limits-off-unary-c16"),
+        _governance_cost("limits-redis-unary-c16", "limits-off-unary-c16", 0.15),
+        "{:+.1%}",
+    ),
+    Bound(
+        "SQLite ledger cost c=16",
+        "≤ 5% server CPU per request",
+        ("ledger-sqlite-unary-c16", "ledger-off-unary-c16"),
+        _governance_cost("ledger-sqlite-unary-c16", "ledger-off-unary-c16", 0.05),
+        "{:+.1%}",
+    ),
     # Issue 14's memory and start-up figures, all with the default configuration.
     Bound(
         "idle RSS, default configuration",

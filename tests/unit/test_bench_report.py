@@ -35,6 +35,11 @@ def passing_run() -> list[ScenarioResult]:
         load("floor-unary-c16", 3000, 5.0),
         load("proxy-unary-c16", 2400, 6.0),
         load("auth-on-unary-c16", 2200, 6.5),
+        governance("limits-off-unary-c16", 500),
+        governance("limits-memory-unary-c16", 520),  # +4%
+        governance("limits-redis-unary-c16", 570),  # +14%
+        governance("ledger-off-unary-c16", 500),
+        governance("ledger-sqlite-unary-c16", 520),
         ScenarioResult(name="startup", target="proxy", mode="startup", requests=5, duration_s=0.5),
         ScenarioResult(
             name="idle-rss", target="proxy", mode="idle", server_rss_before_kb=60 * 1024
@@ -70,6 +75,18 @@ def soak(*, growth_kb: int, requests: int = 200_000) -> ScenarioResult:
         requests=requests,
         server_rss_before_kb=80_000,
         server_rss_after_kb=80_000 + growth_kb,
+    )
+
+
+def governance(name: str, cpu_us: float) -> ScenarioResult:
+    return ScenarioResult(
+        name=name,
+        target="proxy",
+        mode="unary",
+        concurrency=16,
+        requests=100,
+        rps=1_000_000 / cpu_us,
+        server_cpu_s_per_req=cpu_us / 1e6,
     )
 
 
@@ -137,6 +154,9 @@ def test_each_target_can_be_missed() -> None:
         "idle-default": idle_default(91),
         "workers-memory": workers_memory(41),
         "startup-default": startup_default(0.96, floor_s=0.8),
+        "limits-memory-unary-c16": governance("limits-memory-unary-c16", 530),  # +6%
+        "limits-redis-unary-c16": governance("limits-redis-unary-c16", 580),  # +16%
+        "ledger-sqlite-unary-c16": governance("ledger-sqlite-unary-c16", 530),
     }
     degraded = [worse.get(result.name, result) for result in results]
     assert verdicts(degraded) == dict.fromkeys(verdicts(results), False)
