@@ -250,12 +250,18 @@ class MetricsSchema(_Strict):
         return MetricsSettings(**data)
 
 
+class _Choice(fields.String):
+    """A choice that includes "none": `LLM_PROXY_…=none` arrives as null (the environment's way
+    of unsetting a key), which for these fields means the choice "none"."""
+
+    def deserialize(self, value: Any, attr: Any = None, data: Any = None, **kwargs: Any) -> Any:
+        return super().deserialize("none" if value is None else value, attr, data, **kwargs)
+
+
 class TracingSchema(_Strict):
     enabled = fields.Boolean(load_default=False)
     service_name = fields.String(load_default="llm-proxy", validate=validate.Length(min=1))
-    exporter = fields.String(
-        load_default="otlp", validate=validate.OneOf(("otlp", "console", "none"))
-    )
+    exporter = _Choice(load_default="otlp", validate=validate.OneOf(("otlp", "console", "none")))
     otlp_endpoint = fields.String(load_default=None, allow_none=True)
     sample_ratio = fields.Float(load_default=1.0, validate=validate.Range(min=0, max=1))
 
@@ -326,7 +332,7 @@ class AuthSchema(_Strict):
 
 
 class LedgerSchema(_Strict):
-    backend = fields.String(
+    backend = _Choice(
         load_default="sqlite", validate=validate.OneOf(("sqlite", "postgres", "none"))
     )
     path = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1))

@@ -533,3 +533,13 @@ def test_server_workers_rejects_nonsense(value: object) -> None:
 def test_tracing_exporter_must_be_known() -> None:
     with pytest.raises(ConfigError, match=r"tracing\.exporter"):
         validate({"tracing": {"exporter": "zipkin"}})
+
+
+def test_none_choices_can_be_set_from_the_environment() -> None:
+    # The environment spells "unset" as none/null; for these keys "none" is itself a choice.
+    settings = load(
+        env={"LLM_PROXY_LEDGER__BACKEND": "none", "LLM_PROXY_TRACING__EXPORTER": "none"}
+    )
+    assert settings.ledger.backend == "none"
+    assert settings.tracing.exporter == "none"
+    assert load().ledger.backend == "sqlite"
