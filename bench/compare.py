@@ -27,6 +27,9 @@ class Figure:
     read: Callable[[dict[str, ScenarioResult], ScenarioResult], float | None]
     unit: str
     higher_is_better: bool
+    # Shown as a difference (points, or the unit) rather than a percentage: a share, or a
+    # figure that is itself a difference against the floor.
+    difference: bool = False
 
 
 def _floor_of(run: dict[str, ScenarioResult], result: ScenarioResult) -> ScenarioResult | None:
@@ -61,9 +64,9 @@ def _extra(
 
 FIGURES = (
     Figure("req/s", lambda _, r: r.rps, "", True),
-    Figure("share of floor", _share, "%", True),
+    Figure("share of floor", _share, "%", True, difference=True),
     Figure("p50", lambda _, r: r.latency.p50_ms if r.latency else None, " ms", False),
-    Figure("p50 over floor", _p50_added, " ms", False),
+    Figure("p50 over floor", _p50_added, " ms", False, difference=True),
     Figure("p99", lambda _, r: r.latency.p99_ms if r.latency else None, " ms", False),
     Figure(
         "server CPU",
@@ -73,9 +76,9 @@ FIGURES = (
     ),
     Figure("start-up (median)", _extra("median_s"), " s", False),
     Figure("import floor (median)", _extra("floor_median_s"), " s", False),
-    Figure("start-up over floor", _extra("over_floor_s"), " s", False),
+    Figure("start-up over floor", _extra("over_floor_s"), " s", False, difference=True),
     Figure("start-up CPU", _extra("cpu_median_s"), " s", False),
-    Figure("start-up CPU over floor", _extra("cpu_over_floor_s"), " s", False),
+    Figure("start-up CPU over floor", _extra("cpu_over_floor_s"), " s", False, difference=True),
     Figure("idle RSS", _extra("idle_rss_kb", 1 / 1024), " MiB", False),
     Figure("idle PSS", _extra("pss_kb", 1 / 1024), " MiB", False),
     Figure("idle USS", _extra("uss_kb", 1 / 1024), " MiB", False),
@@ -123,7 +126,7 @@ def rows(before: dict[str, ScenarioResult], after: dict[str, ScenarioResult]) ->
             a, b = figure.read(before, old), figure.read(after, new)
             if a is None or b is None:
                 continue
-            if figure.unit == "%" or "over floor" in figure.label:
+            if figure.difference:
                 change = f"{b - a:+.1f} pt" if figure.unit == "%" else f"{b - a:+.3f}{figure.unit}"
             elif a:
                 change = f"{100 * (b - a) / a:+.1f}%"
