@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, Iterator
-from typing import Any
+from collections.abc import AsyncGenerator, Callable, Iterator
+from typing import Any, TypeVar
 
 import llm
 from llm.parts import StreamEvent
@@ -27,6 +27,8 @@ DEFAULT_HOLD_S = 5.0
 # A cap on what a prompt can ask for keeps a typo from pinning a server for hours.
 MAX_CHUNKS = 100_000
 MAX_HOLD_S = 600.0
+
+N = TypeVar("N", int, float)
 
 
 def parse_params(prompt: str) -> dict[str, str]:
@@ -38,22 +40,23 @@ def parse_params(prompt: str) -> dict[str, str]:
     return params
 
 
-def chunk_count(prompt: str) -> int:
-    raw = parse_params(prompt).get("chunks")
+def _bounded(prompt: str, key: str, parse: Callable[[str], N], default: N, low: N, high: N) -> N:
+    """The prompt's `key=value` read with `parse`, the default when absent or unreadable, kept
+    within [low, high]."""
+    raw = parse_params(prompt).get(key)
     try:
-        count = int(raw) if raw is not None else DEFAULT_CHUNKS
+        value = parse(raw) if raw is not None else default
     except ValueError:
-        count = DEFAULT_CHUNKS
-    return min(max(count, 1), MAX_CHUNKS)
+        value = default
+    return min(max(value, low), high)
+
+
+def chunk_count(prompt: str) -> int:
+    return _bounded(prompt, "chunks", int, DEFAULT_CHUNKS, 1, MAX_CHUNKS)
 
 
 def hold_seconds(prompt: str) -> float:
-    raw = parse_params(prompt).get("hold")
-    try:
-        hold = float(raw) if raw is not None else DEFAULT_HOLD_S
-    except ValueError:
-        hold = DEFAULT_HOLD_S
-    return min(max(hold, 0.0), MAX_HOLD_S)
+    return _bounded(prompt, "hold", float, DEFAULT_HOLD_S, 0.0, MAX_HOLD_S)
 
 
 def _prompt_text(prompt: llm.Prompt) -> str:
@@ -64,12 +67,23 @@ def _count_usage(response: llm.Response | llm.AsyncResponse, prompt_text: str, c
     response.set_usage(input=len(prompt_text.split()), output=chunks)
 
 
-class _Chunks:
-    model_id = "bench-chunks"
+class _BenchModel:
+    model_id: str
     can_stream = True
 
     def __str__(self) -> str:
         return f"Bench: {self.model_id}"
+
+
+class _Chunks(_BenchModel):
+    model_id = "bench-chunks"
+
+    @staticmethod
+    def _words(prompt: llm.Prompt, response: llm.Response | llm.AsyncResponse) -> Iterator[str]:
+        text = _prompt_text(prompt)
+        count = chunk_count(text)
+        _count_usage(response, text, count)
+        return (f"w{index} " for index in range(count))
 
 
 class BenchChunks(_Chunks, llm.Model):
@@ -80,11 +94,7 @@ class BenchChunks(_Chunks, llm.Model):
         response: llm.Response,
         conversation: llm.Conversation | None,
     ) -> Iterator[str]:
-        text = _prompt_text(prompt)
-        count = chunk_count(text)
-        _count_usage(response, text, count)
-        for index in range(count):
-            yield f"w{index} "
+        yield from self._words(prompt, response)
 
 
 class BenchChunksAsync(_Chunks, llm.AsyncModel):
@@ -95,19 +105,19 @@ class BenchChunksAsync(_Chunks, llm.AsyncModel):
         response: llm.AsyncResponse,
         conversation: llm.AsyncConversation | None,
     ) -> AsyncGenerator[str | StreamEvent, None]:
-        text = _prompt_text(prompt)
-        count = chunk_count(text)
-        _count_usage(response, text, count)
-        for index in range(count):
-            yield f"w{index} "
+        for word in self._words(prompt, response):
+            yield word
 
 
-class _Slow:
+class _Slow(_BenchModel):
     model_id = "bench-slow"
-    can_stream = True
 
-    def __str__(self) -> str:
-        return f"Bench: {self.model_id}"
+    @staticmethod
+    def _hold(prompt: llm.Prompt, response: llm.Response | llm.AsyncResponse) -> float:
+        """How long to hold the stream open between its two chunks."""
+        text = _prompt_text(prompt)
+        _count_usage(response, text, 2)
+        return hold_seconds(text)
 
 
 class BenchSlow(_Slow, llm.Model):
@@ -118,10 +128,9 @@ class BenchSlow(_Slow, llm.Model):
         response: llm.Response,
         conversation: llm.Conversation | None,
     ) -> Iterator[str]:
-        text = _prompt_text(prompt)
-        _count_usage(response, text, 2)
+        hold = self._hold(prompt, response)
         yield "opened "
-        time.sleep(hold_seconds(text))
+        time.sleep(hold)
         yield "closed"
 
 
@@ -133,10 +142,9 @@ class BenchSlowAsync(_Slow, llm.AsyncModel):
         response: llm.AsyncResponse,
         conversation: llm.AsyncConversation | None,
     ) -> AsyncGenerator[str | StreamEvent, None]:
-        text = _prompt_text(prompt)
-        _count_usage(response, text, 2)
+        hold = self._hold(prompt, response)
         yield "opened "
-        await asyncio.sleep(hold_seconds(text))
+        await asyncio.sleep(hold)
         yield "closed"
 
 

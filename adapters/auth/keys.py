@@ -8,7 +8,7 @@ key used as an HMAC secret, and `none` is never in the set.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
@@ -70,12 +70,29 @@ def _check_key_type(key: Any, algorithm: str, *, private: bool) -> None:
         raise KeyProblem(f"the {kind} key is not a key for {algorithm}")
 
 
+def _pem_key(pem: str | bytes, algorithm: str, kind: str) -> bytes:
+    """The PEM text of a `kind` (public or private) key for `algorithm`, which must not be
+    an HMAC one."""
+    _check_algorithm(algorithm)
+    if algorithm in HMAC_ALGORITHMS:
+        raise KeyProblem(f"{algorithm} uses a shared secret, not a {kind} key")
+    return pem.encode() if isinstance(pem, str) else pem
+
+
+def _load_private_key(pem: str | bytes) -> Any:
+    data = pem.encode() if isinstance(pem, str) else pem
+    try:
+        return serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError):
+        raise KeyProblem("not an unencrypted PEM private key") from None
+
+
 @dataclass(frozen=True, slots=True)
-class VerificationKey:
-    """One key tokens may be signed with. `key_id` matches the token header's `kid`."""
+class _PinnedKey:
+    """Key material and the one algorithm it is used with."""
 
     algorithm: str
-    # bytes for HMAC; a cryptography public key object otherwise (parsed once, not per call).
+    # bytes for HMAC; a cryptography key object otherwise (parsed once, not per call).
     material: Any
     key_id: str | None = None
 
@@ -86,20 +103,22 @@ class VerificationKey:
     @classmethod
     def shared_secret(
         cls, secret: str | bytes, algorithm: str = "HS256", key_id: str | None = None
-    ) -> VerificationKey:
+    ) -> Self:
         _check_algorithm(algorithm)
         if algorithm not in HMAC_ALGORITHMS:
             raise KeyProblem(f"a shared secret is for HS256/384/512 only, not {algorithm}")
         return cls(algorithm, _hmac_secret(secret, algorithm), key_id)
 
+
+@dataclass(frozen=True, slots=True)
+class VerificationKey(_PinnedKey):
+    """One key tokens may be signed with. `key_id` matches the token header's `kid`."""
+
     @classmethod
     def public_key(
         cls, pem: str | bytes, algorithm: str, key_id: str | None = None
     ) -> VerificationKey:
-        _check_algorithm(algorithm)
-        if algorithm in HMAC_ALGORITHMS:
-            raise KeyProblem(f"{algorithm} uses a shared secret, not a public key")
-        data = pem.encode() if isinstance(pem, str) else pem
+        data = _pem_key(pem, algorithm, "public")
         try:
             key = serialization.load_pem_public_key(data)
         except ValueError:
@@ -115,39 +134,19 @@ class VerificationKey:
 
 
 @dataclass(frozen=True, slots=True)
-class SigningKey:
-    algorithm: str
-    material: Any
-    key_id: str | None = None
-
-    @classmethod
-    def shared_secret(
-        cls, secret: str | bytes, algorithm: str = "HS256", key_id: str | None = None
-    ) -> SigningKey:
-        verification = VerificationKey.shared_secret(secret, algorithm, key_id)
-        return cls(algorithm, verification.material, key_id)
+class SigningKey(_PinnedKey):
+    """The key tokens are signed with, by `token issue`."""
 
     @classmethod
     def private_key(cls, pem: str | bytes, algorithm: str, key_id: str | None = None) -> SigningKey:
-        _check_algorithm(algorithm)
-        if algorithm in HMAC_ALGORITHMS:
-            raise KeyProblem(f"{algorithm} uses a shared secret, not a private key")
-        data = pem.encode() if isinstance(pem, str) else pem
-        try:
-            key = serialization.load_pem_private_key(data, password=None)
-        except (ValueError, TypeError):
-            raise KeyProblem("not an unencrypted PEM private key") from None
+        key = _load_private_key(_pem_key(pem, algorithm, "private"))
         _check_key_type(key, algorithm, private=True)
         return cls(algorithm, key, key_id)
 
 
 def algorithm_for_private_key(pem: str | bytes) -> str:
     """The natural JWT algorithm for a private key, so `token issue` needs no --algorithm."""
-    data = pem.encode() if isinstance(pem, str) else pem
-    try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError):
-        raise KeyProblem("not an unencrypted PEM private key") from None
+    key = _load_private_key(pem)
     if isinstance(key, rsa.RSAPrivateKey):
         return "RS256"
     if isinstance(key, ec.EllipticCurvePrivateKey):

@@ -85,54 +85,56 @@ class AuthInterceptor(HandlerWrapper):
         return None
 
     def _wrap(self, handler: Handler) -> Handler:
-        admit = self._admit
-        refuse = _refuse
+        # grpc-stubs types behaviours as synchronous; on an aio server they are async. A call
+        # is checked the same way whether its request is one message or a stream of them.
         if handler.unary_unary is not None:
-            # grpc-stubs types behaviours as synchronous; on an aio server they are async.
-            unary_unary: Any = handler.unary_unary
-
-            async def checked_unary_unary(request: Any, context: Context) -> Any:
-                if (refused := admit(context)) is not None:
-                    await refuse(context, refused)
-                return await unary_unary(request, context)
-
             return grpc.unary_unary_rpc_method_handler(
-                checked_unary_unary, handler.request_deserializer, handler.response_serializer
+                self._checked_call(handler.unary_unary),
+                handler.request_deserializer,
+                handler.response_serializer,
             )
         if handler.unary_stream is not None:
-            unary_stream: Any = handler.unary_stream
-
-            async def checked_unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
-                if (refused := admit(context)) is not None:
-                    await refuse(context, refused)
-                async for item in unary_stream(request, context):
-                    yield item
-
             return grpc.unary_stream_rpc_method_handler(
-                checked_unary_stream, handler.request_deserializer, handler.response_serializer
+                self._checked_stream(handler.unary_stream),
+                handler.request_deserializer,
+                handler.response_serializer,
             )
         if handler.stream_unary is not None:
-            stream_unary: Any = handler.stream_unary
-
-            async def checked_stream_unary(requests: Any, context: Context) -> Any:
-                if (refused := admit(context)) is not None:
-                    await refuse(context, refused)
-                return await stream_unary(requests, context)
-
             return grpc.stream_unary_rpc_method_handler(
-                checked_stream_unary, handler.request_deserializer, handler.response_serializer
+                self._checked_call(handler.stream_unary),
+                handler.request_deserializer,
+                handler.response_serializer,
             )
-        stream_stream: Any = handler.stream_stream
+        return grpc.stream_stream_rpc_method_handler(
+            self._checked_stream(handler.stream_stream),
+            handler.request_deserializer,
+            handler.response_serializer,
+        )
 
-        async def checked_stream_stream(requests: Any, context: Context) -> AsyncIterator[Any]:
+    def _checked_call(self, behaviour: Any) -> Any:
+        """A behaviour answering one response, run only for an admitted caller."""
+        admit = self._admit
+        refuse = _refuse
+
+        async def checked(request: Any, context: Context) -> Any:
             if (refused := admit(context)) is not None:
                 await refuse(context, refused)
-            async for item in stream_stream(requests, context):
+            return await behaviour(request, context)
+
+        return checked
+
+    def _checked_stream(self, behaviour: Any) -> Any:
+        """A behaviour yielding responses, run only for an admitted caller."""
+        admit = self._admit
+        refuse = _refuse
+
+        async def checked(request: Any, context: Context) -> AsyncIterator[Any]:
+            if (refused := admit(context)) is not None:
+                await refuse(context, refused)
+            async for item in behaviour(request, context):
                 yield item
 
-        return grpc.stream_stream_rpc_method_handler(
-            checked_stream_stream, handler.request_deserializer, handler.response_serializer
-        )
+        return checked
 
 
 async def _refuse(context: Context, reason: str) -> None:

@@ -9,7 +9,7 @@ decoder is wrapped to hand over a marker instead, which the handler answers.
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -65,26 +65,15 @@ class MalformedRequestGuard(HandlerWrapper):
         decode = _tolerant(handler.request_deserializer)  # type: ignore[arg-type]
         refuse = self._refuse
         if handler.unary_unary is not None:
-            unary: Any = handler.unary_unary
-
-            async def guarded_unary(request: Any, context: Context) -> Any:
-                if isinstance(request, _Undecodable):
-                    await refuse(context, request)
-                return await unary(request, context)
-
             return grpc.unary_unary_rpc_method_handler(
-                guarded_unary, decode, handler.response_serializer
+                _guarded_call(handler.unary_unary, refuse), decode, handler.response_serializer
             )
         streaming: Any = handler.unary_stream
         if not inspect.isasyncgenfunction(streaming):
-            # A stream written with context.write() (grpc's own health Watch), not yielded.
-            async def guarded_writer(request: Any, context: Context) -> Any:
-                if isinstance(request, _Undecodable):
-                    await refuse(context, request)
-                return await streaming(request, context)
-
+            # A stream written with context.write() (grpc's own health Watch), not yielded:
+            # its behaviour is awaited like a unary one.
             return grpc.unary_stream_rpc_method_handler(
-                guarded_writer, decode, handler.response_serializer
+                _guarded_call(streaming, refuse), decode, handler.response_serializer
             )
 
         async def guarded_stream(request: Any, context: Context) -> AsyncIterator[Any]:
@@ -96,3 +85,16 @@ class MalformedRequestGuard(HandlerWrapper):
         return grpc.unary_stream_rpc_method_handler(
             guarded_stream, decode, handler.response_serializer
         )
+
+
+def _guarded_call(
+    behaviour: Any, refuse: Callable[[Context, _Undecodable], Awaitable[None]]
+) -> Any:
+    """An awaited behaviour that answers an undecodable request with `refuse` instead."""
+
+    async def guarded(request: Any, context: Context) -> Any:
+        if isinstance(request, _Undecodable):
+            await refuse(context, request)
+        return await behaviour(request, context)
+
+    return guarded
