@@ -76,15 +76,24 @@ async def _used(proxy: Proxy, model: str) -> float:
     return used
 
 
-async def test_a_streamed_answer_is_charged_to_tokens_per_minute(
-    start_proxy: ProxyFactory,
-) -> None:
-    proxy = await start_proxy(
+async def _tokens_per_minute(start_proxy: ProxyFactory, limit: int, estimate_output: int) -> Proxy:
+    """A proxy allowing everyone `limit` tokens a minute, reserving `estimate_output` output
+    tokens for a request until it reports what it used."""
+    return await start_proxy(
         {
-            "quotas": {"estimate_output_tokens": 10, "default": {"tokens_per_minute": 200}},
+            "quotas": {
+                "estimate_output_tokens": estimate_output,
+                "default": {"tokens_per_minute": limit},
+            },
             "ledger": {"backend": "none"},
         }
     )
+
+
+async def test_a_streamed_answer_is_charged_to_tokens_per_minute(
+    start_proxy: ProxyFactory,
+) -> None:
+    proxy = await _tokens_per_minute(start_proxy, 200, estimate_output=10)
     prompt = script(chunks=["a", "b"], usage={"input": 5, "output": 185})
     chunks = [chunk async for chunk in proxy.stub.StreamExecute(request(prompt, model="scripted"))]
     assert chunks[-1].WhichOneof("chunk_type") == "complete"
@@ -102,12 +111,7 @@ async def test_a_streamed_answer_is_charged_to_tokens_per_minute(
 async def test_a_cancelled_stream_is_charged_for_what_it_streamed(
     start_proxy: ProxyFactory,
 ) -> None:
-    proxy = await start_proxy(
-        {
-            "quotas": {"estimate_output_tokens": 1000, "default": {"tokens_per_minute": 5000}},
-            "ledger": {"backend": "none"},
-        }
-    )
+    proxy = await _tokens_per_minute(start_proxy, 5000, estimate_output=1000)
     chunk = "y" * 40  # 10 tokens at 4 characters a token
     prompt = script(chunks=[chunk] * 20, delay=0.05)
     call = proxy.stub.StreamExecute(request(prompt, model="scripted"))

@@ -195,19 +195,17 @@ async def test_an_invalid_reload_is_rejected_and_the_old_config_stays(
 
 
 async def test_reload_on_change_applies_an_edited_file(tmp_path: Path, spawn: Any) -> None:
-    config = write_config(
-        tmp_path / "proxy.yaml",
-        server_extra="  reload_on_change: true\n  reload_check_seconds: 0.2\n",
-        models_extra="  aliases: {fast: echo}\n",
-    )
-    server = spawn(config)
+    def watched_config(fast: str) -> Path:
+        return write_config(
+            tmp_path / "proxy.yaml",
+            server_extra="  reload_on_change: true\n  reload_check_seconds: 0.2\n",
+            models_extra=f"  aliases: {{fast: {fast}}}\n",
+        )
+
+    server = spawn(watched_config("echo"))
     channel, stub = _stub(server.port)
     async with channel:
-        write_config(
-            config,
-            server_extra="  reload_on_change: true\n  reload_check_seconds: 0.2\n",
-            models_extra="  aliases: {fast: scripted}\n",
-        )
+        watched_config("scripted")
         server.wait_for(r"configuration reloaded \(.*changed\)")
         answer = await stub.Execute(request("hello", model="fast"))
         assert answer.success.actual_model_used == "scripted"
@@ -416,12 +414,20 @@ async def _models_answering(port: int, model: str, calls: int = 8) -> set[str]:
     return found
 
 
-async def test_sighup_reaches_every_worker(tmp_path: Path, spawn: Any) -> None:
+async def _two_workers_serving_fast_as_echo(
+    tmp_path: Path, spawn: Any
+) -> tuple[Path, ServerProcess, list[int]]:
+    """A server of two workers, each answering the alias `fast` with echo; and their pids."""
     config = write_config(tmp_path / "proxy.yaml", models_extra="  aliases: {fast: echo}\n")
     server = spawn(config, "--workers", "2")
-    port = server.port
     pids = _listening_workers(server, 2)
-    assert await _models_answering(port, "fast") == {"echo"}
+    assert await _models_answering(server.port, "fast") == {"echo"}
+    return config, server, pids
+
+
+async def test_sighup_reaches_every_worker(tmp_path: Path, spawn: Any) -> None:
+    config, server, pids = await _two_workers_serving_fast_as_echo(tmp_path, spawn)
+    port = server.port
 
     write_config(config, models_extra="  aliases: {fast: scripted}\n")
     seen = server.signal(signal.SIGHUP)
@@ -435,11 +441,8 @@ async def test_a_replaced_worker_serves_the_configuration_as_it_is_now(
 ) -> None:
     """Workers are forked from a supervisor that loaded the catalog at start; one that
     replaces a dead worker still reads the file as it is then, as a fresh process would."""
-    config = write_config(tmp_path / "proxy.yaml", models_extra="  aliases: {fast: echo}\n")
-    server = spawn(config, "--workers", "2")
+    config, server, pids = await _two_workers_serving_fast_as_echo(tmp_path, spawn)
     port = server.port
-    pids = _listening_workers(server, 2)
-    assert await _models_answering(port, "fast") == {"echo"}
 
     # No SIGHUP: only the replacements read the change.
     write_config(config, models_extra="  aliases: {fast: scripted, quick: echo}\n")

@@ -55,7 +55,12 @@ def registry(make_registry: MakeRegistry) -> LlmModelRegistry:
 
 @pytest.fixture
 def catalog(registry: LlmModelRegistry) -> ReloadRightAfterResolution:
-    return ReloadRightAfterResolution(registry)
+    """Repoints ALIAS to "scripted-async" right after the first request has resolved it."""
+    catalog = ReloadRightAfterResolution(registry)
+    catalog.pending = registry.prepare_reconfigure(
+        serve=None, aliases={ALIAS: "scripted-async"}, default_model=None
+    )
+    return catalog
 
 
 @pytest.fixture
@@ -74,18 +79,11 @@ def pipeline(catalog: ReloadRightAfterResolution) -> PromptPipeline:
     )
 
 
-def repoint_alias(registry: LlmModelRegistry) -> Callable[[], None]:
-    return registry.prepare_reconfigure(
-        serve=None, aliases={ALIAS: "scripted-async"}, default_model=None
-    )
-
-
 async def test_a_unary_request_runs_the_model_it_resolved_across_a_reload(
     registry: LlmModelRegistry, catalog: ReloadRightAfterResolution, gateway: LlmGateway
 ) -> None:
     execute = ExecutePrompt(pipeline(catalog), gateway, RecordingObserver())
     probe = new_probe_name()
-    catalog.pending = repoint_alias(registry)
 
     result = await execute(
         prompt_request(script(chunks=["from the first"], probe=probe), model=ALIAS),
@@ -106,7 +104,6 @@ async def test_a_stream_runs_the_model_it_resolved_across_a_reload(
 ) -> None:
     stream = StreamPrompt(pipeline(catalog), gateway, RecordingObserver())
     probe = new_probe_name()
-    catalog.pending = repoint_alias(registry)
 
     opened = stream(
         prompt_request(script(chunks=["a", "b"], probe=probe), model=ALIAS), CallContext()
