@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from application.admission import Admission, Reservation
+from application.deadline import DeadlineWatch
 from application.observability import prompt_text
 from application.ports import (
     Clock,
@@ -73,6 +74,7 @@ class PromptPipeline:
     ids: IdGenerator
     # None admits everything: no rate or concurrency limits are enforced.
     admission: Admission | None = None
+    deadlines: DeadlineWatch = field(default_factory=DeadlineWatch)
 
     def request_id_for(self, request: PromptRequest) -> str:
         return request.request_id or self.ids.new_request_id()

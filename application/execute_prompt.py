@@ -33,11 +33,15 @@ class ExecutePrompt(PromptUseCase):
         tally = pipeline.open_tally(Method.UNARY, pipeline.request_id_for(request), context)
         try:
             admitted = await pipeline.admit(tally, request, context)
+            deadline = pipeline.deadlines.arm(admitted.timeout_s)
             try:
-                async with asyncio.timeout(admitted.timeout_s):
-                    output = await self._gateway.complete(admitted.invocation)
-            except TimeoutError:
-                raise UpstreamTimeout(admitted.timeout_s) from None
+                output = await self._gateway.complete(admitted.invocation)
+            except asyncio.CancelledError:
+                if deadline.expired():
+                    raise UpstreamTimeout(admitted.timeout_s) from None
+                raise
+            finally:
+                pipeline.deadlines.disarm(deadline)
             tally.usage = output.usage
             if tally.prompt is not None:
                 tally.answer = output.text

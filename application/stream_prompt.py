@@ -150,18 +150,31 @@ class StreamPrompt(PromptUseCase):
     async def _model_events(
         self, admitted: Admitted, started: float
     ) -> AsyncGenerator[GatewayEvent, None]:
-        # The timeout bounds the whole stream, but is armed only around each wait for the
-        # model so that it never fires while the consumer is busy sending a chunk.
-        deadline = started + admitted.timeout_s
+        # The timeout bounds the whole stream, but fires only during a wait for the model,
+        # never while the consumer is busy sending a chunk.
+        end = started + admitted.timeout_s
         clock = self._pipeline.clock
-        async with aclosing(self._gateway.stream(admitted.invocation)) as upstream:
-            iterator = aiter(upstream)
-            while True:
-                try:
-                    async with asyncio.timeout(max(deadline - clock.monotonic(), 0.0)):
+        deadlines = self._pipeline.deadlines
+        deadline = deadlines.arm(admitted.timeout_s, waiting=False)
+        try:
+            async with aclosing(self._gateway.stream(admitted.invocation)) as upstream:
+                iterator = aiter(upstream)
+                while True:
+                    remaining = end - clock.monotonic()
+                    if remaining <= 0:
+                        # Spent while the consumer was sending: not one more wait.
+                        raise UpstreamTimeout(admitted.timeout_s)
+                    deadline.wait(remaining)
+                    try:
                         event = await anext(iterator)
-                except StopAsyncIteration:
-                    return
-                except TimeoutError:
-                    raise UpstreamTimeout(admitted.timeout_s) from None
-                yield event
+                    except StopAsyncIteration:
+                        return
+                    except asyncio.CancelledError:
+                        if deadline.expired():
+                            raise UpstreamTimeout(admitted.timeout_s) from None
+                        raise
+                    finally:
+                        deadline.waiting = False
+                    yield event
+        finally:
+            deadlines.disarm(deadline)
