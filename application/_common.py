@@ -25,11 +25,12 @@ from domain.policy import ServerPolicy
 from domain.principal import CallContext, Principal
 from domain.request import ModelInvocation, PromptRequest
 from domain.usage import ExecutionMetrics, Usage
+from domain.value import value_object
 
 DEADLINE_BACKSTOP_S = 0.25
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class Admitted:
     request_id: str
     model: ModelDescription
@@ -66,7 +67,7 @@ class Tally:
     end_user: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class PromptPipeline:
     catalog: ModelCatalog
     policy: PolicySource

@@ -8,11 +8,11 @@ and with the same messages.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
 from domain.errors import AuthenticationFailed
 from domain.principal import ANONYMOUS, Principal
+from domain.value import value_object
 
 
 class TokenVerifier(Protocol):
@@ -26,7 +26,7 @@ class TokenVerifier(Protocol):
     def verify(self, token: str) -> Principal: ...
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class Credentials:
     """What a caller presented, exactly as the transport received it."""
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from application.ports import Clock, PolicySource, QuotaStore, QuotaStoreUnavailable
 from domain.principal import Principal
 from domain.quota import (
@@ -14,9 +12,10 @@ from domain.quota import (
     applicable_limits,
     charges_for,
 )
+from domain.value import value_object
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class CallerLimit:
     limit: AppliedLimit
     used: float
@@ -28,7 +27,7 @@ class CallerLimit:
         return max(self.limit.amount - self.used, 0.0)
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class CallerLimits:
     limits: tuple[CallerLimit, ...]
     # False when the store could not be read: every `used` is then 0, not the truth.

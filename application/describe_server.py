@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from application.ports import ModelCatalog, PolicySource
 from domain.catalog import ModelDescription
 from domain.policy import Limits
 from domain.principal import CallContext
+from domain.value import value_object
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class ServerDescription:
     server_name: str
     server_version: str

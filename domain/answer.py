@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
 
 from domain.errors import ProxyError
 from domain.request import ToolCall
 from domain.usage import ExecutionMetrics, Usage
+from domain.value import value_object
 
 
 class FinishReason(StrEnum):
@@ -21,7 +21,7 @@ class FinishReason(StrEnum):
         return cls.TOOL_CALLS if tool_calls else cls.STOP
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class Answer:
     request_id: str
     text: str
@@ -33,12 +33,12 @@ class Answer:
     resolved_model: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class TextChunk:
     text: str
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class StreamFinished:
     model_id: str
     metrics: ExecutionMetrics
@@ -46,7 +46,7 @@ class StreamFinished:
     resolved_model: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class ModelOutput:
     """What a model gateway returns for a whole (non-streamed) answer."""
 
@@ -56,7 +56,7 @@ class ModelOutput:
     resolved_model: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class UsageReport:
     """Sent by a model gateway after the last chunk of a stream."""
 
@@ -68,7 +68,7 @@ class UsageReport:
 GatewayEvent = TextChunk | ToolCall | UsageReport
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class Failure:
     """An in-band error: the request was understood but could not be answered."""
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from types import MappingProxyType
 
 from domain.errors import UnknownModel
+from domain.value import value_object
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class OptionSpec:
     """One option a model accepts, as its plugin declares it."""
 
@@ -22,7 +23,7 @@ class OptionSpec:
     json_schema: str = "{}"
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class ModelDescription:
     model_id: str
     provider: str
@@ -51,7 +52,7 @@ def _freeze(mapping: Mapping[str, str]) -> Mapping[str, str]:
     return MappingProxyType(dict(mapping))
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class Catalog:
     """An immutable snapshot of what is served; swapping the snapshot is how config reloads."""
 

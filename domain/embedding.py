@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from domain.errors import EmptyRequest, InputTooLong, InvalidRequest, ProxyError
 from domain.policy import Limits
 from domain.usage import Usage
+from domain.value import value_object
 
 # One request embeds at most this many texts: a bound on work and on the answer's size.
 MAX_EMBED_INPUTS = 2048
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class EmbedRequest:
     inputs: tuple[str, ...]
     model: str | None = None
@@ -36,7 +37,7 @@ class EmbedRequest:
                 raise InputTooLong(length, limits.max_input_length)
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class Embeddings:
     request_id: str
     model_id: str

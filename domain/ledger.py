@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
 
+from domain.value import value_object
 
-@dataclass(frozen=True, slots=True)
+
+@value_object
 class UsageEntry:
     """One finished request, as kept durably for accounting and budgets."""
 
@@ -35,7 +36,7 @@ class GroupBy(StrEnum):
     MODEL = "model"
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class UsageTotal:
     """Sums over the ledger rows of one subject, team or model."""
 
@@ -48,7 +49,7 @@ class UsageTotal:
     cost_usd: float
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class DailyUsage:
     """Tokens and cost of one subject (of one team) on one model during one UTC day."""
 

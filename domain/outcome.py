@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
 
 from domain.usage import Usage
+from domain.value import value_object
 
 
 class Method(StrEnum):
@@ -15,7 +15,7 @@ class Method(StrEnum):
     STREAM = "stream"
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class RequestRecord:
     method: Method
     # Which transport carried the request ("grpc", ...); a label beside the method.

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from types import MappingProxyType
 
 from domain.quota import QuotaPolicy
 from domain.usage import ModelPrice
+from domain.value import value_object
 
 # One caller may hold at most 1/PER_SUBJECT_SHARE of the server-wide concurrency slots unless
 # the operator sets its own cap: enough for any one client's parallelism, and the rest stays
@@ -15,7 +16,7 @@ from domain.usage import ModelPrice
 PER_SUBJECT_SHARE = 2
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class Limits:
     max_input_length: int | None = 1_000_000
     request_timeout_seconds: float = 300.0
@@ -41,7 +42,7 @@ class Limits:
         return max(1, self.max_concurrent_requests // PER_SUBJECT_SHARE)
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class ServerPolicy:
     server_name: str
     server_version: str

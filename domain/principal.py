@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 from domain.catalog import ModelDescription
+from domain.value import value_object
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class Principal:
     subject: str
     # Model ids, aliases or glob patterns; None means every served model.
@@ -27,7 +27,7 @@ class Principal:
 ANONYMOUS = Principal(subject="anonymous")
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class CallContext:
     """Per-call facts the transport knows and use cases need, free of transport types."""
 

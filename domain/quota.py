@@ -16,9 +16,11 @@ import calendar
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import field, fields
 from enum import StrEnum
 from fnmatch import fnmatchcase
+
+from domain.value import value_object
 
 
 class LimitKind(StrEnum):
@@ -62,7 +64,7 @@ class Counter(StrEnum):
     GAUGE = "gauge"
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class LimitSet:
     requests_per_minute: int | None = None
     tokens_per_minute: int | None = None
@@ -79,7 +81,7 @@ class LimitSet:
         ]
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class QuotaRule:
     """Limits for the subjects or teams whose name matches `pattern` (exact or glob)."""
 
@@ -89,7 +91,7 @@ class QuotaRule:
     models: tuple[tuple[str, LimitSet], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class QuotaPolicy:
     # Per subject, for each kind no matching subject rule sets.
     default: LimitSet = LimitSet()
@@ -111,7 +113,7 @@ class QuotaPolicy:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class AppliedLimit:
     scope: Scope
     # The subject or team the counter belongs to ("" for the server).
@@ -178,7 +180,7 @@ def _tightest(
     return list(best.values())
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class Estimate:
     tokens: int
     cost_usd: float
@@ -189,7 +191,7 @@ def estimate_tokens(input_chars: int, max_tokens: int | None, policy: QuotaPolic
     return math.ceil(input_chars / policy.chars_per_token) + max(output, 0)
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class Charge:
     """One counter one request moves, with what it may reach."""
 
@@ -265,7 +267,7 @@ def charges_for(limits: Sequence[AppliedLimit], estimate: Estimate, now: float) 
 _USD = frozenset({LimitKind.USD_PER_DAY, LimitKind.USD_PER_MONTH})
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class Adjustment:
     key: str
     counter: Counter
@@ -291,7 +293,7 @@ def settlement(charges: tuple[Charge, ...], tokens: int, cost_usd: float) -> lis
     return adjustments
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class Breach:
     """Why a store refused: which charge, how much is used, and when there is room again."""
 

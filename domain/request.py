@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from enum import StrEnum
 from typing import TypeAlias
 
@@ -20,6 +20,7 @@ from domain.errors import (
     SchemaInvalid,
 )
 from domain.policy import Limits
+from domain.value import value_object
 
 JsonValue: TypeAlias = bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"] | None
 JsonObject: TypeAlias = Mapping[str, JsonValue]
@@ -38,12 +39,12 @@ class Role(StrEnum):
     TOOL = "tool"
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class Text:
     text: str
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class Attachment:
     """A file sent with a message: its bytes, or (when the operator allows it) an https URL
     the model fetches. Never a path: the server reads no file on a client's behalf."""
@@ -63,7 +64,7 @@ class Attachment:
         return self.media_type.split(";", 1)[0].strip().lower()
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class ToolCall:
     """A model asking the client to run one of the request's tools. The proxy never runs it."""
 
@@ -73,7 +74,7 @@ class ToolCall:
     call_id: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class ToolResult:
     """What the client's tool returned, sent back for the model's next turn."""
 
@@ -95,7 +96,7 @@ _ALLOWED_PARTS: Mapping[Role, tuple[type, ...]] = {
 _ALLOWED_SETS = {role: frozenset(kinds) for role, kinds in _ALLOWED_PARTS.items()}
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class Message:
     role: Role
     parts: tuple[Part, ...]
@@ -108,7 +109,7 @@ class Message:
         return tuple(part.text for part in self.parts if isinstance(part, Text))
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class ToolDefinition:
     """A tool the model may ask for: its name, what it does, and the JSON Schema of its input.
     Only the description travels; the implementation stays with the client."""
@@ -118,7 +119,7 @@ class ToolDefinition:
     input_schema: JsonObject = field(default_factory=dict, hash=False)
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class PromptRequest:
     messages: tuple[Message, ...]
     model: str | None = None
@@ -308,7 +309,7 @@ def _part_name(kind: type) -> str:
     }.get(kind, kind.__name__)
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class ModelInvocation:
     """A validated request bound to one concrete served model."""
 

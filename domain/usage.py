@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from domain.value import value_object
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class Usage:
     input_tokens: int | None = None
     output_tokens: int | None = None
@@ -17,7 +17,7 @@ class Usage:
         return (self.input_tokens or 0) + (self.output_tokens or 0)
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class ModelPrice:
     """US dollars per million tokens."""
 
@@ -33,7 +33,7 @@ class ModelPrice:
         ) / 1_000_000
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class ExecutionMetrics:
     duration_ms: int
     timestamp: int

@@ -11,7 +11,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
@@ -42,6 +41,7 @@ from domain.errors import (
 from domain.identifiers import identifier_problem
 from domain.principal import CallContext, Principal
 from domain.request import PromptRequest, ToolCall
+from domain.value import value_object
 
 log = logging.getLogger("llm_proxy.http")
 
@@ -61,7 +61,7 @@ _SSE_HEADERS = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class HttpServices:
     execute: ExecutePrompt
     stream: StreamPrompt

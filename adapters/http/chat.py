@@ -12,7 +12,6 @@ import base64
 import binascii
 import mimetypes
 from collections.abc import Mapping
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from adapters.http.body import json_object
@@ -32,6 +31,7 @@ from domain.request import (
     ToolDefinition,
     ToolResult,
 )
+from domain.value import value_object
 
 _ROLES = {
     "system": Role.SYSTEM,
@@ -87,7 +87,7 @@ _IGNORED = frozenset({"store", "metadata", "service_tier"})
 _EMPTY_INPUT: JsonObject = {"type": "object", "properties": {}}
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class ChatRequest:
     """The domain request, and what only the HTTP answer needs."""
 

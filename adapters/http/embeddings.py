@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import base64
 import struct
-from dataclasses import dataclass
 
 from adapters.http.body import json_object
 from domain.embedding import Embeddings, EmbedRequest
 from domain.errors import InvalidRequest, ProxyError
 from domain.identifiers import identifier_problem
+from domain.value import value_object
 
 _KNOWN = frozenset({"input", "model", "encoding_format", "user", "dimensions"})
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class EmbeddingsCall:
     request: EmbedRequest
     # "float" (JSON numbers) or "base64" (little-endian float32, what the openai SDK asks for).

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import llm
 
 from adapters.llm.errors import ModelConfigError
+from domain.value import value_object
 
 # llm leaves this untyped; the annotation is what the proxy relies on.
 _llm_plugins: Callable[[], list[dict[str, object]]] = llm.get_plugins
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class DiscoveredModel:
     model_id: str
     sync_model: Any

@@ -11,7 +11,6 @@ arguments, where llm would take a `key` for the provider's API key.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import llm
@@ -26,9 +25,10 @@ from domain.request import (
     ToolCall,
     ToolResult,
 )
+from domain.value import value_object
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class LlmCall:
     """Everything one prompt needs, built before the model runs; start() runs nothing yet."""
 
@@ -40,7 +40,7 @@ class LlmCall:
         return self.target.prompt(**self.kwargs)
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class _Turns:
     system: list[str]
     history: list[Message]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from difflib import get_close_matches
 from fnmatch import fnmatchcase
 from types import MappingProxyType
@@ -12,13 +11,14 @@ from adapters.llm.discovery import DiscoveredModel
 from adapters.llm.errors import ModelConfigError, key_advice
 from adapters.llm.options import describe_options
 from domain.catalog import Catalog, ModelDescription
+from domain.value import value_object
 
 _GLOB_CHARS = frozenset("*?[")
 # Plugins such as the OpenAI one register dozens of models; a message should stay readable.
 _MAX_LISTED = 25
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class Snapshot:
     catalog: Catalog
     served: Mapping[str, DiscoveredModel]

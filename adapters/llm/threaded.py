@@ -4,28 +4,28 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from adapters.llm.prompting import LlmCall, tool_calls_of
 from domain.answer import ModelOutput
 from domain.request import ToolCall
 from domain.usage import Usage
+from domain.value import value_object
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class Done:
     usage: Usage
     tool_calls: tuple[ToolCall, ...] = ()
     resolved_model: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class Failed:
     error: Exception
 
 
-@dataclass(frozen=True, slots=True)
+@value_object
 class Stopped:
     """The run gave up because it was asked to; only matters if someone still listens."""
 
