@@ -63,9 +63,7 @@ class ProxyServicer(pb_grpc.VibectlLLMProxyServicer):
             log.exception("Execute failed unexpectedly")
             await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
         if isinstance(result, Answer):
-            return pb.ExecuteResponse(
-                request_id=result.request_id, success=mapping.to_success(result)
-            )
+            return mapping.to_answer_response(result.request_id, result)
         await self._abort_if_status(result, context)
         return pb.ExecuteResponse(
             request_id=result.request_id, error=mapping.to_error(result.error)
@@ -87,9 +85,7 @@ class ProxyServicer(pb_grpc.VibectlLLMProxyServicer):
                         watch.sent()
                     elif isinstance(event, StreamFinished):
                         watch.sending()
-                        yield pb.StreamChunk(
-                            request_id=request_id, final_metrics=mapping.to_metrics(event.metrics)
-                        )
+                        yield mapping.to_metrics_chunk(request_id, event.metrics)
                         yield pb.StreamChunk(
                             request_id=request_id, complete=mapping.to_complete(event)
                         )

@@ -559,6 +559,28 @@ def test_an_answer_with_tool_calls_carries_them_as_json_and_its_resolved_model()
     assert (second.call_id, second.name, json.loads(second.arguments)) == ("", "now", {})
 
 
+def test_the_response_and_metrics_chunk_carry_what_their_parts_map_to() -> None:
+    answer = Answer(
+        "r-1",
+        "hi",
+        "echo",
+        ExecutionMetrics(duration_ms=7, timestamp=1, usage=Usage(2, 3), cost_usd=0.5),
+        tool_calls=(ToolCall("add", {"a": 1}, "c"),),
+        finish_reason=FinishReason.TOOL_CALLS,
+    )
+
+    response = mapping.to_answer_response("r-1", answer)
+    chunk = mapping.to_metrics_chunk("r-2", answer.metrics)
+
+    assert response == pb.ExecuteResponse(request_id="r-1", success=mapping.to_success(answer))
+    assert response.success.metrics.total_tokens == 5
+    assert response.success.tool_calls[0].name == "add"
+    assert chunk == pb.StreamChunk(
+        request_id="r-2", final_metrics=mapping.to_metrics(answer.metrics)
+    )
+    assert chunk.final_metrics.cost_usd == 0.5
+
+
 def test_stream_complete_carries_finish_reason_and_resolved_model() -> None:
     plain = mapping.to_complete(StreamFinished("echo", metrics()))
     tooled = mapping.to_complete(
