@@ -14,6 +14,7 @@ client: the stream is reset instead (the client sees CANCELLED, if it ever reads
 from __future__ import annotations
 
 import asyncio
+import weakref
 
 from application.stream_prompt import OpenedStream
 from domain.errors import ClientTooSlow
@@ -25,30 +26,39 @@ CHECK_INTERVAL_S = 1.0
 class ReadWatch:
     """Watches the sends of one stream. Call sending() before each send, sent() after it."""
 
-    __slots__ = ("_deadline", "_handle", "_loop", "_opened", "_started", "_task", "since")
+    __slots__ = (
+        "_deadline",
+        "_interval",
+        "_opened",
+        "_read_timeout",
+        "_started",
+        "_sweeper",
+        "_task",
+        "since",
+    )
 
     def __init__(self, opened: OpenedStream) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        self._sweeper = _Sweeper.of(loop)
+        self._task = asyncio.current_task(loop)
         self._opened = opened
-        self._started = self._loop.time()
-        self._handle: asyncio.TimerHandle | None = None
+        self._started = self._sweeper.now()
         self._deadline: float | None = None
+        self._read_timeout = 0.0
+        self._interval = 0.0
         # loop.time() when the send in progress began; None between sends.
         self.since: float | None = None
 
     def sending(self) -> None:
-        self.since = self._loop.time()
-        if self._handle is None:
+        self.since = self._sweeper.now()
+        if self._deadline is None:
             self._arm()
 
     def sent(self) -> None:
         self.since = None
 
     def stop(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
+        self._sweeper.discard(self)
 
     def _arm(self) -> None:
         read_timeout = self._opened.read_timeout_s
@@ -57,28 +67,78 @@ class ReadWatch:
             # Not admitted (yet): nothing is sent but the refusal, which grpc bounds itself.
             return
         self._deadline = self._started + timeout
-        interval = min(CHECK_INTERVAL_S, read_timeout / 4, timeout / 4)
-        self._handle = self._loop.call_later(interval, self._check, interval, read_timeout)
+        self._read_timeout = read_timeout
+        self._interval = min(CHECK_INTERVAL_S, read_timeout / 4, timeout / 4)
+        self._sweeper.add(self)
 
-    def _check(self, interval: float, read_timeout: float) -> None:
+    def _overdue(self, now: float) -> ClientTooSlow | None:
         since = self.since
-        now = self._loop.time()
-        reason: ClientTooSlow | None = None
-        if since is not None and now - since >= read_timeout:
-            reason = ClientTooSlow(
-                f"the client read nothing for {read_timeout:g}s, so the stream was cancelled; "
-                "read streams as they arrive (the server's limit is "
+        if since is None:
+            return None
+        if now - since >= self._read_timeout:
+            return ClientTooSlow(
+                f"the client read nothing for {self._read_timeout:g}s, so the stream was "
+                "cancelled; read streams as they arrive (the server's limit is "
                 "limits.client_read_timeout_seconds)"
             )
-        elif since is not None and self._deadline is not None and now >= self._deadline:
-            reason = ClientTooSlow(
+        if self._deadline is not None and now >= self._deadline:
+            return ClientTooSlow(
                 f"the answer was not read within the request timeout of "
                 f"{self._opened.timeout_s:g}s, so the stream was cancelled"
             )
-        if reason is None:
-            self._handle = self._loop.call_later(interval, self._check, interval, read_timeout)
-            return
-        self._handle = None
+        return None
+
+    def _give_up(self, reason: ClientTooSlow) -> None:
         self._opened.give_up(reason)
         if self._task is not None:
             self._task.cancel()
+
+
+class _Sweeper:
+    """One timer per event loop looks at every watched stream, rather than a timer per stream
+    armed and cancelled on every request (that cost a stream ~20k instructions)."""
+
+    _of_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Sweeper] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.now = loop.time
+        self._watched: set[ReadWatch] = set()
+        self._handle: asyncio.TimerHandle | None = None
+        self._interval = CHECK_INTERVAL_S
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> _Sweeper:
+        sweeper = cls._of_loop.get(loop)
+        if sweeper is None:
+            sweeper = cls._of_loop[loop] = cls(loop)
+        return sweeper
+
+    def add(self, watch: ReadWatch) -> None:
+        self._watched.add(watch)
+        if self._handle is None:
+            self._interval = watch._interval
+            self._handle = self._loop.call_later(self._interval, self._sweep)
+        elif watch._interval < self._interval:
+            # A stream with shorter timeouts: looked at as often as it needs from now on.
+            self._handle.cancel()
+            self._interval = watch._interval
+            self._handle = self._loop.call_later(self._interval, self._sweep)
+
+    def discard(self, watch: ReadWatch) -> None:
+        self._watched.discard(watch)
+
+    def _sweep(self) -> None:
+        now = self._loop.time()
+        for watch in list(self._watched):
+            reason = watch._overdue(now)
+            if reason is not None:
+                self._watched.discard(watch)
+                watch._give_up(reason)
+        if not self._watched:
+            self._handle = None
+            return
+        self._interval = min(watch._interval for watch in self._watched)
+        self._handle = self._loop.call_later(self._interval, self._sweep)
