@@ -6,12 +6,11 @@ import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 
-from application._common import Admitted, PromptUseCase, outcome_of
+from application._common import PromptUseCase, outcome_of
 from application.ports import Tracer
 from domain.answer import (
     Failure,
     FinishReason,
-    GatewayEvent,
     StreamEvent,
     StreamFinished,
     TextChunk,
@@ -107,23 +106,48 @@ class StreamPrompt(PromptUseCase):
             opened.read_timeout_s = admitted.policy.limits.client_read_timeout_seconds
             if tally.prompt is not None:
                 answer_parts = []
-            # aclosing: a consumer that stops early must stop the model call now, not at GC.
-            async with aclosing(self._model_events(admitted, tally.started)) as model_events:
-                async for event in model_events:
-                    if isinstance(event, UsageReport):
-                        report = event
-                        tally.usage = event.usage
-                        continue
-                    if tally.first_chunk_s is None:
-                        tally.first_chunk_s = clock.monotonic() - tally.started
-                    tally.chunks += 1
-                    if isinstance(event, TextChunk):
-                        tally.output_chars += len(event.text)
-                        if answer_parts is not None:
-                            answer_parts.append(event.text)
-                    else:
-                        tool_calls += 1
-                    yield event
+            # The timeout bounds the whole stream, but fires only during a wait for the model,
+            # never while the consumer is busy sending a chunk. (Waited for here rather than
+            # in a generator of its own: one generator layer less on every event.)
+            end = tally.started + admitted.timeout_s
+            deadlines = pipeline.deadlines
+            deadline = deadlines.arm(admitted.timeout_s, waiting=False)
+            try:
+                # aclosing: a consumer that stops early must stop the model now, not at GC.
+                async with aclosing(self._gateway.stream(admitted.invocation)) as upstream:
+                    iterator = aiter(upstream)
+                    while True:
+                        remaining = end - clock.monotonic()
+                        if remaining <= 0:
+                            # Spent while the consumer was sending: not one more wait.
+                            raise UpstreamTimeout(admitted.timeout_s)
+                        deadline.wait(remaining)
+                        try:
+                            event = await anext(iterator)
+                        except StopAsyncIteration:
+                            break
+                        except asyncio.CancelledError:
+                            if deadline.expired():
+                                raise UpstreamTimeout(admitted.timeout_s) from None
+                            raise
+                        finally:
+                            deadline.waiting = False
+                        if isinstance(event, UsageReport):
+                            report = event
+                            tally.usage = event.usage
+                            continue
+                        if tally.first_chunk_s is None:
+                            tally.first_chunk_s = clock.monotonic() - tally.started
+                        tally.chunks += 1
+                        if isinstance(event, TextChunk):
+                            tally.output_chars += len(event.text)
+                            if answer_parts is not None:
+                                answer_parts.append(event.text)
+                        else:
+                            tool_calls += 1
+                        yield event
+            finally:
+                deadlines.disarm(deadline)
             metrics = pipeline.metrics(admitted, tally.started, tally.usage)
             tally.cost_usd = metrics.cost_usd
             last = StreamFinished(
@@ -146,35 +170,3 @@ class StreamPrompt(PromptUseCase):
         # Recorded before the last event is handed over: what the consumer does with it (a
         # transport aborts the call on a refusal) is no concern of the request's record.
         yield last
-
-    async def _model_events(
-        self, admitted: Admitted, started: float
-    ) -> AsyncGenerator[GatewayEvent, None]:
-        # The timeout bounds the whole stream, but fires only during a wait for the model,
-        # never while the consumer is busy sending a chunk.
-        end = started + admitted.timeout_s
-        clock = self._pipeline.clock
-        deadlines = self._pipeline.deadlines
-        deadline = deadlines.arm(admitted.timeout_s, waiting=False)
-        try:
-            async with aclosing(self._gateway.stream(admitted.invocation)) as upstream:
-                iterator = aiter(upstream)
-                while True:
-                    remaining = end - clock.monotonic()
-                    if remaining <= 0:
-                        # Spent while the consumer was sending: not one more wait.
-                        raise UpstreamTimeout(admitted.timeout_s)
-                    deadline.wait(remaining)
-                    try:
-                        event = await anext(iterator)
-                    except StopAsyncIteration:
-                        return
-                    except asyncio.CancelledError:
-                        if deadline.expired():
-                            raise UpstreamTimeout(admitted.timeout_s) from None
-                        raise
-                    finally:
-                        deadline.waiting = False
-                    yield event
-        finally:
-            deadlines.disarm(deadline)
