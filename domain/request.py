@@ -103,7 +103,7 @@ class Message:
 
     @classmethod
     def of_text(cls, role: Role, *texts: str) -> Message:
-        return cls(role, tuple([Text(text) for text in texts]))
+        return cls(role, tuple(map(Text, texts)))
 
     def texts(self) -> tuple[str, ...]:
         return tuple(part.text for part in self.parts if isinstance(part, Text))

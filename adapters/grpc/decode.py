@@ -18,7 +18,6 @@ from domain.errors import (
     EmptyRequest,
     InvalidOptions,
     InvalidRequest,
-    MalformedCall,
     ProxyError,
     SchemaInvalid,
 )
@@ -65,7 +64,9 @@ class _Undecodable(Exception):
 
 def to_prompt_request(message: pb.ExecuteRequest) -> PromptRequest:
     model = message.model_name if message.HasField("model_name") else None
-    malformed = _identifier("request_id", message.request_id) or _identifier("model_name", model)
+    malformed = identifier_problem("request_id", message.request_id) or identifier_problem(
+        "model_name", model
+    )
     if malformed is not None:
         # Neither value is carried on: they are what must not reach a log line or a reply.
         return PromptRequest(messages=(), rejection=malformed)
@@ -86,10 +87,6 @@ def to_prompt_request(message: pb.ExecuteRequest) -> PromptRequest:
         return PromptRequest(
             messages=(), model=model, request_id=message.request_id, rejection=undecodable.error
         )
-
-
-def _identifier(field: str, value: str | None) -> MalformedCall | None:
-    return identifier_problem(field, value)
 
 
 def _messages(message: pb.ExecuteRequest) -> tuple[Message, ...]:

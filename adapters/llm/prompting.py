@@ -49,7 +49,16 @@ class _Turns:
 
 
 def build_call(invocation: ModelInvocation, model: Any, *, stream: bool) -> LlmCall:
-    turns = _split(invocation.messages)
+    messages = invocation.messages
+    if len(messages) == 1 and not (invocation.schema or invocation.tools or invocation.options):
+        only = messages[0]
+        if only.role is Role.USER and all(type(part) is Text for part in only.parts):
+            # The original protocol's whole request, and most requests: one user turn of text.
+            return LlmCall(
+                model,
+                {"stream": stream, "fragments": list(only.texts()), "system_fragments": None},
+            )
+    turns = _split(messages)
     kwargs: dict[str, Any] = {
         "stream": stream,
         # Fragments rather than one prompt string: llm joins them as it does for its own CLI.

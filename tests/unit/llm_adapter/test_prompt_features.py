@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from adapters.llm import LlmGateway, LlmModelRegistry
+from adapters.llm.prompting import build_call
 from domain.answer import GatewayEvent, TextChunk, UsageReport
 from domain.errors import InvalidOptions, NotSupportedByModel
 from domain.request import (
@@ -361,3 +362,35 @@ async def test_a_finished_tool_exchange_is_history_with_its_results(gateway: Llm
     assert messages[2]["parts"] == [
         {"type": "tool_result", "name": "add", "output": "5", "tool_call_id": "tc_1"}
     ]
+
+
+# --------------------------------------------------------------------------- one plain turn
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_one_user_turn_of_text_is_built_as_the_general_path_builds_it(stream: bool) -> None:
+    turn = Message(Role.USER, (Text("first"), Text("second")))
+    plain = build_call(ModelInvocation("echo", (turn,)), "model", stream=stream)
+    # With an option the same turn takes the general path; only the option differs.
+    general = build_call(ModelInvocation("echo", (turn,), options={"x": 1}), "model", stream=stream)
+
+    assert plain.target == general.target == "model"
+    assert plain.kwargs == {k: v for k, v in general.kwargs.items() if k != "options"}
+    assert plain.kwargs["fragments"] == ["first", "second"]
+
+
+def test_a_turn_with_an_attachment_or_a_system_message_is_not_taken_for_a_plain_one() -> None:
+    image = Attachment("image/png", content=PNG)
+    with_image = build_call(
+        ModelInvocation("echo", (Message(Role.USER, (Text("look"), image)),)), "m", stream=False
+    )
+    with_system = build_call(
+        ModelInvocation(
+            "echo", (Message.of_text(Role.SYSTEM, "be brief"), Message.of_text(Role.USER, "hi"))
+        ),
+        "m",
+        stream=False,
+    )
+
+    assert len(with_image.kwargs["attachments"]) == 1
+    assert with_system.kwargs["system_fragments"] == ["be brief"]
