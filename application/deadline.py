@@ -15,6 +15,7 @@ elsewhere (then it re-raises).
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 
 # How late a deadline may fire: far below any request timeout, and few enough wake-ups
@@ -39,11 +40,6 @@ class Deadline:
     def passed(self, now: float) -> bool:
         return now >= self.at
 
-    def wait(self, timeout_s: float) -> None:
-        """The task starts waiting again, for at most `timeout_s` from now."""
-        self.at = time.monotonic() + timeout_s
-        self.waiting = True
-
     def fire(self) -> None:
         self._fired = True
         self._task.cancel()
@@ -60,6 +56,9 @@ class DeadlineWatch:
     def __init__(self, resolution_s: float = RESOLUTION_S) -> None:
         self._resolution_s = resolution_s
         self._armed: set[Deadline] = set()
+        # No armed deadline passes before this: until then a look costs one comparison,
+        # however many requests are in flight.
+        self._earliest = math.inf
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
 
@@ -73,12 +72,20 @@ class DeadlineWatch:
             # A new event loop (tests run one after another): the old one's state is void.
             self._loop = loop
             self._armed = set()
+            self._earliest = math.inf
             self._timer = None
         deadline = Deadline(time.monotonic() + max(timeout_s, 0.0), task, waiting=waiting)
         self._armed.add(deadline)
+        self._earliest = min(self._earliest, deadline.at)
         if self._timer is None:
             self._timer = loop.call_later(self._resolution_s, self._check)
         return deadline
+
+    def wait(self, deadline: Deadline, timeout_s: float) -> None:
+        """`deadline`'s task starts waiting again, for at most `timeout_s` from now."""
+        deadline.at = time.monotonic() + timeout_s
+        deadline.waiting = True
+        self._earliest = min(self._earliest, deadline.at)
 
     def disarm(self, deadline: Deadline) -> None:
         self._armed.discard(deadline)
@@ -87,8 +94,10 @@ class DeadlineWatch:
         loop = self._loop
         assert loop is not None
         now = time.monotonic()
-        passed = [each for each in self._armed if each.waiting and each.passed(now)]
-        for deadline in passed:
-            self._armed.discard(deadline)
-            deadline.fire()
+        if now >= self._earliest:
+            passed = [each for each in self._armed if each.waiting and each.passed(now)]
+            for deadline in passed:
+                self._armed.discard(deadline)
+                deadline.fire()
+            self._earliest = min((each.at for each in self._armed), default=math.inf)
         self._timer = loop.call_later(self._resolution_s, self._check) if self._armed else None

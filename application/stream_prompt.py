@@ -121,7 +121,7 @@ class StreamPrompt(PromptUseCase):
                         if remaining <= 0:
                             # Spent while the consumer was sending: not one more wait.
                             raise UpstreamTimeout(admitted.timeout_s)
-                        deadline.wait(remaining)
+                        deadlines.wait(deadline, remaining)
                         try:
                             event = await anext(iterator)
                         except StopAsyncIteration:

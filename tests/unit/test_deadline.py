@@ -100,7 +100,7 @@ async def test_a_deadline_fires_only_while_its_task_waits() -> None:
         await asyncio.sleep(0.1)
         assert deadline.passed(time.monotonic())
 
-        deadline.wait(0.02)
+        watch.wait(deadline, 0.02)
         with pytest.raises(asyncio.CancelledError):
             await asyncio.sleep(30)
         assert deadline.expired()
@@ -132,3 +132,20 @@ async def test_a_deadline_needs_a_task() -> None:
     await asyncio.sleep(0.01)
 
     assert len(failures) == 1 and "task" in str(failures[0])
+
+
+async def test_a_deadline_brought_forward_fires_at_its_new_time() -> None:
+    # Armed far off (as many requests are), then waited on with little time left.
+    watch = DeadlineWatch(RESOLUTION_S)
+    others = [watch.arm(300) for _ in range(3)]
+    deadline = watch.arm(300, waiting=False)
+    began = time.monotonic()
+    try:
+        watch.wait(deadline, 0.03)
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.sleep(30)
+        assert deadline.expired()
+        assert time.monotonic() - began < 5
+    finally:
+        for each in [*others, deadline]:
+            watch.disarm(each)
