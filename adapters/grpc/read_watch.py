@@ -14,6 +14,7 @@ client: the stream is reset instead (the client sees CANCELLED, if it ever reads
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
 
 from application.stream_prompt import OpenedStream
@@ -46,7 +47,7 @@ class ReadWatch:
         self._deadline: float | None = None
         self._read_timeout = 0.0
         self._interval = 0.0
-        # loop.time() when the send in progress began; None between sends.
+        # time.monotonic() when the send in progress began; None between sends.
         self.since: float | None = None
 
     def sending(self) -> None:
@@ -102,43 +103,48 @@ class _Sweeper:
         weakref.WeakKeyDictionary()
     )
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self.now = loop.time
+    def __init__(self) -> None:
+        # Nothing here refers to the loop (it is the key this sweeper is found by, weakly):
+        # not even the pending sweep's handle, which would keep a finished loop alive.
+        self.now = time.monotonic
         self._watched: set[ReadWatch] = set()
-        self._handle: asyncio.TimerHandle | None = None
         self._interval = CHECK_INTERVAL_S
+        self._pending = False
+        # A sweep scheduled before a shorter interval came along finds itself outdated.
+        self._generation = 0
 
     @classmethod
     def of(cls, loop: asyncio.AbstractEventLoop) -> _Sweeper:
         sweeper = cls._of_loop.get(loop)
         if sweeper is None:
-            sweeper = cls._of_loop[loop] = cls(loop)
+            sweeper = cls._of_loop[loop] = cls()
         return sweeper
 
     def add(self, watch: ReadWatch) -> None:
         self._watched.add(watch)
-        if self._handle is None:
-            self._interval = watch._interval
-            self._handle = self._loop.call_later(self._interval, self._sweep)
-        elif watch._interval < self._interval:
-            # A stream with shorter timeouts: looked at as often as it needs from now on.
-            self._handle.cancel()
-            self._interval = watch._interval
-            self._handle = self._loop.call_later(self._interval, self._sweep)
+        if not self._pending or watch._interval < self._interval:
+            # Nothing scheduled yet, or a stream with shorter timeouts: looked at as often as
+            # it needs from now on.
+            self._schedule(watch._interval)
 
     def discard(self, watch: ReadWatch) -> None:
         self._watched.discard(watch)
 
-    def _sweep(self) -> None:
-        now = self._loop.time()
+    def _schedule(self, interval: float) -> None:
+        self._interval = interval
+        self._generation += 1
+        self._pending = True
+        asyncio.get_running_loop().call_later(interval, self._sweep, self._generation)
+
+    def _sweep(self, generation: int) -> None:
+        if generation != self._generation:
+            return
+        self._pending = False
+        now = time.monotonic()
         for watch in list(self._watched):
             reason = watch._overdue(now)
             if reason is not None:
                 self._watched.discard(watch)
                 watch._give_up(reason)
-        if not self._watched:
-            self._handle = None
-            return
-        self._interval = min(watch._interval for watch in self._watched)
-        self._handle = self._loop.call_later(self._interval, self._sweep)
+        if self._watched:
+            self._schedule(min(watch._interval for watch in self._watched))

@@ -5,6 +5,8 @@ left alone. One sweeper serves every stream of an event loop."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 
 import pytest
 
@@ -90,3 +92,16 @@ async def test_a_stream_with_shorter_timeouts_is_looked_at_soon_enough(
 
     assert isinstance(strict.given_up, ClientTooSlow)
     assert loop.time() - began < 0.3
+
+
+def test_a_finished_event_loop_is_not_kept_alive_by_its_sweeper() -> None:
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    async def one_stream() -> None:
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        await _stream(_Opened(30, 30), [0.01])
+
+    asyncio.run(one_stream())
+    gc.collect()
+
+    assert loops[0]() is None
