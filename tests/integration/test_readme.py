@@ -150,7 +150,9 @@ def test_the_readme_commands_work_as_pasted(
         "bash",
         "-c",
         script + "\nkill $(jobs -p) 2>/dev/null || true",
-        env=env,
+        # The README's second server takes the default HTTP port, 8080, which another test
+        # run on this machine may hold: any free one will do, the script never calls it.
+        env=env | {"LLM_PROXY_HTTP__PORT": "0"},
         timeout=240,
         cwd=checkout,
     )
