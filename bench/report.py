@@ -235,6 +235,9 @@ def _governance_cost(on: str, off: str, limit: float) -> Callable[[Found], Measu
             return None
         cost = cpu_on / cpu_off - 1
         text = f"{cpu_on * 1e6:,.0f} vs {cpu_off * 1e6:,.0f} µs server CPU/request = {cost:+.1%}"
+        store = with_it.extra.get("store_cpu_s_per_req")
+        if store:
+            text += f" (and redis-server {store * 1e6:,.0f} µs/request)"
         if with_it.rps and without.rps:
             text += f"; {with_it.rps:,.0f} vs {without.rps:,.0f} req/s"
         return Measured(cost, limit, text)

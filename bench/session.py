@@ -278,11 +278,16 @@ class Bench:
             for share, cap in zip(shares, caps, strict=True)
         ]
         before: dict[str, float] = {}
+        # The redis-server a proxy with Redis limits keeps its counters in works for it too.
+        store = self._redis if server.name == "proxy-limits-redis" else None
+        store_pid = store.process.pid if store is not None and store.process else None
 
         def between() -> None:
             before["rss"] = server.rss_kb()
             before["cpu"] = server.cpu_s()
             before["machine"] = procinfo.machine_busy_seconds()
+            if store_pid is not None:
+                before["store"] = procinfo.cpu_seconds(store_pid)
 
         runs = self.pool.run_load(specs, between)
         return Measurement(
@@ -292,6 +297,9 @@ class Bench:
             server_cpu_s=server.cpu_s() - before["cpu"],
             machine_busy_s=procinfo.machine_busy_seconds() - before["machine"],
             server_alive=server.alive(),
+            store_cpu_s=procinfo.cpu_seconds(store_pid) - before["store"]
+            if store_pid is not None
+            else None,
         )
 
     def load(
@@ -318,6 +326,8 @@ class Measurement:
     machine_busy_s: float
     server_alive: bool
     rounds: int = 1
+    # CPU seconds of the proxy's Redis (limits kept there), which the server's figure omits.
+    store_cpu_s: float | None = None
 
     def then(self, later: Measurement) -> Measurement:
         runs = [
@@ -332,6 +342,9 @@ class Measurement:
             machine_busy_s=self.machine_busy_s + later.machine_busy_s,
             server_alive=later.server_alive,
             rounds=self.rounds + later.rounds,
+            store_cpu_s=None
+            if self.store_cpu_s is None or later.store_cpu_s is None
+            else self.store_cpu_s + later.store_cpu_s,
         )
 
     def summarize(self, name: str, target: str, mode: str, concurrency: int) -> ScenarioResult:
@@ -344,10 +357,12 @@ class Measurement:
             rss_before=self.rss_before,
             rss_after=self.rss_after,
             server_cpu_s=self.server_cpu_s,
-            machine_busy_s=self.machine_busy_s,
+            machine_busy_s=self.machine_busy_s - (self.store_cpu_s or 0.0),
             server_alive=self.server_alive,
         )
         result.extra["rounds"] = self.rounds
+        if self.store_cpu_s is not None and result.requests:
+            result.extra["store_cpu_s_per_req"] = self.store_cpu_s / result.requests
         return result
 
 

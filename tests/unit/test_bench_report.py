@@ -251,3 +251,12 @@ def test_the_footprint_section_shows_each_worker_and_the_floor() -> None:
     assert "Each worker beyond the first adds 12.0 MiB PSS." in text
     assert "| 2 | 19.5 | 19.5 / 19.5 | 9.8 / 9.8 | 58.6 |" in text
     assert "import grpc, llm; llm.get_models()" in text
+
+
+def test_the_redis_limits_cost_shows_what_redis_server_spent_too() -> None:
+    results = passing_run()
+    redis_side = next(result for result in results if result.name == "limits-redis-unary-c16")
+    redis_side.extra["store_cpu_s_per_req"] = 42e-6
+    check = next(c for c in report.check_targets(results) if c.name == "Redis limits cost c=16")
+    assert "570 vs 500 µs server CPU/request" in check.detail + check.measured
+    assert "redis-server 42 µs/request" in check.detail + check.measured
