@@ -97,14 +97,15 @@ class SecondCachingFormatter(logging.Formatter):
         fast = self._fast_format
         if fast is None:
             return None
-        values = {
+        values: dict[str, object] = {
             # As LogRecord computes its msecs from its created time.
             "asctime": self._time_text(created, int((created - int(created)) * 1000)),
             "levelname": levelname,
             "name": name,
             "message": escape_controls(message),
-            "process": os.getpid(),
         }
+        if self._names_process:
+            values["process"] = os.getpid()
         try:
             return fast % values
         except (KeyError, TypeError, ValueError):
@@ -132,6 +133,11 @@ class SecondCachingFormatter(logging.Formatter):
         if type(style) is not logging.PercentStyle or getattr(style, "_defaults", None):
             return None
         return style._fmt
+
+    @functools.cached_property
+    def _names_process(self) -> bool:
+        # Only worker processes sharing one output show their pid: no getpid() per line else.
+        return "%(process)" in (self._fast_format or "")
 
     @functools.cached_property
     def _uses_time(self) -> bool:

@@ -7,13 +7,14 @@ the writers, and writers wait for each other for up to BUSY_TIMEOUT_MS.
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from adapters.ledger.columns import COLUMNS, GROUP_COLUMNS, as_row
+from adapters.ledger.columns import COLUMNS, GROUP_COLUMNS, Row, as_row
 from domain.ledger import DailyUsage, GroupBy, UsageEntry, UsageTotal
 
 T = TypeVar("T")
@@ -41,7 +42,18 @@ CREATE INDEX IF NOT EXISTS usage_subject_time ON usage (subject, time);
 CREATE INDEX IF NOT EXISTS usage_team_time ON usage (team, time);
 """
 
-_INSERT = f"INSERT INTO usage ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"  # noqa: S608
+# Rows per INSERT statement, at most. A batch goes in as a few statements of many rows each,
+# not as executemany's one statement step per row: sqlite3 lets go of the GIL around every
+# step, and on a busy server each time costs a hand-over to the event loop's thread and a
+# wait to get the GIL back, which per row cost the server more than the insert itself
+# (measured: 9% more server CPU per request with the ledger on, at c=16).
+MAX_ROWS_PER_STATEMENT = 500
+
+
+@functools.lru_cache(maxsize=8)
+def _insert(rows: int) -> str:
+    one = f"({', '.join('?' for _ in COLUMNS)})"
+    return f"INSERT INTO usage ({', '.join(COLUMNS)}) VALUES {', '.join([one] * rows)}"  # noqa: S608
 
 
 class SqliteSink:
@@ -51,6 +63,7 @@ class SqliteSink:
         # and the event loop never waits for the disk.
         self._thread: ThreadPoolExecutor | None = None
         self._connection: sqlite3.Connection | None = None
+        self._rows_per_statement = 1
 
     async def _call(self, work: Callable[[], T]) -> T:
         if self._thread is None:
@@ -74,6 +87,9 @@ class SqliteSink:
         connection.execute("PRAGMA synchronous=NORMAL")
         connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         connection.executescript(_SCHEMA)
+        # Within this SQLite build's limit on parameters per statement (999 in old builds).
+        parameters = connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        self._rows_per_statement = max(1, min(MAX_ROWS_PER_STATEMENT, parameters // len(COLUMNS)))
         self._connection = connection
 
     def _db(self) -> sqlite3.Connection:
@@ -87,9 +103,15 @@ class SqliteSink:
         def insert() -> None:
             connection = self._db()
             with connection:
-                connection.executemany(_INSERT, values)
+                self._insert_rows(connection, values)
 
         await self._call(insert)
+
+    def _insert_rows(self, connection: sqlite3.Connection, rows: list[Row]) -> None:
+        step = self._rows_per_statement
+        for start in range(0, len(rows), step):
+            chunk = rows[start : start + step]
+            connection.execute(_insert(len(chunk)), [value for row in chunk for value in row])
 
     async def totals(self, since: float, group_by: GroupBy) -> list[UsageTotal]:
         column = GROUP_COLUMNS[group_by]

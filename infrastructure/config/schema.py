@@ -331,14 +331,22 @@ class AuthSchema(_Strict):
         return AuthSettings(**data)
 
 
+# The settings class holds the defaults; the schema reads them rather than restating them.
+_LEDGER_DEFAULTS = LedgerSettings()
+
+
 class LedgerSchema(_Strict):
     backend = _Choice(
         load_default="sqlite", validate=validate.OneOf(("sqlite", "postgres", "none"))
     )
     path = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1))
     postgres_dsn = fields.String(load_default=None, allow_none=True, metadata={"secret": True})
-    batch_size = fields.Integer(load_default=500, validate=validate.Range(min=1, max=100_000))
-    flush_interval_seconds = fields.Float(load_default=0.5, validate=validate.Range(0.01, 60))
+    batch_size = fields.Integer(
+        load_default=_LEDGER_DEFAULTS.batch_size, validate=validate.Range(min=1, max=100_000)
+    )
+    flush_interval_seconds = fields.Float(
+        load_default=_LEDGER_DEFAULTS.flush_interval_seconds, validate=validate.Range(0.01, 60)
+    )
     max_queue = fields.Integer(load_default=100_000, validate=validate.Range(min=1))
     max_attempts = fields.Integer(load_default=5, validate=validate.Range(min=1, max=100))
     close_timeout_seconds = fields.Float(load_default=10.0, validate=validate.Range(min=0))

@@ -178,8 +178,11 @@ class LedgerSettings:
     # postgresql://user:password@host:port/database (a secret: also postgres_dsn_file).
     postgres_dsn: str | None = None
     # Rows are written in batches of up to this many, at least every flush_interval_seconds.
-    batch_size: int = 500
-    flush_interval_seconds: float = 0.5
+    # Fewer, larger SQLite transactions: with batches of 500 every 0.5 s the writer thread
+    # cost the server 26 µs of CPU per request at c=16; with these, 4.5 µs. A crash (not a
+    # SIGTERM, which drains) can lose what was queued, at most one interval's worth.
+    batch_size: int = 2000
+    flush_interval_seconds: float = 1.0
     # Rows waiting beyond this many are dropped (counted and logged), never waited for.
     max_queue: int = 100_000
     # Tries per batch before its rows are dropped.
