@@ -484,3 +484,18 @@ class FakeEmbeddings:
             raise self.fail
         vectors = tuple((float(len(text)), float(len(text.split()))) for text in inputs)
         return vectors, Usage(sum(len(text.split()) for text in inputs), 0)
+
+
+def request_record(**changes: object) -> RequestRecord:
+    """A finished request's record: a unary echo call by alice, unless `changes` say otherwise."""
+    fields: dict[str, object] = {
+        "method": Method.UNARY,
+        "transport": "grpc",
+        "request_id": "r-1",
+        "subject": "alice",
+        "model_id": "echo",
+        "outcome": "ok",
+        "duration_s": 0.01,
+    }
+    fields.update(changes)
+    return RequestRecord(**fields)  # type: ignore[arg-type]

@@ -136,24 +136,17 @@ def test_closing_with_the_lock_held_does_not_wait_for_a_flusher_blocked_on_it(
     assert made.stream.getvalue() == "pending\n"
 
 
-def test_reconfiguring_closes_the_previous_handler_only() -> None:
-    root = logging.getLogger()
-    saved, level = root.handlers[:], root.level
-    foreign = logging.NullHandler()
-    try:
-        configure_logging("INFO", "text")
-        first = root.handlers[0]
-        assert isinstance(first, BatchingStreamHandler)
-        root.addHandler(foreign)
-        configure_logging("INFO", "text")
-        assert not first._flusher.is_alive()
-        assert root.handlers != [first]
-    finally:
-        for handler in root.handlers:
-            if isinstance(handler, BatchingStreamHandler):
-                handler.close()
-        root.handlers[:] = saved
-        root.setLevel(level)
+def test_reconfiguring_closes_the_previous_handler_only(
+    root_logging_restored: logging.Logger,
+) -> None:
+    root = root_logging_restored
+    configure_logging("INFO", "text")
+    first = root.handlers[0]
+    assert isinstance(first, BatchingStreamHandler)
+    root.addHandler(logging.NullHandler())
+    configure_logging("INFO", "text")
+    assert not first._flusher.is_alive()
+    assert root.handlers != [first]
 
 
 def _record(message: str, *, fields: dict[str, object] | None = None) -> logging.LogRecord:

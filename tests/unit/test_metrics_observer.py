@@ -3,22 +3,9 @@
 from __future__ import annotations
 
 from adapters.metrics import PrometheusObserver
-from domain.outcome import Method, RequestRecord
+from domain.outcome import Method
 from domain.usage import Usage
-
-
-def record(**changes: object) -> RequestRecord:
-    fields: dict[str, object] = {
-        "method": Method.UNARY,
-        "transport": "grpc",
-        "request_id": "r-1",
-        "subject": "alice",
-        "model_id": "echo",
-        "outcome": "ok",
-        "duration_s": 0.01,
-    }
-    fields.update(changes)
-    return RequestRecord(**fields)  # type: ignore[arg-type]
+from tests.unit.fakes import request_record as record
 
 
 def value(observer: PrometheusObserver, name: str, **labels: str) -> float | None:

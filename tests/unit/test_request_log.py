@@ -6,32 +6,26 @@ from __future__ import annotations
 import io
 import logging
 import sys
-from collections.abc import Iterator
 
 import pytest
 
-from domain.outcome import Method, RequestRecord
+from domain.outcome import RequestRecord
 from domain.usage import Usage
 from infrastructure.log import REQUEST_LOGGER, BatchingStreamHandler, LoggingObserver
 from infrastructure.log import configure_logging as configure
+from tests.unit.fakes import request_record
 
 NOW = 1_700_000_000.25
 
 
 def _record(**changes: object) -> RequestRecord:
     fields: dict[str, object] = {
-        "method": Method.UNARY,
-        "transport": "grpc",
-        "request_id": "r-1",
-        "subject": "alice",
-        "model_id": "echo",
-        "outcome": "ok",
         "duration_s": 0.0123,
         "usage": Usage(2, 3),
         "end_user": "bob\nINFO forged",
     }
     fields.update(changes)
-    return RequestRecord(**fields)  # type: ignore[arg-type]
+    return request_record(**fields)
 
 
 class _Logged:
@@ -45,24 +39,15 @@ class _Logged:
 
 
 @pytest.fixture
-def logged(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Logged]:
-    root = logging.getLogger()
-    saved, level = root.handlers[:], root.level
+def logged(monkeypatch: pytest.MonkeyPatch, root_logging_restored: logging.Logger) -> _Logged:
     stream = io.StringIO()
     monkeypatch.setattr(sys, "stderr", stream)
     monkeypatch.setattr("infrastructure.log.time.time", lambda: NOW)
     monkeypatch.setattr("logging.time.time", lambda: NOW)
-    try:
-        configure("INFO", "text")
-        handler = root.handlers[0]
-        assert isinstance(handler, BatchingStreamHandler)
-        yield _Logged(stream, handler)
-    finally:
-        for each in root.handlers:
-            if isinstance(each, BatchingStreamHandler):
-                each.close()
-        root.handlers[:] = saved
-        root.setLevel(level)
+    configure("INFO", "text")
+    handler = root_logging_restored.handlers[0]
+    assert isinstance(handler, BatchingStreamHandler)
+    return _Logged(stream, handler)
 
 
 def test_the_direct_line_is_the_line_logging_writes(
