@@ -67,7 +67,8 @@ class Tally:
     end_user: str | None = None
 
 
-@value_object
+# A service built once by the container, not a value: runtime-frozen costs nothing here.
+@dataclass(frozen=True, slots=True)
 class PromptPipeline:
     catalog: ModelCatalog
     policy: PolicySource

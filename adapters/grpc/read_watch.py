@@ -43,7 +43,7 @@ class ReadWatch:
         self._sweeper = _Sweeper.of(loop)
         self._task = asyncio.current_task(loop)
         self._opened = opened
-        self._started = self._sweeper.now()
+        self._started = time.monotonic()
         self._deadline: float | None = None
         self._read_timeout = 0.0
         self._interval = 0.0
@@ -51,7 +51,7 @@ class ReadWatch:
         self.since: float | None = None
 
     def sending(self) -> None:
-        self.since = self._sweeper.now()
+        self.since = time.monotonic()
         if self._deadline is None:
             self._arm()
 
@@ -105,8 +105,8 @@ class _Sweeper:
 
     def __init__(self) -> None:
         # Nothing here refers to the loop (it is the key this sweeper is found by, weakly):
-        # not even the pending sweep's handle, which would keep a finished loop alive.
-        self.now = time.monotonic
+        # not even the pending sweep's handle, which would keep a finished loop alive. Times
+        # are time.monotonic(), the loop's own clock.
         self._watched: set[ReadWatch] = set()
         self._interval = CHECK_INTERVAL_S
         self._pending = False
