@@ -34,10 +34,9 @@ from domain.policy import ServerPolicy
 from domain.principal import Principal
 from domain.quota import (
     Adjustment,
-    AppliedLimit,
     Breach,
     Charge,
-    Estimate,
+    ChargePlan,
     LimitKind,
     QuotaPolicy,
     Scope,
@@ -45,6 +44,7 @@ from domain.quota import (
     charges_for,
     estimate_tokens,
     settlement,
+    settlement_deltas,
 )
 from domain.request import PromptRequest
 from domain.usage import ModelPrice, Usage
@@ -65,6 +65,9 @@ MAX_SETTLEMENTS_PER_CALL = 256
 class Reservation:
     subject: str
     charges: tuple[Charge, ...]
+    # What each charge reserved, when the charges are a plan's (this process's memory); else
+    # the charges carry their amounts.
+    amounts: tuple[float, ...] | None
     input_tokens: int
     price: ModelPrice | None
     chars_per_token: float
@@ -94,9 +97,10 @@ class Admission:
         # requests end meanwhile, rather than by a task of each request's own.
         self._unsent: list[Adjustment] = []
         self._sender: asyncio.Task[None] | None = None
-        # Which limits apply depends only on the policy and who asks for which model: kept
-        # per policy snapshot, as resolving rules for every request was a visible cost.
-        self._resolved: dict[tuple[str, str | None, str | None], tuple[AppliedLimit, ...]] = {}
+        # Which limits apply depends only on the policy and who asks for which model, and the
+        # counters they move change only once a minute: both kept (per policy snapshot), as
+        # resolving rules and naming counters for every request were a visible cost.
+        self._resolved: dict[tuple[str, str | None, str | None], ChargePlan] = {}
         self._resolved_for: QuotaPolicy | None = None
         # Whether the last call to the store failed: the health check reports it.
         self.store_unavailable = False
@@ -119,27 +123,32 @@ class Admission:
         """Reserve the request's share of every limit, or raise the refusal; every
         reservation must be passed to settle() exactly once."""
         quotas = policy.quotas
-        limits = self._limits(quotas, principal, model_id)
+        plan = self._plan(quotas, principal, model_id)
         price = policy.price_for(model_id) if model_id is not None else None
         input_chars = request.input_length()
         input_tokens = math.ceil(input_chars / quotas.chars_per_token)
         charges: tuple[Charge, ...] = ()
-        if limits:
+        amounts: tuple[float, ...] | None = None
+        if plan.limits:
             tokens = estimate_tokens(input_chars, _max_tokens(request), quotas)
-            cost = price.cost(Usage(input_tokens, tokens - input_tokens)) if price else None
+            cost = price.cost_of(input_tokens, tokens - input_tokens) if price else 0.0
             now = self._clock.now()
-            charges = tuple(charges_for(limits, Estimate(tokens, cost or 0.0), now))
             if self._local is not None:
-                breach = self._local.reserve_now(charges, now)
+                if not plan.holds_at(now):
+                    plan = self._replan(quotas, principal, model_id, plan, now)
+                charges = plan.charges
+                amounts = plan.amounts(tokens, cost)
+                breach = self._local.reserve_amounts(charges, amounts, now)
                 if breach is not None:
                     raise refusal(breach, principal.subject)
             else:
+                charges = tuple(charges_for(plan.limits, tokens, cost, now))
                 charges = await self._reserve_remote(charges, now, principal.subject)
         self._in_flight += 1
         subject = principal.subject
         in_flight = self._in_flight_by_subject
         in_flight[subject] = in_flight.get(subject, 0) + 1
-        return Reservation(subject, charges, input_tokens, price, quotas.chars_per_token)
+        return Reservation(subject, charges, amounts, input_tokens, price, quotas.chars_per_token)
 
     async def _reserve_remote(
         self, charges: tuple[Charge, ...], now: float, subject: str
@@ -161,18 +170,30 @@ class Admission:
             raise refusal(breach, subject)
         return charges
 
-    def _limits(
-        self, quotas: QuotaPolicy, principal: Principal, model_id: str | None
-    ) -> tuple[AppliedLimit, ...]:
+    def _plan(self, quotas: QuotaPolicy, principal: Principal, model_id: str | None) -> ChargePlan:
         if quotas is not self._resolved_for or len(self._resolved) >= MAX_RESOLVED:
             self._resolved = {}
             self._resolved_for = quotas
         key = (principal.subject, principal.team, model_id)
         found = self._resolved.get(key)
         if found is None:
-            found = tuple(applicable_limits(quotas, principal.subject, principal.team, model_id))
-            self._resolved[key] = found
+            limits = tuple(applicable_limits(quotas, principal.subject, principal.team, model_id))
+            found = self._resolved[key] = ChargePlan(limits, self._clock.now())
         return found
+
+    def _replan(
+        self,
+        quotas: QuotaPolicy,
+        principal: Principal,
+        model_id: str | None,
+        stale: ChargePlan,
+        now: float,
+    ) -> ChargePlan:
+        """The plan for the minute `now` is in, in place of one for an earlier minute."""
+        plan = ChargePlan(stale.limits, now)
+        if quotas is self._resolved_for:
+            self._resolved[(principal.subject, principal.team, model_id)] = plan
+        return plan
 
     async def _reserve(self, charges: tuple[Charge, ...], now: float) -> Breach | None:
         # A request cancelled while its reservation is on the way may still have been
@@ -200,21 +221,23 @@ class Admission:
             self._in_flight_by_subject[subject] = held
         if not reservation.charges:
             return
-        actual = Usage(
-            usage.input_tokens if usage.input_tokens is not None else reservation.input_tokens,
-            usage.output_tokens
-            if usage.output_tokens is not None
-            else math.ceil(output_chars / reservation.chars_per_token),
-        )
+        input_tokens = usage.input_tokens
+        if input_tokens is None:
+            input_tokens = reservation.input_tokens
+        output_tokens = usage.output_tokens
+        if output_tokens is None:
+            output_tokens = math.ceil(output_chars / reservation.chars_per_token)
         price = reservation.price
-        cost = (price.cost(actual) or 0.0) if price is not None else 0.0
-        adjustments = settlement(reservation.charges, actual.total_tokens or 0, cost)
-        if not adjustments:
-            return
-        if self._local is not None:
+        cost = price.cost_of(input_tokens, output_tokens) if price is not None else 0.0
+        tokens = input_tokens + output_tokens
+        if reservation.amounts is not None and self._local is not None:
             # Nothing to wait for: settled now, without a task per request.
-            self._local.adjust_now(adjustments, self._clock.now())
-        else:
+            deltas = settlement_deltas(reservation.charges, reservation.amounts, tokens, cost)
+            if deltas:
+                self._local.settle_now(deltas, self._clock.now())
+            return
+        adjustments = settlement(reservation.charges, tokens, cost)
+        if adjustments:
             self._send_soon(adjustments)
 
     def _send_soon(self, adjustments: list[Adjustment]) -> None:

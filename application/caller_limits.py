@@ -7,7 +7,6 @@ from domain.principal import Principal
 from domain.quota import (
     AppliedLimit,
     Counter,
-    Estimate,
     QuotaPolicy,
     applicable_limits,
     charges_for,
@@ -59,7 +58,7 @@ class DescribeCallerLimits:
         if not limits:
             return CallerLimits((), True)
         now = self._clock.now()
-        charges = charges_for(limits, Estimate(0, 0.0), now)
+        charges = charges_for(limits, 0, 0.0, now)
         try:
             used = await self._store.usage(charges, now)
             known = True

@@ -162,4 +162,16 @@ class LocalQuotaStore(QuotaStore, Protocol):
 
     def reserve_now(self, charges: Sequence[Charge], now: float) -> Breach | None: ...
 
+    def reserve_amounts(
+        self, charges: Sequence[Charge], amounts: Sequence[float], now: float
+    ) -> Breach | None:
+        """reserve_now with each charge's amount given apart (ChargePlan.amounts), so the
+        charges themselves can be reused by every request."""
+        ...
+
     def adjust_now(self, adjustments: Sequence[Adjustment], now: float) -> None: ...
+
+    def settle_now(self, deltas: Sequence[tuple[Charge, float]], now: float) -> None:
+        """adjust_now for a request's own charges and how much each changes
+        (domain.quota.settlement_deltas): no adjustment objects made on the way."""
+        ...

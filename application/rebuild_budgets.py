@@ -10,7 +10,6 @@ from typing import Protocol
 
 from application.ports import UsageHistory
 from domain.quota import (
-    Estimate,
     LimitKind,
     QuotaPolicy,
     applicable_limits,
@@ -39,7 +38,7 @@ async def rebuild_budgets(
         ]
         # The charges the day's requests made, as if they were made at the start of that day.
         moment = max(day.day_start, month_start)
-        for charge in charges_for(limits, Estimate(day.tokens, day.cost_usd), moment):
+        for charge in charges_for(limits, day.tokens, day.cost_usd, moment):
             if charge.window_end <= now:
                 continue  # a day already over: only the month still counts it
             store.seed(charge.key, charge.amount, charge.window_end, now)

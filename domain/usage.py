@@ -27,9 +27,11 @@ class ModelPrice:
     def cost(self, usage: Usage) -> float | None:
         if usage.input_tokens is None and usage.output_tokens is None:
             return None
+        return self.cost_of(usage.input_tokens or 0, usage.output_tokens or 0)
+
+    def cost_of(self, input_tokens: int, output_tokens: int) -> float:
         return (
-            (usage.input_tokens or 0) * self.input_per_million
-            + (usage.output_tokens or 0) * self.output_per_million
+            input_tokens * self.input_per_million + output_tokens * self.output_per_million
         ) / 1_000_000
 
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import replace
 
 from domain.quota import Adjustment, Breach, Charge, Counter
+
+# Read once: an enum member read off its class runs Python code, per counter per request.
+_LOG, _GAUGE = Counter.LOG, Counter.GAUGE
 
 # Expired windows and empty logs are swept once this many keys exist, so memory stays bounded
 # by the callers active in the longest window rather than growing with every caller ever seen.
@@ -46,45 +50,90 @@ class MemoryQuotaStore:
         return None
 
     def reserve_now(self, charges: Sequence[Charge], now: float) -> Breach | None:
-        # One pass finds every counter and checks it, the next moves them: all or none, and
-        # each counter looked up once.
+        return self.reserve_amounts(charges, [charge.amount for charge in charges], now)
+
+    def reserve_amounts(
+        self, charges: Sequence[Charge], amounts: Sequence[float], now: float
+    ) -> Breach | None:
+        # All or none: each counter is checked and moved in one pass, and a breach takes back
+        # what the charges before it moved. Nothing else runs in between (no await), so no
+        # one sees the charges half made; refusals are rare, so the common case makes one
+        # pass and looks each counter up once.
         logs = self._logs
         values = self._values
-        found: list[deque[float] | list[float] | None] = []
+        index = -1
         for charge in charges:
-            if charge.counter is Counter.LOG:
+            index += 1
+            amount = amounts[index]
+            limit = charge.limit.amount
+            if charge.counter is _LOG:
                 log = logs.get(charge.key)
-                used = self._trimmed(log, now - charge.window_s) if log is not None else 0.0
-                found.append(log)
-            else:
-                entry = values.get(charge.key)
-                if entry is None or entry[1] <= now:
-                    entry = None
-                    used = 0.0
+                if log is None:
+                    log = logs[charge.key] = deque()
                 else:
-                    used = entry[0]
-                found.append(entry)
-            if used + charge.amount > charge.limit.amount:
-                return Breach(charge, used, self._retry_after(charge, used, now))
-        for charge, counter in zip(charges, found, strict=True):
-            if charge.counter is Counter.LOG:
-                if counter is None:
-                    counter = logs[charge.key] = deque()
-                counter.append(now)
-            elif counter is None:
-                values[charge.key] = [max(charge.amount, 0.0), charge.window_end]
-            else:
-                value = counter[0] + charge.amount
-                counter[0] = value if value > 0.0 else 0.0
-                if charge.window_end > counter[1]:
-                    counter[1] = charge.window_end
+                    horizon = now - charge.window_s
+                    while log and log[0] <= horizon:
+                        log.popleft()
+                used = float(len(log))
+                if used + amount > limit:
+                    return self._refuse(charges, amounts, index, used, now)
+                log.append(now)
+                continue
+            entry = values.get(charge.key)
+            if entry is None or entry[1] <= now:
+                if amount > limit:
+                    return self._refuse(charges, amounts, index, 0.0, now)
+                values[charge.key] = [amount if amount > 0.0 else 0.0, charge.window_end]
+                continue
+            used = entry[0]
+            if used + amount > limit:
+                return self._refuse(charges, amounts, index, used, now)
+            value = used + amount
+            entry[0] = value if value > 0.0 else 0.0
+            if charge.window_end > entry[1]:
+                entry[1] = charge.window_end
         if len(logs) + len(values) > self._sweep_at:
             self._sweep(now)
         return None
 
+    def _refuse(
+        self,
+        charges: Sequence[Charge],
+        amounts: Sequence[float],
+        index: int,
+        used: float,
+        now: float,
+    ) -> Breach:
+        """The breach of charges[index], once the charges before it are taken back."""
+        charge = charges[index]
+        if charge.amount != amounts[index]:
+            # A plan's charge: the breach names what this request would have charged.
+            charge = replace(charge, amount=amounts[index])
+        breach = Breach(charge, used, self._retry_after(charge, used, now))
+        for charge, amount in zip(charges[:index], amounts, strict=False):
+            if charge.counter is _LOG:
+                self._logs[charge.key].pop()
+            else:
+                entry = self._values[charge.key]
+                entry[0] = max(entry[0] - amount, 0.0)
+        return breach
+
     def adjust_now(self, adjustments: Sequence[Adjustment], now: float) -> None:
         for adjustment in adjustments:
             self._add(adjustment.key, adjustment.delta, adjustment.window_end, now)
+
+    def settle_now(self, deltas: Sequence[tuple[Charge, float]], now: float) -> None:
+        """adjust_now for what a request's own charges turned out to be (settlement_deltas)."""
+        values = self._values
+        for charge, delta in deltas:
+            entry = values.get(charge.key)
+            if entry is None or entry[1] <= now:
+                entry = values[charge.key] = [0.0, charge.window_end]
+            # A gauge never goes below zero, even if a settle arrives after its key expired.
+            value = entry[0] + delta
+            entry[0] = value if value > 0.0 else 0.0
+            if charge.window_end > entry[1]:
+                entry[1] = charge.window_end
 
     @staticmethod
     def _trimmed(log: deque[float], horizon: float) -> float:
@@ -94,7 +143,7 @@ class MemoryQuotaStore:
         return float(len(log))
 
     def _used(self, charge: Charge, now: float) -> float:
-        if charge.counter is Counter.LOG:
+        if charge.counter is _LOG:
             log = self._logs.get(charge.key)
             return self._trimmed(log, now - charge.window_s) if log is not None else 0.0
         entry = self._values.get(charge.key)
@@ -103,12 +152,12 @@ class MemoryQuotaStore:
         return entry[0]
 
     def _retry_after(self, charge: Charge, used: float, now: float) -> float:
-        if charge.counter is Counter.LOG:
+        if charge.counter is _LOG:
             log = self._logs[charge.key]
             # The entry whose expiry makes room for one more request.
             index = max(int(used - charge.limit.amount), 0)
             return max(log[index] + charge.window_s - now, 0.001)
-        if charge.counter is Counter.GAUGE:
+        if charge.counter is _GAUGE:
             return 1.0
         return max(charge.window_end - now, 0.001)
 

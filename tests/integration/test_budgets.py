@@ -12,7 +12,7 @@ import grpc
 import pytest
 import yaml
 
-from domain.quota import Estimate, applicable_limits, charges_for
+from domain.quota import applicable_limits, charges_for
 from llm_proxy_client.generated import llm_proxy_pb2 as pb
 from tests.integration.conftest import Proxy, ProxyFactory
 from tests.integration.helpers import read_chunk, request, script
@@ -71,7 +71,7 @@ async def _used(proxy: Proxy, model: str) -> float:
     policy = proxy.container.policy().current().quotas
     limits = applicable_limits(policy, "anonymous", None, model)
     now = proxy.container.clock().now()
-    charges = charges_for(limits, Estimate(0, 0.0), now)
+    charges = charges_for(limits, 0, 0.0, now)
     (used,) = await proxy.container.quota_store().usage(charges, now)
     return used
 

@@ -17,8 +17,8 @@ from domain.quota import (
     CHECK_ORDER,
     Breach,
     Charge,
+    ChargePlan,
     Counter,
-    Estimate,
     LimitKind,
     LimitSet,
     QuotaPolicy,
@@ -102,7 +102,7 @@ def test_windows_are_utc_minutes_days_and_calendar_months() -> None:
 
 def test_settlement_replaces_the_estimate_with_what_was_used() -> None:
     limits = applicable_limits(POLICY, "alice", "research", "gpt-4o")
-    charges = tuple(charges_for(limits, Estimate(tokens=300, cost_usd=0.03), DEFAULT_NOW))
+    charges = tuple(charges_for(limits, 300, 0.03, DEFAULT_NOW))
     by_kind = {(charge.limit.scope, charge.limit.kind): charge for charge in charges}
     assert by_kind[(Scope.SUBJECT, LimitKind.TOKENS_PER_MINUTE)].amount == 300
     assert by_kind[(Scope.TEAM, LimitKind.USD_PER_MONTH)].amount == 0.03
@@ -167,8 +167,91 @@ async def test_a_refused_request_reserves_nothing_anywhere() -> None:
     assert "100 tokens per minute" in caught.value.message
     assert "needs about 1256" in caught.value.message
     limits = applicable_limits(policy.quotas, "alice", None, "echo")
-    charges = charges_for(limits, Estimate(1, 0.0), clock.now())
+    charges = charges_for(limits, 1, 0.0, clock.now())
     assert await store.usage(charges, clock.now()) == [0.0, 0.0]
+
+
+async def test_a_breach_of_the_last_limit_takes_back_what_the_others_moved() -> None:
+    # Every kind of counter, each already in use, and the last (the month's budget) too full
+    # for one more request: the refusal leaves each counter where it was.
+    quotas = QuotaPolicy(
+        default=LimitSet(
+            requests_per_minute=100,
+            tokens_per_minute=10_000,
+            concurrent=10,
+            tokens_per_day=100_000,
+            usd_per_month=1.0,
+        ),
+        server_concurrent=50,
+    )
+    store = MemoryQuotaStore()
+    limits = applicable_limits(quotas, "alice", None, "echo")
+    first = charges_for(limits, 300, 0.6, DEFAULT_NOW)
+    assert store.reserve_now(first, DEFAULT_NOW) is None
+    before = await store.usage(first, DEFAULT_NOW + 1)
+    assert before == [1.0, 1.0, 1.0, 300.0, 300.0, 0.6]
+    second = charges_for(limits, 300, 0.6, DEFAULT_NOW + 1)
+    breach = store.reserve_now(second, DEFAULT_NOW + 1)
+    assert breach is not None
+    assert breach.charge.limit.kind is LimitKind.USD_PER_MONTH
+    assert breach.used == pytest.approx(0.6)
+    assert await store.usage(second, DEFAULT_NOW + 1) == before
+    # And the counters still take a request that fits.
+    third = charges_for(limits, 300, 0.3, DEFAULT_NOW + 1)
+    assert store.reserve_now(third, DEFAULT_NOW + 1) is None
+    assert await store.usage(third, DEFAULT_NOW + 1) == pytest.approx(
+        [2.0, 2.0, 2.0, 600.0, 600.0, 0.9]
+    )
+
+
+def test_a_plan_names_the_counters_of_its_minute_and_outlives_it() -> None:
+    limits = tuple(applicable_limits(POLICY, "bot-1", None, "echo"))
+    plan = ChargePlan(limits, DEFAULT_NOW)
+    minute_end = DEFAULT_NOW // 60 * 60 + 60  # DEFAULT_NOW is 20 s into its minute
+    assert plan.holds_at(DEFAULT_NOW) and plan.holds_at(minute_end - 0.001)
+    assert not plan.holds_at(minute_end) and not plan.holds_at(DEFAULT_NOW - 20.001)
+    late = minute_end - 0.001
+    # The same counters a request late in the minute would name for itself...
+    assert [charge.key for charge in plan.charges] == [
+        charge.key for charge in charges_for(limits, 1, 0.0, late)
+    ]
+    # ...and a log or gauge outlives the last request the plan charges.
+    by_kind = {charge.limit.kind: charge for charge in plan.charges}
+    assert by_kind[LimitKind.REQUESTS_PER_MINUTE].window_end >= late + 60
+    assert by_kind[LimitKind.CONCURRENT].window_end >= late + 24 * 3600
+    # Each charge takes its share of the estimate: one request, the tokens or the dollars.
+    amounts = dict(zip([c.limit.kind for c in plan.charges], plan.amounts(300, 0.25), strict=True))
+    assert amounts == {
+        LimitKind.CONCURRENT: 1.0,
+        LimitKind.REQUESTS_PER_MINUTE: 1.0,
+        LimitKind.TOKENS_PER_MINUTE: 300.0,
+        LimitKind.USD_PER_DAY: 0.25,
+    }
+    alone = ChargePlan(
+        tuple(applicable_limits(QuotaPolicy(default=LimitSet(usd_per_day=1.0)), "x", None, "echo")),
+        DEFAULT_NOW,
+    )
+    assert alone.amounts(300, 0.25) == (0.25,)
+    assert ChargePlan((), DEFAULT_NOW).amounts(300, 0.25) == ()
+
+
+async def test_the_next_minute_charges_the_next_minutes_window() -> None:
+    quotas = QuotaPolicy(default=LimitSet(tokens_per_minute=1000), estimate_output_tokens=90)
+    policy = sample_policy(quotas=quotas)
+    admission, store, clock = _admission(quotas)
+    who = Principal("alice")
+    request = prompt_request("x" * 40)  # 10 input tokens + 90 reserved for the output
+    for _ in range(10):
+        await admission.admit(who, "echo", request, policy)
+    with pytest.raises(RateLimited):
+        await admission.admit(who, "echo", request, policy)
+    clock.advance(40)  # into the next minute: a new window, the old one full still
+    reservation = await admission.admit(who, "echo", request, policy)
+    limits = applicable_limits(quotas, "alice", None, "echo")
+    assert await store.usage(charges_for(limits, 0, 0.0, clock.now()), clock.now()) == [100.0]
+    # Settled against the window it was reserved in.
+    admission.settle(reservation, Usage(10, 20), 0)
+    assert await store.usage(charges_for(limits, 0, 0.0, clock.now()), clock.now()) == [30.0]
 
 
 async def test_team_concurrency_is_shared_by_its_members() -> None:
@@ -206,7 +289,7 @@ async def test_a_cancelled_stream_is_charged_for_the_output_it_produced() -> Non
     task = asyncio.create_task(consume())
     await asyncio.wait_for(harness.gateway.hanging.wait(), 5)
     limits = applicable_limits(harness.policy.current().quotas, "alice", None, "echo")
-    charges = charges_for(limits, Estimate(1, 0.0), harness.clock.now())
+    charges = charges_for(limits, 1, 0.0, harness.clock.now())
     assert await store.usage(charges, harness.clock.now()) == [102.0]  # 2 in + 100 reserved
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -248,6 +331,6 @@ async def test_a_request_cancelled_while_reserving_gives_its_reservation_back() 
         await asyncio.sleep(0)
     await admission.close()
     limits = applicable_limits(policy.quotas, "alice", None, "echo")
-    charges = charges_for(limits, Estimate(0, 0.0), DEFAULT_NOW)
+    charges = charges_for(limits, 0, 0.0, DEFAULT_NOW)
     assert await store.usage(charges, DEFAULT_NOW) == [0.0, 0.0]
     assert admission.in_flight == 0
