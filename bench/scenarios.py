@@ -79,7 +79,9 @@ def _comparison(
     """Sides measured in alternating rounds (A B, B A, ...), one result each.
 
     On a shared two-core machine the background load drifts by the second; alternating short
-    rounds lets every side see the same mix of it, which keeps their ratio honest.
+    rounds lets every side see the same mix of it, which keeps their ratio honest. With three
+    sides or more the rounds follow round_orders(), so that no side is always measured in the
+    same place or right after the same other side.
     """
 
     def run(bench: Bench, wanted: Wanted) -> list[ScenarioResult]:
@@ -101,10 +103,11 @@ def _comparison(
                     side, mode, concurrency, "what it is compared with cannot run in this build"
                 )
             live = []
-        rounds = bench.profile.rounds if len(live) > 1 else 1
+        orders = round_orders(len(live), bench.profile.rounds) if len(live) > 1 else [[0]]
+        rounds = len(orders)
         measured: dict[str, Measurement] = {}
-        for index in range(rounds):
-            for side in live if index % 2 == 0 else live[::-1]:
+        for order in orders:
+            for side in (live[index] for index in order):
                 setup = bench.auth() if side.auth else None
                 one = bench.measure(
                     bench.server(side.server_key),
@@ -128,6 +131,26 @@ def _comparison(
         return [results[side.name] for side in chosen]
 
     return Scenario(name, about, tuple(side.name for side in sides), run)
+
+
+def round_orders(sides: int, rounds: int) -> list[list[int]]:
+    """The order the sides go in, round by round: at least `rounds` rounds, and whole
+    Williams designs (for two sides: A B, B A). Every side then runs in every place, and right
+    after every other side, equally often. (With three sides in A B C, C B A rounds the
+    middle one always ran second and always right after another server; whatever that does
+    to a measurement, it did it to that side alone.)"""
+    base = [0]
+    low, high = 1, sides - 1
+    while len(base) < sides:
+        base.append(low)
+        low += 1
+        if len(base) < sides:
+            base.append(high)
+            high -= 1
+    design = [[(place + shift) % sides for place in base] for shift in range(sides)]
+    if sides % 2:
+        design += [order[::-1] for order in design]
+    return design * max(1, -(-rounds // len(design)))
 
 
 def _floor_vs_proxy(
