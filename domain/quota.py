@@ -304,7 +304,7 @@ class ChargePlan:
                 per_charge.append(0)
             else:
                 suffix, end, length = _windows.of(limit.kind, now)
-                # The amount is each request's own (amounts()); this one is never read.
+                # A placeholder amount: each request's own comes from amounts().
                 charges.append(Charge(limit, f"{limit.key}:{suffix}", _WINDOW, 0.0, end, length))
                 per_charge.append(2 if limit.in_usd else 1)
         self.charges = tuple(charges)
