@@ -181,20 +181,20 @@ async def test_a_large_sqlite_batch_goes_in_as_a_few_statements_of_many_rows(
     try:
         await sink._call(lambda: sink._db().set_trace_callback(statements.append))
         await sink.write(
-            [usage_entry(f"r{index}", input_tokens=index, cost_usd=0.5) for index in range(1234)]
+            [usage_entry(f"r{index}", input_tokens=index, cost_usd=0.5) for index in range(6000)]
         )
         await sink._call(lambda: sink._db().set_trace_callback(None))
     finally:
         await sink.close()
     inserts = [each for each in statements if each.startswith("INSERT")]
-    # 500 rows per statement: 500 + 500 + 234, not one statement step per row.
+    # 2,500 rows per statement: 2,500 + 2,500 + 1,000, not one statement step per row.
     assert len(inserts) == 3
     with sqlite3.connect(path) as connection:
         count, tokens, cost, ids = connection.execute(
             "SELECT COUNT(*), SUM(input_tokens), SUM(cost_usd), COUNT(DISTINCT request_id) "
             "FROM usage"
         ).fetchone()
-    assert (count, tokens, cost, ids) == (1234, sum(range(1234)), 617.0, 1234)
+    assert (count, tokens, cost, ids) == (6000, sum(range(6000)), 3000.0, 6000)
 
 
 async def test_sqlite_store_that_cannot_be_opened_says_where(tmp_path: Path) -> None:
