@@ -42,14 +42,18 @@ CREATE INDEX IF NOT EXISTS usage_subject_time ON usage (subject, time);
 CREATE INDEX IF NOT EXISTS usage_team_time ON usage (team, time);
 """
 
-# Rows per INSERT statement, at most (within the build's limit on parameters). A batch goes in
-# as one statement of many rows (two or more past this), not as executemany's one statement
+# A batch goes in as a few statements of many rows each, not as executemany's one statement
 # step per row: sqlite3 lets go of the GIL around every step, and on a busy server each time
 # costs a hand-over to the event loop's thread and a wait to get the GIL back, which per row
 # cost the server more than the insert itself (measured: 9% more server CPU per request with
-# the ledger on, at c=16). Batches of 2,000 rows as four statements of 500 still cost the
-# writer thread 6-8 µs of system time per request in GIL trades; as one, about 1 µs.
-MAX_ROWS_PER_STATEMENT = 2500
+# the ledger on, at c=16; four statements of 500 rows per batch still cost the writer thread
+# 6-8 µs of system time per request, two of 1,000 about 1 µs).
+#
+# The statements have a few fixed row counts, largest first, and the last few rows of a batch
+# go in one at a time: sqlite3 keeps every distinct statement it ran prepared (up to 128), a
+# prepared 2,500-row INSERT holds about 3 MiB, and with any row count allowed the server grew
+# by 64 MiB over one bench run.
+STATEMENT_ROWS = (1000, 100, 10)
 
 
 @functools.lru_cache(maxsize=8)
@@ -65,7 +69,7 @@ class SqliteSink:
         # and the event loop never waits for the disk.
         self._thread: ThreadPoolExecutor | None = None
         self._connection: sqlite3.Connection | None = None
-        self._rows_per_statement = 1
+        self._statement_rows: tuple[int, ...] = ()
 
     async def _call(self, work: Callable[[], T]) -> T:
         if self._thread is None:
@@ -90,8 +94,10 @@ class SqliteSink:
         connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         connection.executescript(_SCHEMA)
         # Within this SQLite build's limit on parameters per statement (999 in old builds).
-        parameters = connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-        self._rows_per_statement = max(1, min(MAX_ROWS_PER_STATEMENT, parameters // len(COLUMNS)))
+        most = connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(COLUMNS)
+        self._statement_rows = tuple(
+            sorted({min(rows, most) for rows in STATEMENT_ROWS if most > 1}, reverse=True)
+        )
         self._connection = connection
 
     def _db(self) -> sqlite3.Connection:
@@ -110,10 +116,14 @@ class SqliteSink:
         await self._call(insert)
 
     def _insert_rows(self, connection: sqlite3.Connection, rows: list[Row]) -> None:
-        step = self._rows_per_statement
-        for start in range(0, len(rows), step):
-            chunk = rows[start : start + step]
-            connection.execute(_insert(len(chunk)), [value for row in chunk for value in row])
+        start = 0
+        for size in self._statement_rows:
+            while len(rows) - start >= size:
+                chunk = rows[start : start + size]
+                connection.execute(_insert(size), [value for row in chunk for value in row])
+                start += size
+        if start < len(rows):
+            connection.executemany(_insert(1), rows[start:])
 
     async def totals(self, since: float, group_by: GroupBy) -> list[UsageTotal]:
         column = GROUP_COLUMNS[group_by]

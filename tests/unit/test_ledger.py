@@ -187,14 +187,49 @@ async def test_a_large_sqlite_batch_goes_in_as_a_few_statements_of_many_rows(
     finally:
         await sink.close()
     inserts = [each for each in statements if each.startswith("INSERT")]
-    # 2,500 rows per statement: 2,500 + 2,500 + 1,000, not one statement step per row.
-    assert len(inserts) == 3
+    # 1,000 rows per statement, not one statement step per row.
+    assert len(inserts) == 6
     with sqlite3.connect(path) as connection:
         count, tokens, cost, ids = connection.execute(
             "SELECT COUNT(*), SUM(input_tokens), SUM(cost_usd), COUNT(DISTINCT request_id) "
             "FROM usage"
         ).fetchone()
     assert (count, tokens, cost, ids) == (6000, sum(range(6000)), 3000.0, 6000)
+
+
+async def test_batches_of_any_size_use_a_few_statements_and_lose_no_row(
+    tmp_path: Path,
+) -> None:
+    # sqlite3 keeps each distinct statement prepared, and a many-row one is megabytes: batches
+    # of every size must come down to the same few statements.
+    path = tmp_path / "usage.sqlite3"
+    sink = SqliteSink(path)
+    await sink.open()
+    statements: list[str] = []
+    sizes = [1234, 1, 9, 10, 11, 99, 100, 101, 999, 1000, 1001, 2000, 37, 512]
+    try:
+        await sink._call(lambda: sink._db().set_trace_callback(statements.append))
+        written = 0
+        for size in sizes:
+            await sink.write(
+                [usage_entry(f"r{written + index}", input_tokens=1) for index in range(size)]
+            )
+            written += size
+        await sink._call(lambda: sink._db().set_trace_callback(None))
+    finally:
+        await sink.close()
+    texts = {each.split(" VALUES ")[1].count("(") for each in statements if "INSERT" in each}
+    assert texts == {1000, 100, 10, 1}
+    # 1,234 rows: one statement of 1,000, two of 100, three of 10 and four rows alone.
+    first = [each for each in statements if "INSERT" in each][:10]
+    assert [each.split(" VALUES ")[1].count("(") for each in first] == [1000, 100, 100] + [
+        10
+    ] * 3 + [1] * 4
+    with sqlite3.connect(path) as connection:
+        count, tokens, ids = connection.execute(
+            "SELECT COUNT(*), SUM(input_tokens), COUNT(DISTINCT request_id) FROM usage"
+        ).fetchone()
+    assert (count, tokens, ids) == (sum(sizes), sum(sizes), sum(sizes))
 
 
 async def test_sqlite_store_that_cannot_be_opened_says_where(tmp_path: Path) -> None:
