@@ -47,13 +47,14 @@ CREATE INDEX IF NOT EXISTS usage_team_time ON usage (team, time);
 # costs a hand-over to the event loop's thread and a wait to get the GIL back, which per row
 # cost the server more than the insert itself (measured: 9% more server CPU per request with
 # the ledger on, at c=16; four statements of 500 rows per batch still cost the writer thread
-# 6-8 µs of system time per request, two of 1,000 about 1 µs).
+# 6-8 µs of system time per request).
 #
-# The statements have a few fixed row counts, largest first, and the last few rows of a batch
-# go in one at a time: sqlite3 keeps every distinct statement it ran prepared (up to 128), a
-# prepared 2,500-row INSERT holds about 3 MiB, and with any row count allowed the server grew
-# by 64 MiB over one bench run.
-STATEMENT_ROWS = (1000, 100, 10)
+# The statements' row counts are powers of two, largest first (a batch of n rows takes as
+# many statements as n has bits set), and a last odd row goes in alone: sqlite3 keeps every
+# distinct statement it ran prepared (up to 128), a prepared 2,500-row INSERT holds about
+# 3 MiB, and with any row count allowed the server grew by 64 MiB over one bench run, while
+# preparing a statement for each batch instead cost the writer thread more than the inserts.
+STATEMENT_ROWS = (1024, 512, 256, 128, 64, 32, 16, 8, 4, 2)
 
 
 @functools.lru_cache(maxsize=8)

@@ -187,8 +187,8 @@ async def test_a_large_sqlite_batch_goes_in_as_a_few_statements_of_many_rows(
     finally:
         await sink.close()
     inserts = [each for each in statements if each.startswith("INSERT")]
-    # 1,000 rows per statement, not one statement step per row.
-    assert len(inserts) == 6
+    # 5 x 1,024 + 512 + 256 + 64 + 32 + 16 rows, not one statement step per row.
+    assert len(inserts) == 10
     with sqlite3.connect(path) as connection:
         count, tokens, cost, ids = connection.execute(
             "SELECT COUNT(*), SUM(input_tokens), SUM(cost_usd), COUNT(DISTINCT request_id) "
@@ -218,13 +218,13 @@ async def test_batches_of_any_size_use_a_few_statements_and_lose_no_row(
         await sink._call(lambda: sink._db().set_trace_callback(None))
     finally:
         await sink.close()
-    texts = {each.split(" VALUES ")[1].count("(") for each in statements if "INSERT" in each}
-    assert texts == {1000, 100, 10, 1}
-    # 1,234 rows: one statement of 1,000, two of 100, three of 10 and four rows alone.
-    first = [each for each in statements if "INSERT" in each][:10]
-    assert [each.split(" VALUES ")[1].count("(") for each in first] == [1000, 100, 100] + [
-        10
-    ] * 3 + [1] * 4
+    rows_per_statement = [
+        each.split(" VALUES ")[1].count("(") for each in statements if "INSERT" in each
+    ]
+    assert set(rows_per_statement) <= {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024}
+    # 1,234 rows: 1,024 + 128 + 64 + 16 + 2.
+    assert rows_per_statement[:5] == [1024, 128, 64, 16, 2]
+    assert rows_per_statement[5:6] == [1]  # then a batch of one row
     with sqlite3.connect(path) as connection:
         count, tokens, ids = connection.execute(
             "SELECT COUNT(*), SUM(input_tokens), COUNT(DISTINCT request_id) FROM usage"
