@@ -12,6 +12,7 @@ import os
 import platform
 import sys
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -39,6 +40,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--skip", action="append", default=[], metavar="PATTERN", help="skip matching scenarios"
     )
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    parser.add_argument(
+        "--longer",
+        type=int,
+        default=1,
+        metavar="N",
+        help="measure N times as long, in N times as many rounds: for costs of a few percent, "
+        "which one run's noise can hide or double",
+    )
     parser.add_argument(
         "--clients",
         type=int,
@@ -83,6 +92,13 @@ def default_clients() -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     profile = QUICK if args.quick else FULL
+    if args.longer > 1:
+        profile = replace(
+            profile,
+            name=f"{profile.name}-x{args.longer}",
+            duration_s=profile.duration_s * args.longer,
+            rounds=profile.rounds * args.longer,
+        )
     out_dir: Path = args.out or RESULTS / profile.name
     scenarios = select(all_scenarios(profile), _patterns(args.only), _patterns(args.skip))
     if args.list:
