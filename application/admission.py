@@ -135,7 +135,7 @@ class Admission:
             now = self._clock.now()
             if self._local is not None:
                 if not plan.holds_at(now):
-                    plan = self._replan(quotas, principal, model_id, plan, now)
+                    plan = self._replan(principal, model_id, plan, now)
                 charges = plan.charges
                 amounts = plan.amounts(tokens, cost)
                 breach = self._local.reserve_amounts(charges, amounts, now)
@@ -182,17 +182,12 @@ class Admission:
         return found
 
     def _replan(
-        self,
-        quotas: QuotaPolicy,
-        principal: Principal,
-        model_id: str | None,
-        stale: ChargePlan,
-        now: float,
+        self, principal: Principal, model_id: str | None, stale: ChargePlan, now: float
     ) -> ChargePlan:
-        """The plan for the minute `now` is in, in place of one for an earlier minute."""
-        plan = ChargePlan(stale.limits, now)
-        if quotas is self._resolved_for:
-            self._resolved[(principal.subject, principal.team, model_id)] = plan
+        """The plan for the minute `now` is in, in place of _plan()'s for an earlier one."""
+        plan = self._resolved[(principal.subject, principal.team, model_id)] = ChargePlan(
+            stale.limits, now
+        )
         return plan
 
     async def _reserve(self, charges: tuple[Charge, ...], now: float) -> Breach | None:

@@ -12,13 +12,12 @@ import os
 import platform
 import sys
 import time
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import procinfo, report, servers
 from bench.scenarios import all_scenarios, select
-from bench.session import FULL, QUICK, Bench
+from bench.session import FULL, QUICK, Bench, longer
 from bench.stats import ScenarioResult
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -91,14 +90,7 @@ def default_clients() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    profile = QUICK if args.quick else FULL
-    if args.longer > 1:
-        profile = replace(
-            profile,
-            name=f"{profile.name}-x{args.longer}",
-            duration_s=profile.duration_s * args.longer,
-            rounds=profile.rounds * args.longer,
-        )
+    profile = longer(QUICK if args.quick else FULL, args.longer)
     out_dir: Path = args.out or RESULTS / profile.name
     scenarios = select(all_scenarios(profile), _patterns(args.only), _patterns(args.skip))
     if args.list:

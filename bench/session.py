@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,18 @@ FULL = Profile(
     rounds=4,
     auth_extras=True,
 )
+
+
+def longer(profile: Profile, times: int) -> Profile:
+    """`profile` measuring `times` as long, in `times` as many rounds of the same length."""
+    if times <= 1:
+        return profile
+    return replace(
+        profile,
+        name=f"{profile.name}-x{times}",
+        duration_s=profile.duration_s * times,
+        rounds=profile.rounds * times,
+    )
 
 
 def split(total: int, parts: int) -> list[int]:

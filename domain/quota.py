@@ -260,18 +260,26 @@ def charges_for(
     limits: Sequence[AppliedLimit], tokens: int, cost_usd: float, now: float
 ) -> list[Charge]:
     """What a request estimated at `tokens` and `cost_usd` charges each limit at `now`."""
-    charges = []
-    for limit in limits:
-        counter = limit.counter
-        if counter is _LOG:
-            charges.append(Charge(limit, limit.key, _LOG, 1.0, now + 60.0, 60.0))
-        elif counter is _GAUGE:
-            charges.append(Charge(limit, limit.key, _GAUGE, 1.0, now + GAUGE_TTL_S, 0.0))
-        else:
-            suffix, end, length = _windows.of(limit.kind, now)
-            amount = cost_usd if limit.in_usd else float(tokens)
-            charges.append(Charge(limit, f"{limit.key}:{suffix}", _WINDOW, amount, end, length))
-    return charges
+    return [
+        _charge(limit, cost_usd if limit.in_usd else float(tokens), now, now) for limit in limits
+    ]
+
+
+def _charge(limit: AppliedLimit, amount: float, now: float, counted_until: float) -> Charge:
+    """The charge of `amount` on `limit`'s counter in the window `now` falls in. A log or a
+    gauge is kept a window's length past `counted_until`, the last moment it counts a request
+    (a window's counter lives as long as its window)."""
+    counter = limit.counter
+    if counter is _LOG:
+        return Charge(limit, limit.key, _LOG, 1.0, counted_until + 60.0, 60.0)
+    if counter is _GAUGE:
+        return Charge(limit, limit.key, _GAUGE, 1.0, counted_until + GAUGE_TTL_S, 0.0)
+    suffix, end, length = _windows.of(limit.kind, now)
+    return Charge(limit, f"{limit.key}:{suffix}", _WINDOW, amount, end, length)
+
+
+# What a charge counts, as an index into (one request, its tokens, its dollars).
+_ONE, _TOKENS, _DOLLARS = 0, 1, 2
 
 
 class ChargePlan:
@@ -290,29 +298,13 @@ class ChargePlan:
         self.limits = limits
         start = now // 60 * 60
         self._from, self._until = start, start + 60.0
-        charges = []
-        # What each charge counts: 0 one (a request), 1 the tokens, 2 the dollars.
-        per_charge = []
-        for limit in limits:
-            counter = limit.counter
-            if counter is _LOG:
-                charges.append(Charge(limit, limit.key, _LOG, 1.0, self._until + 60.0, 60.0))
-                per_charge.append(0)
-            elif counter is _GAUGE:
-                end = self._until + GAUGE_TTL_S
-                charges.append(Charge(limit, limit.key, _GAUGE, 1.0, end, 0.0))
-                per_charge.append(0)
-            else:
-                suffix, end, length = _windows.of(limit.kind, now)
-                # A placeholder amount: each request's own comes from amounts().
-                charges.append(Charge(limit, f"{limit.key}:{suffix}", _WINDOW, 0.0, end, length))
-                per_charge.append(2 if limit.in_usd else 1)
-        self.charges = tuple(charges)
-        # itemgetter picks them out in C, a third of what a comprehension costs; with one
-        # index it would return the item rather than a tuple of it.
-        self._pick: Callable[[tuple[float, float, float]], tuple[float, ...]] = (
-            itemgetter(*per_charge) if len(per_charge) > 1 else _one_of(per_charge)
-        )
+        # A window's amount here is a placeholder: each request's own comes from amounts().
+        self.charges = tuple(_charge(limit, 0.0, now, self._until) for limit in limits)
+        picks = [
+            _ONE if limit.counter is not _WINDOW else _DOLLARS if limit.in_usd else _TOKENS
+            for limit in limits
+        ]
+        self._pick = _picker(picks)
 
     def holds_at(self, now: float) -> bool:
         return self._from <= now < self._until
@@ -322,9 +314,15 @@ class ChargePlan:
         return self._pick((1.0, float(tokens), cost_usd))
 
 
-def _one_of(picks: list[int]) -> Callable[[tuple[float, float, float]], tuple[float, ...]]:
-    (only,) = picks or [0]
-    return lambda each: (each[only],) if picks else ()
+def _picker(picks: list[int]) -> Callable[[tuple[float, float, float]], tuple[float, ...]]:
+    # itemgetter picks them out in C, a third of what a comprehension costs; given one index
+    # it returns the item rather than a tuple of it.
+    if len(picks) > 1:
+        return itemgetter(*picks)
+    if picks:
+        only = picks[0]
+        return lambda each: (each[only],)
+    return lambda each: ()
 
 
 @value_object

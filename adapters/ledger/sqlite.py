@@ -57,7 +57,7 @@ CREATE INDEX IF NOT EXISTS usage_team_time ON usage (team, time);
 STATEMENT_ROWS = (1024, 512, 256, 128, 64, 32, 16, 8, 4, 2)
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=len(STATEMENT_ROWS) + 1)
 def _insert(rows: int) -> str:
     one = f"({', '.join('?' for _ in COLUMNS)})"
     return f"INSERT INTO usage ({', '.join(COLUMNS)}) VALUES {', '.join([one] * rows)}"  # noqa: S608

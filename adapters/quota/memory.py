@@ -124,16 +124,8 @@ class MemoryQuotaStore:
 
     def settle_now(self, deltas: Sequence[tuple[Charge, float]], now: float) -> None:
         """adjust_now for what a request's own charges turned out to be (settlement_deltas)."""
-        values = self._values
         for charge, delta in deltas:
-            entry = values.get(charge.key)
-            if entry is None or entry[1] <= now:
-                entry = values[charge.key] = [0.0, charge.window_end]
-            # A gauge never goes below zero, even if a settle arrives after its key expired.
-            value = entry[0] + delta
-            entry[0] = value if value > 0.0 else 0.0
-            if charge.window_end > entry[1]:
-                entry[1] = charge.window_end
+            self._add(charge.key, delta, charge.window_end, now)
 
     @staticmethod
     def _trimmed(log: deque[float], horizon: float) -> float:
@@ -166,8 +158,11 @@ class MemoryQuotaStore:
         if entry is None or entry[1] <= now:
             entry = self._values[key] = [0.0, expires]
         # A gauge never goes below zero, even if a settle arrives after its key expired.
-        entry[0] = max(entry[0] + delta, 0.0)
-        entry[1] = max(entry[1], expires)
+        # (Comparisons rather than max(): this runs for every settled request.)
+        value = entry[0] + delta
+        entry[0] = value if value > 0.0 else 0.0
+        if expires > entry[1]:
+            entry[1] = expires
 
     def _sweep(self, now: float) -> None:
         for key in [key for key, log in self._logs.items() if not log or log[-1] <= now - 60]:

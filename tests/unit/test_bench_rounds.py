@@ -1,4 +1,4 @@
-"""The order in which a comparison measures its sides, round by round."""
+"""How long a comparison measures, and in which order it measures its sides, round by round."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from itertools import pairwise
 import pytest
 
 from bench.scenarios import round_orders
+from bench.session import FULL, longer
 
 
 def test_two_sides_alternate() -> None:
@@ -29,3 +30,11 @@ def test_at_least_the_rounds_asked_for_in_whole_designs() -> None:
     assert len(round_orders(2, 5)) == 6
     assert len(round_orders(3, 7)) == 12
     assert len(round_orders(3, 1)) == 6
+
+
+def test_longer_measures_as_long_again_in_as_many_more_rounds() -> None:
+    assert longer(FULL, 1) is FULL
+    three = longer(FULL, 3)
+    assert (three.duration_s, three.rounds) == (FULL.duration_s * 3, FULL.rounds * 3)
+    assert three.duration_s / three.rounds == FULL.duration_s / FULL.rounds
+    assert three.name == "full-x3"

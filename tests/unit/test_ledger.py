@@ -171,22 +171,29 @@ async def test_sqlite_store_keeps_rows_and_sums_them_by_group(tmp_path: Path) ->
         assert connection.execute("SELECT COUNT(*) FROM usage").fetchone() == (4,)
 
 
-async def test_a_large_sqlite_batch_goes_in_as_a_few_statements_of_many_rows(
-    tmp_path: Path,
-) -> None:
-    path = tmp_path / "usage.sqlite3"
+async def _inserts(path: Path, batches: list[list[UsageEntry]]) -> list[str]:
+    """The INSERT statements a SqliteSink at `path` runs to write `batches`, as executed."""
     sink = SqliteSink(path)
     await sink.open()
     statements: list[str] = []
     try:
         await sink._call(lambda: sink._db().set_trace_callback(statements.append))
-        await sink.write(
-            [usage_entry(f"r{index}", input_tokens=index, cost_usd=0.5) for index in range(6000)]
-        )
+        for batch in batches:
+            await sink.write(batch)
         await sink._call(lambda: sink._db().set_trace_callback(None))
     finally:
         await sink.close()
-    inserts = [each for each in statements if each.startswith("INSERT")]
+    return [each for each in statements if each.startswith("INSERT")]
+
+
+async def test_a_large_sqlite_batch_goes_in_as_a_few_statements_of_many_rows(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "usage.sqlite3"
+    inserts = await _inserts(
+        path,
+        [[usage_entry(f"r{index}", input_tokens=index, cost_usd=0.5) for index in range(6000)]],
+    )
     # 5 x 1,024 + 512 + 256 + 64 + 32 + 16 rows, not one statement step per row.
     assert len(inserts) == 10
     with sqlite3.connect(path) as connection:
@@ -203,24 +210,16 @@ async def test_batches_of_any_size_use_a_few_statements_and_lose_no_row(
     # sqlite3 keeps each distinct statement prepared, and a many-row one is megabytes: batches
     # of every size must come down to the same few statements.
     path = tmp_path / "usage.sqlite3"
-    sink = SqliteSink(path)
-    await sink.open()
-    statements: list[str] = []
     sizes = [1234, 1, 9, 10, 11, 99, 100, 101, 999, 1000, 1001, 2000, 37, 512]
-    try:
-        await sink._call(lambda: sink._db().set_trace_callback(statements.append))
-        written = 0
-        for size in sizes:
-            await sink.write(
-                [usage_entry(f"r{written + index}", input_tokens=1) for index in range(size)]
-            )
-            written += size
-        await sink._call(lambda: sink._db().set_trace_callback(None))
-    finally:
-        await sink.close()
-    rows_per_statement = [
-        each.split(" VALUES ")[1].count("(") for each in statements if "INSERT" in each
-    ]
+    starts = [sum(sizes[:at]) for at in range(len(sizes))]
+    inserts = await _inserts(
+        path,
+        [
+            [usage_entry(f"r{start + index}", input_tokens=1) for index in range(size)]
+            for start, size in zip(starts, sizes, strict=True)
+        ],
+    )
+    rows_per_statement = [each.split(" VALUES ")[1].count("(") for each in inserts]
     assert set(rows_per_statement) <= {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024}
     # 1,234 rows: 1,024 + 128 + 64 + 16 + 2.
     assert rows_per_statement[:5] == [1024, 128, 64, 16, 2]
