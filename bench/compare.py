@@ -120,7 +120,7 @@ def rows(before: dict[str, ScenarioResult], after: dict[str, ScenarioResult]) ->
     table: list[list[str]] = []
     for name, old in before.items():
         new = after.get(name)
-        if new is None or old.target == "floor":
+        if new is None or old.target in ("floor", "llm-floor"):
             continue
         for figure in FIGURES:
             a, b = figure.read(before, old), figure.read(after, new)

@@ -157,13 +157,15 @@ def _floor_vs_proxy(
     label: str, mode: loadgen.Mode, concurrency: int, model: str | None, prompt: str
 ) -> Scenario:
     name = f"{label}-c{concurrency}"
-    about = f"{mode} at concurrency {concurrency}, floor against proxy" + (
+    sides = [Side(f"floor-{name}", "floor", "floor")]
+    if model is not None:
+        # What calling llm costs by itself: the floor answering from the same model.
+        sides.append(Side(f"llm-floor-{name}", "llm-floor", "llm-floor", model=model))
+    sides.append(Side(f"proxy-{name}", "proxy", "proxy", model=model))
+    against = "floor, llm floor and proxy" if model is not None else "floor against proxy"
+    about = f"{mode} at concurrency {concurrency}, {against}" + (
         f" ({model}, {prompt!r})" if model else ""
     )
-    sides = [
-        Side(f"floor-{name}", "floor", "floor"),
-        Side(f"proxy-{name}", "proxy", "proxy", model=model),
-    ]
     return _comparison(name, about, mode, concurrency, sides, prompt=prompt)
 
 

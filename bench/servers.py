@@ -154,6 +154,28 @@ def floor_server(log_dir: Path) -> ServerProcess:
     )
 
 
+def llm_floor_server(log_dir: Path, model: str, env: Mapping[str, str]) -> ServerProcess:
+    """The floor answering from llm's `model` (bench/floor.py --llm)."""
+    port = free_port()
+    return ServerProcess(
+        name="llm-floor",
+        argv=[
+            sys.executable,
+            "-m",
+            "bench.floor",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--llm",
+            model,
+        ],
+        port=port,
+        log_path=log_dir / "llm-floor.log",
+        env=dict(env),
+    )
+
+
 def proxy_server(
     name: str,
     log_dir: Path,

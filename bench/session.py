@@ -169,6 +169,10 @@ class Bench:
             return running
         if key == "floor":
             running = servers.floor_server(self.log_dir)
+        elif key == "llm-floor":
+            # The proxy's llm user directory: the same plugins see the same (empty) settings.
+            env = {"LLM_USER_PATH": str(self.out_dir / "llm-user")}
+            running = servers.llm_floor_server(self.log_dir, ECHO, env)
         elif key == "proxy":
             running = servers.proxy_server(
                 key,

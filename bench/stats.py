@@ -66,7 +66,7 @@ class ScenarioResult:
     """One JSON line of output. Fields that do not apply to a scenario stay None."""
 
     name: str
-    target: str  # "proxy", "floor" or "direct"
+    target: str  # "proxy", "floor", "llm-floor" or "direct"
     mode: str  # "unary", "stream", "info", "open-streams", "startup", "idle", "soak"
     concurrency: int | None = None
     clients: int | None = None

@@ -10,8 +10,19 @@ from bench import report
 from bench.stats import LatencySummary, ScenarioResult
 
 
-def load(name: str, rps: float, p50_ms: float, *, ttfc_ms: float | None = None) -> ScenarioResult:
-    target, mode, level = name.split("-")[0], name.split("-")[1], name.rsplit("-c", 1)[1]
+def load(
+    name: str,
+    rps: float,
+    p50_ms: float,
+    *,
+    ttfc_ms: float | None = None,
+    cpu_us: float | None = None,
+) -> ScenarioResult:
+    target, _, rest = name.rpartition("-unary-") if "-unary-" in name else name.partition("-")
+    if "-unary-" in name:
+        mode, level = "unary", rest.removeprefix("c")
+    else:
+        target, mode, level = name.split("-")[0], name.split("-")[1], name.rsplit("-c", 1)[1]
     seconds = [p50_ms / 1e3] * 3
     return ScenarioResult(
         name=name,
@@ -24,6 +35,7 @@ def load(name: str, rps: float, p50_ms: float, *, ttfc_ms: float | None = None) 
         ttfc=LatencySummary.of([ttfc_ms / 1e3]) if ttfc_ms is not None else None,
         server_rss_before_kb=50_000,
         server_rss_after_kb=50_100,
+        server_cpu_s_per_req=cpu_us / 1e6 if cpu_us is not None else None,
     )
 
 
@@ -34,6 +46,8 @@ def passing_run() -> list[ScenarioResult]:
         load("proxy-stream-c1", 1000, 0.9, ttfc_ms=0.75),
         load("floor-unary-c16", 3000, 5.0),
         load("proxy-unary-c16", 2400, 6.0),
+        load("floor-stream-c16", 3000, 5.0),
+        load("proxy-stream-c16", 2400, 6.0),
         load("auth-on-unary-c16", 2200, 6.5),
         governance("limits-off-unary-c16", 500),
         governance("limits-memory-unary-c16", 520),  # +4%
@@ -141,10 +155,11 @@ def test_every_target_is_met_by_a_good_run() -> None:
 def test_each_target_can_be_missed() -> None:
     results = passing_run()
     worse = {
-        "proxy-unary-c16": load("proxy-unary-c16", 2000, 6.0),  # 67% of the floor
-        "proxy-unary-c1": load("proxy-unary-c1", 1200, 0.80),  # floor + 0.2 ms
+        "proxy-unary-c16": load("proxy-unary-c16", 1900, 6.0),  # 63% of the floor
+        "proxy-stream-c16": load("proxy-stream-c16", 2200, 6.0),  # 73% of the floor
+        "proxy-unary-c1": load("proxy-unary-c1", 1200, 0.73),  # floor + 0.13 ms
         "proxy-stream-c1": load("proxy-stream-c1", 1000, 0.9, ttfc_ms=0.85),
-        "auth-on-unary-c16": load("auth-on-unary-c16", 1700, 6.5),  # 15% below 2000
+        "auth-on-unary-c16": load("auth-on-unary-c16", 1600, 6.5),  # 16% below 1900
         "startup": ScenarioResult(name="startup", target="proxy", mode="startup", duration_s=0.9),
         "idle-rss": ScenarioResult(
             name="idle-rss", target="proxy", mode="idle", server_rss_before_kb=90 * 1024
@@ -204,7 +219,7 @@ def test_markdown_has_the_targets_and_a_row_per_load() -> None:
     )
     text = report.markdown(results, {"profile": "full"})
     assert text.startswith("# llm-proxy benchmark (full)")
-    assert "| unary throughput c=16 | ≥ 75% of the floor's req/s | 2,400 vs 3,000" in text
+    assert "| unary throughput c=16 | ≥ 65% of the floor's req/s | 2,400 vs 3,000" in text
     assert "| proxy-unary-c16 | 16 | 2,400 | 6.000 |" in text
     assert "workers-n-unary-c64: skipped, later" in text
     assert "## Open streams" in text
@@ -213,11 +228,46 @@ def test_markdown_has_the_targets_and_a_row_per_load() -> None:
 
 def test_overhead_compares_each_proxy_load_with_its_floor() -> None:
     rows = report.overhead_rows(passing_run())
-    # Only unary c=1 and c=16 have both a proxy and a floor run in passing_run.
+    # Unary c=1 and c=16 and stream c=16 have both a proxy and a floor run in passing_run; none
+    # has an llm floor, so its columns stay empty.
+    no_llm_floor = ["-", "-", "-", "-"]
     assert rows == [
-        ["unary", "1", "80%", "0.100", "0.100", "-"],
-        ["unary", "16", "80%", "1.000", "1.000", "-"],
+        ["unary", "1", "80%", "0.100", "0.100", "-", *no_llm_floor],
+        ["unary", "16", "80%", "1.000", "1.000", "-", *no_llm_floor],
+        ["stream", "16", "80%", "1.000", "1.000", "-", *no_llm_floor],
     ]
+
+
+def test_the_llm_floor_shows_what_calling_llm_costs_and_what_is_the_proxys_own() -> None:
+    results = [
+        load("floor-unary-c16", 4000, 3.0, cpu_us=230),
+        load("llm-floor-unary-c16", 2800, 4.5, cpu_us=340),
+        load("proxy-unary-c16", 2000, 7.0, cpu_us=520),
+        load("floor-unary-c1", 1800, 0.55),
+        load("llm-floor-unary-c1", 1300, 0.78),
+        load("proxy-unary-c1", 1000, 0.99),
+    ]
+    assert results[1].target == "llm-floor"
+    rows = {(row[0], row[1]): row for row in report.overhead_rows(results)}
+    assert rows[("unary", "16")] == [
+        "unary",
+        "16",
+        "50%",
+        "4.000",
+        "4.000",
+        "290",
+        "70%",
+        "71%",
+        "2.500",
+        "180",
+    ]
+    checks = {check.name: check for check in report.check_targets(results)}
+    assert checks["unary throughput c=16"].met is False
+    assert checks["unary throughput c=16"].measured.endswith("the llm floor alone keeps 70%")
+    assert checks["unary p50 c=1"].met is False
+    assert checks["unary p50 c=1"].measured.endswith("the llm floor alone: +0.230 ms")
+    text = report.markdown(results, {"profile": "full"})
+    assert "| llm floor's share | share of llm floor |" in text
 
 
 def test_failed_scenarios_give_no_verdict() -> None:
