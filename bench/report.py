@@ -125,7 +125,11 @@ def _first_chunk_p50(found: Found) -> Measured | None:
     if stream is None or not stream.ttfc or floor is None:
         return None
     value = stream.ttfc.p50_ms
-    return Measured(value, floor + 0.2, f"{value:.3f} ms vs floor unary p50 {floor:.3f} ms")
+    text = f"{value:.3f} ms vs floor unary p50 {floor:.3f} ms"
+    llm_floor = found.get("llm-floor-stream-c1")
+    if llm_floor is not None and llm_floor.ttfc:
+        text += f"; the llm floor's: {llm_floor.ttfc.p50_ms:.3f} ms"
+    return Measured(value, floor + 0.2, text)
 
 
 def _auth_cost(found: Found) -> Measured | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -18,11 +19,9 @@ def load(
     ttfc_ms: float | None = None,
     cpu_us: float | None = None,
 ) -> ScenarioResult:
-    target, _, rest = name.rpartition("-unary-") if "-unary-" in name else name.partition("-")
-    if "-unary-" in name:
-        mode, level = "unary", rest.removeprefix("c")
-    else:
-        target, mode, level = name.split("-")[0], name.split("-")[1], name.rsplit("-c", 1)[1]
+    parsed = re.fullmatch(r"(.+)-(unary|stream\d*)-c(\d+)", name)
+    assert parsed is not None, name
+    target, mode, level = parsed.groups()
     seconds = [p50_ms / 1e3] * 3
     return ScenarioResult(
         name=name,
@@ -246,6 +245,9 @@ def test_the_llm_floor_shows_what_calling_llm_costs_and_what_is_the_proxys_own()
         load("floor-unary-c1", 1800, 0.55),
         load("llm-floor-unary-c1", 1300, 0.78),
         load("proxy-unary-c1", 1000, 0.99),
+        load("floor-stream-c1", 1300, 0.70, ttfc_ms=0.60),
+        load("llm-floor-stream-c1", 1100, 0.80, ttfc_ms=0.71),
+        load("proxy-stream-c1", 800, 1.05, ttfc_ms=0.88),
     ]
     assert results[1].target == "llm-floor"
     rows = {(row[0], row[1]): row for row in report.overhead_rows(results)}
@@ -266,6 +268,7 @@ def test_the_llm_floor_shows_what_calling_llm_costs_and_what_is_the_proxys_own()
     assert checks["unary throughput c=16"].measured.endswith("the llm floor alone keeps 70%")
     assert checks["unary p50 c=1"].met is False
     assert checks["unary p50 c=1"].measured.endswith("the llm floor alone: +0.230 ms")
+    assert checks["time to first chunk p50 c=1"].measured.endswith("the llm floor's: 0.710 ms")
     text = report.markdown(results, {"profile": "full"})
     assert "| llm floor's share | share of llm floor |" in text
 
