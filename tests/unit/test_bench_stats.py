@@ -190,12 +190,14 @@ class TestSelect:
 
     def test_everything_by_default(self) -> None:
         picked = self.chosen([], [])
-        assert picked["unary-c16"] == ["floor-unary-c16", "proxy-unary-c16"]
+        assert picked["unary-c16"] == ["floor-unary-c16", "llm-floor-unary-c16", "proxy-unary-c16"]
+        # A load without a model (GetServerInfo) has no llm floor.
+        assert picked["info-c16"] == ["floor-info-c16", "proxy-info-c16"]
         assert "soak" in picked
 
     def test_a_scenario_name_selects_all_its_members(self) -> None:
         assert self.chosen(["unary-c16"], []) == {
-            "unary-c16": ["floor-unary-c16", "proxy-unary-c16"]
+            "unary-c16": ["floor-unary-c16", "llm-floor-unary-c16", "proxy-unary-c16"]
         }
 
     def test_a_member_pattern_selects_that_member_alone(self) -> None:
@@ -207,5 +209,5 @@ class TestSelect:
         }
 
     def test_skip_wins_over_only(self) -> None:
-        picked = self.chosen(["unary-*"], ["floor-*", "unary-c64"])
+        picked = self.chosen(["unary-*"], ["*floor-*", "unary-c64"])
         assert picked == {"unary-c1": ["proxy-unary-c1"], "unary-c16": ["proxy-unary-c16"]}
