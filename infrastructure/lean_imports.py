@@ -3,8 +3,8 @@
 llm imports sqlite_utils, and sqlite_utils imports numpy and pandas whenever they are
 installed, only to map their scalar types to SQLite column types: storage the proxy never does
 through it. With numpy installed (`make bench` installs it for its plot, and images often carry
-it for other tools) that alone added 16 MiB of RSS and ~50 ms of start-up to every server
-process. Only sqlite_utils' own first import runs without them: a plugin that needs numpy
+it for other tools) that alone added about 10 MiB of idle RSS and 30-50 ms of start-up to every
+server process. Only sqlite_utils' own first import runs without them: a plugin that needs numpy
 imports it as usual, later.
 """
 
