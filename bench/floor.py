@@ -108,8 +108,7 @@ class LlmFloorServicer(FloorServicer):
 
     def __init__(self, default_model: str) -> None:
         super().__init__()
-        if llm.plugins.pm.get_plugin(bench_models.__name__) is None:
-            llm.plugins.pm.register(bench_models, name=bench_models.__name__)
+        bench_models.ensure_registered()
         self._default = default_model
         self._models = {default_model: llm.get_async_model(default_model)}
 

@@ -144,35 +144,19 @@ def wait_until_serving(target: str, deadline: float, process: subprocess.Popen[b
     raise ServerFailed(f"no answer from {target} in time")
 
 
-def floor_server(log_dir: Path) -> ServerProcess:
+def floor_server(
+    log_dir: Path, *, llm_model: str | None = None, env: Mapping[str, str] | None = None
+) -> ServerProcess:
+    """The floor; with `llm_model`, the llm floor answering from that model (--llm)."""
     port = free_port()
+    name = "floor" if llm_model is None else "llm-floor"
+    argv = [sys.executable, "-m", "bench.floor", "--host", HOST, "--port", str(port)]
     return ServerProcess(
-        name="floor",
-        argv=[sys.executable, "-m", "bench.floor", "--host", HOST, "--port", str(port)],
+        name=name,
+        argv=argv if llm_model is None else [*argv, "--llm", llm_model],
         port=port,
-        log_path=log_dir / "floor.log",
-    )
-
-
-def llm_floor_server(log_dir: Path, model: str, env: Mapping[str, str]) -> ServerProcess:
-    """The floor answering from llm's `model` (bench/floor.py --llm)."""
-    port = free_port()
-    return ServerProcess(
-        name="llm-floor",
-        argv=[
-            sys.executable,
-            "-m",
-            "bench.floor",
-            "--host",
-            HOST,
-            "--port",
-            str(port),
-            "--llm",
-            model,
-        ],
-        port=port,
-        log_path=log_dir / "llm-floor.log",
-        env=dict(env),
+        log_path=log_dir / f"{name}.log",
+        env=dict(env or {}),
     )
 
 

@@ -172,7 +172,7 @@ class Bench:
         elif key == "llm-floor":
             # The proxy's llm user directory: the same plugins see the same (empty) settings.
             env = {"LLM_USER_PATH": str(self.out_dir / "llm-user")}
-            running = servers.llm_floor_server(self.log_dir, ECHO, env)
+            running = servers.floor_server(self.log_dir, llm_model=ECHO, env=env)
         elif key == "proxy":
             running = servers.proxy_server(
                 key,

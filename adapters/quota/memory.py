@@ -70,11 +70,9 @@ class MemoryQuotaStore:
                 log = logs.get(charge.key)
                 if log is None:
                     log = logs[charge.key] = deque()
+                    used = 0.0
                 else:
-                    horizon = now - charge.window_s
-                    while log and log[0] <= horizon:
-                        log.popleft()
-                used = float(len(log))
+                    used = self._trimmed(log, now - charge.window_s)
                 if used + amount > limit:
                     return self._refuse(charges, amounts, index, used, now)
                 log.append(now)
